@@ -31,7 +31,6 @@ COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("evaluate", None),
     ("predict", None),
     ("admin", "admin"),
-    ("server", None),
     ("demo", None),
     ("simulate", None),
 ]
