@@ -6,9 +6,10 @@ import importlib
 import os
 import sys
 
+import click
 import typer
 
-from medvec.errors import MedVecError
+from hospital_cli.errors import format_known_exception
 
 app = typer.Typer(
     name="medvec",
@@ -54,15 +55,30 @@ def _register(root: typer.Typer) -> None:
 _register(app)
 
 
-def main() -> None:
-    """Console entry point: known errors become one line on stderr and exit code 1."""
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: known errors become one line on stderr and a non-zero exit.
+
+    The traceback is shown only with ``MEDVEC_DEBUG=1``; unexpected errors say so.
+    """
     try:
-        app()
-    except MedVecError as exc:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
         if os.environ.get("MEDVEC_DEBUG") == "1":
             raise
-        typer.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+        known = format_known_exception(exc)
+        if known is None:
+            message = f"unexpected {type(exc).__name__}: {exc} (rerun with MEDVEC_DEBUG=1)"
+            known = (message, 1)
+        typer.echo(f"Error: {known[0]}", err=True)
+        sys.exit(known[1])
 
 
 if __name__ == "__main__":

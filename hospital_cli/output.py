@@ -55,3 +55,55 @@ def progress_steps(*, transient: bool = False) -> Progress:
         console=err_console(),
         transient=transient,
     )
+
+
+def note(message: str) -> None:
+    """A one-line notice on stderr (never mixed into ``--json`` stdout)."""
+    err_console().print(f"[dim]{message}[/dim]", highlight=False)
+
+
+def success(message: str) -> None:
+    console().print(f"[green]✓[/green] {message}", highlight=False)
+
+
+def warn(message: str) -> None:
+    err_console().print(f"[yellow]![/yellow] {message}", highlight=False)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str], *, title: str | None = None) -> None:
+    """Rows as a table on the console; missing cells are blank."""
+    from rich.table import Table
+
+    grid = Table(title=title)
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*(_cell(row.get(column)) for column in columns))
+    console().print(grid)
+
+
+def listing(
+    rows: list[dict[str, Any]], columns: list[str], *, as_json: bool, title: str | None = None
+) -> None:
+    """The shared rendering of every listing command: JSON when asked, else a table."""
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        note(f"no {title or 'entries'}")
+    else:
+        table(rows, columns, title=title)
+
+
+def key_values(pairs: dict[str, Any], *, title: str | None = None) -> None:
+    """A two-column table of names and values (metrics, records)."""
+    table([{"field": k, "value": v} for k, v in pairs.items()], ["field", "value"], title=title)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(value)
