@@ -107,3 +107,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, default=str)
     return str(value)
+
+
+def error(message: str) -> None:
+    """The one error line on stderr."""
+    err_console().print(f"Error: {message}", highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,91 @@
+"""``medvec status``: this hospital's vectors, their merge state, and the production model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from hospital_cli import output
+from hospital_cli.client import RegistryClient
+from hospital_cli.errors import ApiError
+from hospital_cli.options import JsonOpt, ProfileOpt, ServerOpt, TokenOpt, make_client
+
+app = typer.Typer()
+
+VECTOR_COLUMNS = [
+    "id",
+    "created_at",
+    "base_id",
+    "status",
+    "num_samples",
+    "norm",
+    "merged_into",
+    "reason",
+]
+
+
+@app.command()
+def status(
+    vector_status: Annotated[
+        str | None, typer.Option("--status", help="Only vectors in this status.")
+    ] = None,
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List this hospital's vectors and the production model with its evaluations.
+
+    Example: medvec status --json
+    """
+    with make_client(profile, server, token) as client:
+        vectors = client.list_vectors(status=vector_status)
+        production = _production(client)
+    rows = [_vector_row(v) for v in vectors]
+    if as_json:
+        output.print_json({"vectors": vectors, "production": production})
+        return
+    output.listing(rows, VECTOR_COLUMNS, as_json=False, title="vectors")
+    if production is None:
+        output.note("no production model yet")
+        return
+    version = production["version"]
+    output.note(f"production model: {version.get('id')} ({version.get('name', '')})")
+    evaluations = production.get("evaluations", [])
+    output.listing(
+        [_evaluation_row(e) for e in evaluations],
+        ["benchmark", "split", "accuracy", "auc_macro", "f1_macro"],
+        as_json=False,
+        title="production evaluations",
+    )
+
+
+def _production(client: RegistryClient) -> dict[str, Any] | None:
+    try:
+        version = client.get_version("production")
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    try:
+        evaluations = client.version_evaluations(str(version["id"]))
+    except ApiError as exc:
+        if exc.status not in (403, 404):
+            raise
+        evaluations = []
+    return {"version": version, "evaluations": evaluations}
+
+
+def _vector_row(vector: dict[str, Any]) -> dict[str, Any]:
+    merged = vector.get("merged_into") or vector.get("versions")
+    return {**vector, "merged_into": merged, "reason": vector.get("reason") or ""}
+
+
+def _evaluation_row(evaluation: dict[str, Any]) -> dict[str, Any]:
+    metrics = evaluation.get("metrics") or {}
+    return {
+        "benchmark": evaluation.get("benchmark_name") or evaluation.get("benchmark_id"),
+        "split": evaluation.get("split"),
+        **{k: metrics.get(k) for k in ("accuracy", "auc_macro", "f1_macro")},
+    }
