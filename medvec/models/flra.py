@@ -1,0 +1,184 @@
+"""FL-RA: ResNet blocks whose 3x3 convolution is fused with multi-head self-attention.
+
+Each block's strided 3x3 convolution (``conv2`` of a ``Bottleneck``, ``conv1`` of a
+``BasicBlock``) is replaced in the forward pass by::
+
+    beta * conv3x3(x) + alpha * attention(x)
+
+with learnable scalars ``alpha`` (init 0) and ``beta`` (init 1). The blocks subclass
+torchvision's, so every ResNet key keeps its name and the FL-RA keys are new
+(``*.attn.{q,k,v,proj}.weight``, ``*.alpha``, ``*.beta``). With ``alpha = 0`` and
+``beta = 1`` a block computes exactly what the plain ResNet block computes, which is
+how a pretrained ResNet checkpoint becomes a valid FL-RA starting point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from medvec.errors import ModelError
+from medvec.models.attention import AttentionFactory, MultiHeadSelfAttention2d
+from medvec.models.registry import register_model
+from medvec.models.resnet import build_resnet
+
+__all__ = [
+    "BlockWithArgs",
+    "FLRABasicBlock",
+    "FLRABottleneck",
+    "build_flra_resnet",
+    "flra_resnet18",
+    "flra_resnet50",
+]
+
+
+def _fusion_weights() -> tuple[nn.Parameter, nn.Parameter]:
+    return nn.Parameter(torch.zeros(())), nn.Parameter(torch.ones(()))
+
+
+def _check_dilation(dilation: int) -> None:
+    if dilation != 1:
+        raise ModelError(
+            f"FL-RA blocks do not support dilation ({dilation})",
+            hint="build FL-RA models without replace_stride_with_dilation",
+        )
+
+
+class FLRABottleneck(Bottleneck):
+    """torchvision ``Bottleneck`` with attention fused into its 3x3 ``conv2``."""
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: Callable[..., nn.Module] | None = None,
+        *,
+        attn_layer: AttentionFactory = MultiHeadSelfAttention2d,
+    ) -> None:
+        super().__init__(
+            inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer
+        )
+        _check_dilation(dilation)
+        width = self.conv2.in_channels
+        self.attn = attn_layer(width, width, stride)
+        self.alpha, self.beta = _fusion_weights()
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.beta * self.conv2(out) + self.alpha * self.attn(out)
+        out = self.relu(self.bn2(out))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class FLRABasicBlock(BasicBlock):
+    """torchvision ``BasicBlock`` with attention fused into its strided 3x3 ``conv1``."""
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: Callable[..., nn.Module] | None = None,
+        *,
+        attn_layer: AttentionFactory = MultiHeadSelfAttention2d,
+    ) -> None:
+        super().__init__(
+            inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer
+        )
+        self.attn = attn_layer(inplanes, planes, stride)
+        self.alpha, self.beta = _fusion_weights()
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x
+        out = self.beta * self.conv1(x) + self.alpha * self.attn(x)
+        out = self.relu(self.bn1(out))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class BlockWithArgs:
+    """A block class with extra keyword arguments bound, usable as torchvision's ``block``.
+
+    torchvision's ``ResNet`` calls ``block(...)`` positionally and reads ``block.expansion``;
+    this is timm's ``block_args`` idea for a ResNet class that has no such parameter.
+    """
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], **block_args: Any) -> None:
+        self.block = block
+        self.block_args = block_args
+        self.expansion = block.expansion
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
+        return self.block(*args, **self.block_args, **kwargs)
+
+
+_LAYOUTS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
+    18: (FLRABasicBlock, [2, 2, 2, 2]),
+    50: (FLRABottleneck, [3, 4, 6, 3]),
+}
+
+
+def build_flra_resnet(
+    depth: Literal[18, 50],
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int = 28,
+    heads: int = 4,
+    kv_stride: int = 2,
+) -> ResNet:
+    """FL-RA ResNet of ``depth`` with non-default attention settings.
+
+    Model files record only the ``ModelSpec``, which rebuilds with the defaults
+    (4 heads, kv_stride 2); register a new name for other settings that must
+    travel with the weights.
+    """
+    if depth not in _LAYOUTS:
+        raise ModelError(f"no FL-RA ResNet of depth {depth}", hint="use depth 18 or 50")
+    block_cls, layers = _LAYOUTS[depth]
+    attn = partial(MultiHeadSelfAttention2d, heads=heads, kv_stride=kv_stride)
+    return build_resnet(
+        BlockWithArgs(block_cls, attn_layer=attn),
+        layers,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+    )
+
+
+@register_model()
+def flra_resnet18(*, num_classes: int, in_channels: int = 3, image_size: int = 28) -> ResNet:
+    """ResNet-18 with attention fused into each block's first 3x3 conv (4 heads)."""
+    return build_flra_resnet(
+        18, num_classes=num_classes, in_channels=in_channels, image_size=image_size
+    )
+
+
+@register_model()
+def flra_resnet50(*, num_classes: int, in_channels: int = 3, image_size: int = 28) -> ResNet:
+    """ResNet-50 with attention fused into each bottleneck's 3x3 conv (4 heads)."""
+    return build_flra_resnet(
+        50, num_classes=num_classes, in_channels=in_channels, image_size=image_size
+    )

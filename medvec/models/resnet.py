@@ -1,0 +1,113 @@
+"""ResNet-18/50 from torchvision's ``ResNet``, with an input-channel and a stem parameter.
+
+The network is torchvision's own class, so state-dict keys are torchvision's and a
+torchvision checkpoint loads key for key. Only the stem changes with the image size:
+
+* ``image_size > SMALL_INPUT_MAX`` (e.g. 224): the standard 7x7 stride-2 conv1 and
+  3x3 stride-2 max-pool (total stride 4 before ``layer1``);
+* ``image_size <= SMALL_INPUT_MAX`` (e.g. 28x28 MedMNIST): a 3x3 stride-1 conv1 and
+  no max-pool (``maxpool`` becomes ``Identity``), so a 28x28 image still gives a 4x4
+  map at ``layer4`` instead of collapsing to 1x1 after the stem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from medvec.errors import ModelError
+from medvec.models.registry import register_model
+
+__all__ = [
+    "SMALL_INPUT_MAX",
+    "BlockFactory",
+    "build_resnet",
+    "make_stem_conv",
+    "resnet18",
+    "resnet50",
+    "uses_small_stem",
+]
+
+SMALL_INPUT_MAX = 64
+STEM_WIDTH = 64
+
+# What torchvision's ``ResNet`` accepts as ``block``: a block class or any callable
+# with the same signature that also carries the class attribute ``expansion``.
+BlockFactory = type[BasicBlock] | type[Bottleneck] | Callable[..., nn.Module]
+
+
+def uses_small_stem(image_size: int) -> bool:
+    """Whether ``image_size`` gets the 3x3 stride-1 stem without max-pool."""
+    return image_size <= SMALL_INPUT_MAX
+
+
+def make_stem_conv(in_channels: int, image_size: int) -> nn.Conv2d:
+    """The ``conv1`` of the stem for this input: 3x3/1 for small images, else 7x7/2."""
+    if uses_small_stem(image_size):
+        conv = nn.Conv2d(in_channels, STEM_WIDTH, kernel_size=3, stride=1, padding=1, bias=False)
+    else:
+        conv = nn.Conv2d(in_channels, STEM_WIDTH, kernel_size=7, stride=2, padding=3, bias=False)
+    # Same initialisation torchvision's ResNet gives every convolution.
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
+
+
+def build_resnet(
+    block: BlockFactory,
+    layers: list[int],
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int = 28,
+    **resnet_kwargs: Any,
+) -> ResNet:
+    """torchvision ``ResNet(block, layers)`` with the stem chosen for ``image_size``.
+
+    ``block`` may be a factory (e.g. a ``functools.partial`` of an FL-RA block) as
+    long as it carries ``expansion``; torchvision reads only that attribute.
+    """
+    if num_classes < 1 or in_channels < 1 or image_size < 8:
+        raise ModelError(
+            f"invalid ResNet config: num_classes={num_classes}, in_channels={in_channels}, "
+            f"image_size={image_size}",
+            hint="num_classes and in_channels must be >= 1 and image_size >= 8",
+        )
+    if not hasattr(block, "expansion"):
+        raise ModelError(
+            f"block factory {block!r} has no 'expansion' attribute",
+            hint="set factory.expansion to the block class's expansion (1 or 4)",
+        )
+    model = ResNet(cast(Any, block), layers, num_classes=num_classes, **resnet_kwargs)
+    if uses_small_stem(image_size):
+        model.conv1 = make_stem_conv(in_channels, image_size)
+        model.maxpool = cast(nn.MaxPool2d, nn.Identity())
+    elif in_channels != 3:
+        model.conv1 = make_stem_conv(in_channels, image_size)
+    return model
+
+
+@register_model()
+def resnet18(*, num_classes: int, in_channels: int = 3, image_size: int = 28) -> ResNet:
+    """ResNet-18 (torchvision ``BasicBlock`` x [2, 2, 2, 2]), stem chosen by image size."""
+    return build_resnet(
+        BasicBlock,
+        [2, 2, 2, 2],
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+    )
+
+
+@register_model()
+def resnet50(*, num_classes: int, in_channels: int = 3, image_size: int = 28) -> ResNet:
+    """ResNet-50 V1.5 (torchvision ``Bottleneck`` x [3, 4, 6, 3]), stem chosen by image size."""
+    return build_resnet(
+        Bottleneck,
+        [3, 4, 6, 3],
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+    )
