@@ -1,0 +1,160 @@
+"""``medvec train``: fine-tune the cached base on local data and write a data vector."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hospital_cli import output
+from hospital_cli.bases import local_base
+from hospital_cli.errors import CliError
+from hospital_cli.local import TrainRequest, train_vector
+from hospital_cli.options import (
+    BatchOpt,
+    DataOpt,
+    DeviceOpt,
+    JsonOpt,
+    ProfileOpt,
+    ServerOpt,
+    TokenOpt,
+    make_client,
+)
+
+app = typer.Typer()
+
+
+@app.command()
+def train(
+    data: DataOpt,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Vector file to write.")] = None,
+    base: Annotated[
+        Path | None, typer.Option("--base", help="Base model file (default: the pulled base).")
+    ] = None,
+    hospital: Annotated[
+        str | None, typer.Option(help="Hospital name (default: asked from the registry).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-3,
+    batch_size: BatchOpt = 64,
+    augment: Annotated[bool, typer.Option(help="Random flips and crops.")] = False,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.1,
+    seed: int = 0,
+    max_samples: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first N samples (quick runs).")
+    ] = None,
+    device: DeviceOpt = None,
+    dp_clip: Annotated[
+        float | None, typer.Option(min=0.0, help="Clip the vector's L2 norm (or per-sample, SGD).")
+    ] = None,
+    dp_noise: Annotated[
+        float | None, typer.Option(min=0.0, help="Gaussian noise multiplier sigma (std sigma*C).")
+    ] = None,
+    dp_sgd: Annotated[bool, typer.Option(help="DP-SGD with Opacus (per-sample clipping).")] = False,
+    dp_delta: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1e-5,
+    save_model: Annotated[
+        Path | None, typer.Option(help="Also write the fine-tuned model (for `medvec eval`).")
+    ] = None,
+    meta: Annotated[
+        list[str] | None, typer.Option("--meta", help="Extra metadata key=value (repeatable).")
+    ] = None,
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune the base on local data; write the data vector and its validation metrics.
+
+    Examples:
+      medvec train --data pneumoniamnist.npz --epochs 3
+      medvec train --data xrays/ --dp-clip 1.0 --dp-noise 0.5 -o vectors/xrays.safetensors
+    """
+    if not data.exists():
+        raise CliError(f"no data at {data}", hint="give a .npz, an image folder or a DICOM folder")
+    if dp_sgd and (dp_clip is None or dp_noise is None):
+        raise CliError("--dp-sgd needs --dp-clip (per-sample bound) and --dp-noise (multiplier)")
+    base_path, base_record = local_base(base)
+    hospital = hospital or _hospital_name(profile, server, token)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    target = out or Path("vectors") / f"{hospital}-{data.stem}-{stamp}.safetensors"
+    request = TrainRequest(
+        base=base_path,
+        base_record=base_record,
+        data=data,
+        out=target,
+        hospital=hospital,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        augment=augment,
+        val_fraction=val_fraction,
+        seed=seed,
+        device=device,
+        max_samples=max_samples,
+        dp_clip=dp_clip,
+        dp_noise=dp_noise,
+        dp_sgd=dp_sgd,
+        dp_delta=dp_delta,
+        save_model=save_model,
+        extra=_parse_meta(meta or []),
+    )
+    with output.progress_steps() as bar:
+        task = bar.add_task("train", total=None, info="")
+
+        def on_step(step: Any = None, total: int | None = None, **stats: Any) -> None:
+            info = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if isinstance(v, float))
+            bar.update(task, completed=step, total=total, info=info)
+
+        outcome = train_vector(request, on_step=on_step)
+    if as_json:
+        output.print_json(
+            {
+                "vector": str(outcome.vector),
+                "metrics_path": str(outcome.metrics_path),
+                "metadata": outcome.metadata,
+                "validation": outcome.metrics,
+            }
+        )
+        return
+    _summary(outcome.vector, outcome.metadata, outcome.metrics)
+
+
+def _summary(vector: Path, metadata: dict[str, Any], metrics: dict[str, Any]) -> None:
+    output.success(f"vector written: {vector} ({metadata['num_samples']} samples)")
+    shown = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    if shown:
+        output.key_values(shown, title="local validation")
+    privacy = metadata.get("privacy") or {}
+    if privacy.get("epsilon") is not None:
+        output.note(
+            f"privacy: epsilon {privacy['epsilon']:.3f} at delta {privacy.get('delta')} "
+            f"({privacy.get('accountant')}), clip {privacy.get('dp_clip')}, "
+            f"noise {privacy.get('dp_noise')}"
+        )
+    elif privacy:
+        output.note(f"privacy: clipped to L2 norm {privacy.get('dp_clip')} (no noise: no epsilon)")
+
+
+def _hospital_name(profile: str | None, server: str | None, token: str | None) -> str:
+    try:
+        with make_client(profile, server, token) as client:
+            name = client.whoami().get("hospital_name")
+    except CliError as exc:
+        raise CliError(
+            "cannot tell which hospital this is", hint="pass --hospital NAME or `medvec login`"
+        ) from exc
+    if not name:
+        raise CliError("this token belongs to no hospital", hint="pass --hospital NAME")
+    return str(name)
+
+
+def _parse_meta(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--meta {item!r} is not key=value")
+        pairs[key] = value
+    return pairs

@@ -1,0 +1,162 @@
+"""Local work on a hospital machine: fine-tune the base into a data vector; evaluate; predict.
+
+Thin orchestration over the core library (``medvec.data``, ``medvec.training``,
+``medvec.vectors``, ``medvec.privacy``); the commands only parse and render.
+Torch is imported lazily so that ``medvec login`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hospital_cli.errors import CliError
+
+DP_DELTA = 1e-5
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    base: Path
+    base_record: dict[str, Any]
+    data: Path
+    out: Path
+    hospital: str
+    epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 64
+    augment: bool = False
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str | None = None
+    max_samples: int | None = None
+    dp_clip: float | None = None
+    dp_noise: float | None = None
+    dp_sgd: bool = False
+    dp_delta: float = DP_DELTA
+    save_model: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TrainOutcome:
+    vector: Path
+    metrics_path: Path
+    metadata: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded shuffle, then the first ``val_fraction`` of it is the validation part."""
+    import torch
+
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = int(round(n * val_fraction)) if val_fraction > 0 else 0
+    if n_val and n - n_val < 1:
+        raise CliError(f"--val-fraction {val_fraction} leaves no training samples")
+    return order[n_val:], order[:n_val]
+
+
+def label_histogram(labels: Any, indices: list[int]) -> dict[str, int]:
+    import numpy as np
+
+    flat = np.asarray(labels).reshape(len(labels), -1)[:, 0]
+    counts = Counter(int(flat[i]) for i in indices)
+    return {str(k): v for k, v in sorted(counts.items())}
+
+
+def _dp_vector(
+    tensors: dict[str, Any], request: TrainRequest
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Clip the vector's L2 norm to C, add N(0, (sigma*C)^2), account (Gaussian mechanism)."""
+    from medvec.privacy import add_gaussian_noise, clip_by_l2, gaussian_epsilon
+
+    clip = request.dp_clip
+    if clip is None:
+        raise CliError("--dp-noise needs --dp-clip (the noise is scaled by the clipping bound)")
+    tensors = clip_by_l2(tensors, clip)
+    privacy: dict[str, Any] = {"dp_clip": clip}
+    if request.dp_noise:
+        tensors = add_gaussian_noise(tensors, request.dp_noise * clip, request.seed)
+        privacy.update(
+            dp_noise=request.dp_noise,
+            noise_std=request.dp_noise * clip,
+            delta=request.dp_delta,
+            epsilon=gaussian_epsilon(request.dp_noise, request.dp_delta),
+            accountant="gaussian",
+        )
+    return tensors, privacy
+
+
+def train_vector(
+    request: TrainRequest, *, on_step: Callable[..., None] | None = None
+) -> TrainOutcome:
+    """Fine-tune the base on local data and write vector + validation metrics beside it."""
+    from medvec.evaluation import evaluate_model
+    from medvec.training import TrainConfig, fine_tune, resolve_device
+    from torch.utils.data import Subset
+
+    from medvec.data import load_dataset
+    from medvec.models import load_model_file, save_model_file
+    from medvec.vectors import VectorMetadata, compute_vector, save_vector
+
+    device = resolve_device(request.device)
+    model, spec = load_model_file(request.base, device="cpu")
+    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    dataset = load_dataset(request.data, split="train")
+    n_total = len(dataset)
+    if request.max_samples:
+        n_total = min(n_total, request.max_samples)
+    train_idx, val_idx = split_indices(n_total, request.val_fraction, request.seed)
+    config = TrainConfig(
+        epochs=request.epochs,
+        lr=request.lr,
+        batch_size=request.batch_size,
+        augment=request.augment,
+        seed=request.seed,
+        dp_sgd=request.dp_sgd,
+        dp_clip=request.dp_clip,
+        dp_noise=request.dp_noise,
+        dp_delta=request.dp_delta,
+    )
+    result = fine_tune(model, Subset(dataset, train_idx), config, device=device, on_step=on_step)
+    model = model.to("cpu")
+    tensors = compute_vector(base_state, model.state_dict())
+    privacy: dict[str, Any] = dict(getattr(result, "privacy", None) or {})
+    if request.dp_clip is not None and not request.dp_sgd:
+        tensors, privacy = _dp_vector(tensors, request)
+    metrics: dict[str, Any] = {}
+    if val_idx:
+        val_metrics = evaluate_model(
+            model, Subset(dataset, val_idx), device=device, batch_size=request.batch_size
+        )
+        metrics = (
+            val_metrics.model_dump() if hasattr(val_metrics, "model_dump") else dict(val_metrics)
+        )
+    metadata = VectorMetadata(
+        base_id=str(request.base_record.get("id") or request.base_record["sha256"]),
+        base_sha256=str(request.base_record["sha256"]),
+        hospital=request.hospital,
+        num_samples=len(train_idx),
+        label_histogram=label_histogram(dataset.labels, train_idx),
+        training={**config.model_dump(), "device": str(device), "data": request.data.name},
+        privacy=privacy,
+        spec=spec,
+        extra=request.extra,
+    )
+    request.out.parent.mkdir(parents=True, exist_ok=True)
+    save_vector(request.out, tensors, metadata)
+    if request.save_model is not None:
+        provenance = {"finetuned_from": metadata.base_sha256, "vector": request.out.name}
+        save_model_file(request.save_model, model, spec, provenance=provenance)
+    metrics_path = request.out.with_suffix(".metrics.json")
+    report = {"split": "local-validation", "n": len(val_idx), "metrics": metrics}
+    tmp = metrics_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, metrics_path)
+    return TrainOutcome(request.out, metrics_path, json.loads(metadata.model_dump_json()), metrics)
