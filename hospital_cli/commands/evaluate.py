@@ -27,8 +27,10 @@ def evaluate(
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a model file: accuracy, balanced accuracy, AUC, F1, per-class
-    sensitivity/specificity, confusion matrix and calibration (ECE).
+    """Evaluate a model file on labelled data and print the full metric set.
+
+    Accuracy, balanced accuracy, macro AUC and F1, per-class sensitivity and
+    specificity, the confusion matrix and calibration (ECE).
 
     Example: medvec eval --model current.safetensors --data pneumoniamnist.npz --split test
     """
