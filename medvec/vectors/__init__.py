@@ -1,0 +1,64 @@
+"""Data vectors: ``tau = theta_finetuned - theta_base`` as safetensors files with metadata.
+
+Compute and apply vectors, write and read them with typed metadata, validate them
+against a base, and read any safetensors file one tensor at a time.
+"""
+
+from medvec.vectors.compute import apply_vector, compute_vector, floating_keys
+from medvec.vectors.errors import (
+    BaseMismatchError,
+    HeaderTooLargeError,
+    MalformedFileError,
+    NonFiniteError,
+    NormBoundError,
+    NotAVectorError,
+    VectorDtypeError,
+    VectorKeysError,
+    VectorShapeError,
+)
+from medvec.vectors.header import (
+    DEFAULT_MAX_HEADER_BYTES,
+    SafetensorsHeader,
+    TensorInfo,
+    read_safetensors_header,
+)
+from medvec.vectors.io import (
+    VECTOR_FORMAT,
+    VECTOR_KEY,
+    load_vector,
+    read_vector_metadata,
+    save_vector,
+)
+from medvec.vectors.lazy import LazyTensorReader
+from medvec.vectors.metadata import VectorMetadata
+from medvec.vectors.validate import ValidationReport, validate_vector
+from medvec.vectors.writer import SafetensorsWriter
+
+__all__ = [
+    "DEFAULT_MAX_HEADER_BYTES",
+    "VECTOR_FORMAT",
+    "VECTOR_KEY",
+    "BaseMismatchError",
+    "HeaderTooLargeError",
+    "LazyTensorReader",
+    "MalformedFileError",
+    "NonFiniteError",
+    "NormBoundError",
+    "NotAVectorError",
+    "SafetensorsHeader",
+    "SafetensorsWriter",
+    "TensorInfo",
+    "ValidationReport",
+    "VectorDtypeError",
+    "VectorKeysError",
+    "VectorMetadata",
+    "VectorShapeError",
+    "apply_vector",
+    "compute_vector",
+    "floating_keys",
+    "load_vector",
+    "read_safetensors_header",
+    "read_vector_metadata",
+    "save_vector",
+    "validate_vector",
+]
