@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import NoReturn
 
-import click
 import typer
 
 from hospital_cli.errors import format_known_exception
@@ -56,20 +56,19 @@ _register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: known errors become one line on stderr and a non-zero exit.
+    """Console entry point: every failure is one line on stderr and a non-zero exit.
 
     The traceback is shown only with ``MEDVEC_DEBUG=1``; unexpected errors say so.
     """
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
+        code = app(args=argv, prog_name="medvec", standalone_mode=False)
+    except typer.Abort:
         typer.echo("Aborted.", err=True)
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:
+        _usage_error(exc)
     except Exception as exc:
         if os.environ.get("MEDVEC_DEBUG") == "1":
             raise
@@ -79,6 +78,21 @@ def main(argv: list[str] | None = None) -> None:
             known = (message, 1)
         typer.echo(f"Error: {known[0]}", err=True)
         sys.exit(known[1])
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _usage_error(exc: typer.TyperException) -> NoReturn:
+    """Typer's usage errors as one line (help only when no arguments were given)."""
+    exit_code = int(getattr(exc, "exit_code", 2))
+    if type(exc).__name__ == "NoArgsIsHelpError":  # Typer has printed the help already
+        sys.exit(exit_code)
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if callable(format_message) else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    typer.echo(f"Error: {' '.join(message.split())}{where}", err=True)
+    sys.exit(exit_code)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Everything the CLI shows: consoles, JSON output and progress bars."""
+"""Everything the CLI shows: consoles, JSON output and progress bars.
+
+Progress bars draw only when stderr is a terminal, so scripts and logs get clean
+output: results on stdout, one ``Error:`` line on stderr when something fails.
+"""
 
 from __future__ import annotations
 
@@ -33,27 +37,31 @@ def print_json(payload: Any) -> None:
 
 def progress_bytes(*, transient: bool = False) -> Progress:
     """A progress bar for byte transfers (uploads, downloads, hashing)."""
+    stderr = err_console()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=err_console(),
+        console=stderr,
         transient=transient,
+        disable=not stderr.is_terminal,
     )
 
 
 def progress_steps(*, transient: bool = False) -> Progress:
     """A progress bar for counted steps (tensors merged, batches trained)."""
+    stderr = err_console()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
-        console=err_console(),
+        console=stderr,
         transient=transient,
+        disable=not stderr.is_terminal,
     )
 
 
