@@ -32,7 +32,13 @@ from medvec.vectors.io import metadata_from_header
 from medvec.vectors.lazy import LazyTensorReader
 from medvec.vectors.metadata import VectorMetadata
 
-__all__ = ["ValidationReport", "base_floating_tensors", "validate_vector"]
+__all__ = [
+    "ValidationReport",
+    "base_floating_tensors",
+    "check_base_identity",
+    "check_structure",
+    "validate_vector",
+]
 
 
 class ValidationReport(BaseModel):
@@ -60,7 +66,7 @@ def base_floating_tensors(header: SafetensorsHeader, path: Path) -> dict[str, Te
     return {k: t for k, t in header.tensors.items() if t.dtype.is_floating_point}
 
 
-def _check_base_identity(
+def check_base_identity(
     metadata: VectorMetadata, base_header: SafetensorsHeader, base_sha256: str
 ) -> None:
     if metadata.base_sha256 != base_sha256:
@@ -86,7 +92,7 @@ def _check_base_identity(
         )
 
 
-def _check_structure(expected: dict[str, TensorInfo], got: dict[str, TensorInfo]) -> None:
+def check_structure(expected: dict[str, TensorInfo], got: dict[str, TensorInfo]) -> None:
     missing = [k for k in expected if k not in got]
     extra = [k for k in got if k not in expected]
     if missing or extra:
@@ -169,8 +175,8 @@ def validate_vector(
         with LazyTensorReader(base_path) as base_reader:
             base_header = base_reader.header
         expected = base_floating_tensors(base_header, base_path)
-        _check_base_identity(metadata, base_header, base_sha256 or sha256_file(base_path))
-        _check_structure(expected, reader.header.tensors)
+        check_base_identity(metadata, base_header, base_sha256 or sha256_file(base_path))
+        check_structure(expected, reader.header.tensors)
         norm, max_abs, count = _scan_values(reader, max_norm)
         return ValidationReport(
             metadata=metadata,

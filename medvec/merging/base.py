@@ -1,0 +1,98 @@
+"""The one interface every merge strategy implements.
+
+A strategy combines, coordinate by coordinate, the deltas of N data vectors for
+one tensor (or one contiguous chunk of it) into one delta. The engine adds that
+delta to the base. Strategies never see files: the streaming engine
+(``engine.merge_files``) and the in-memory path (``memory.merge_state_dicts``)
+feed them the same stacked chunks, so both give the same result.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import Tensor
+
+from medvec.errors import MergeError
+
+__all__ = ["MergeStrategy", "StrategyParams", "TensorContext", "Weighting"]
+
+Weighting = Literal["samples", "uniform"]
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's parameters: unknown names are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+@dataclass(frozen=True)
+class TensorContext:
+    """Where a chunk lies, for strategies whose result depends on more than its values.
+
+    ``offset`` is the index of the chunk's first element in the flattened tensor of
+    ``numel`` elements; ``stats`` holds one number per vector from ``vector_stat``
+    (computed over the whole tensor) when the strategy asks for it.
+    """
+
+    key: str
+    seed: int
+    offset: int
+    numel: int
+    stats: Tensor | None = None
+
+
+class MergeStrategy(ABC):
+    """A named way to combine N deltas, with typed parameters.
+
+    ``merge_tensor`` receives ``deltas`` of shape ``(N, count)`` (one row per
+    vector, in a float compute dtype), the matching ``base`` chunk ``(count,)``
+    and ``weights`` ``(N,)``, and returns the combined delta ``(count,)``. It must
+    act on each coordinate independently given ``ctx`` so that the engine may
+    split a tensor into chunks.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+    default_weighting: ClassVar[Weighting] = "uniform"
+    uses_weights: ClassVar[bool] = True
+    needs_stats: ClassVar[bool] = False
+
+    def parse_params(self, params: StrategyParams | dict[str, object] | None) -> StrategyParams:
+        """Validate user parameters into ``Params``; ``MergeError`` says what is wrong."""
+        if isinstance(params, self.Params):
+            return params
+        raw = params.model_dump(by_alias=True) if isinstance(params, BaseModel) else params
+        try:
+            return self.Params.model_validate(raw or {})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "params"
+            allowed = sorted((f.alias or n) for n, f in self.Params.model_fields.items()) or [
+                "(none)"
+            ]
+            raise MergeError(
+                f"invalid parameter for {self.name}: {where}: {err['msg']}",
+                hint=f"{self.name} takes: {', '.join(allowed)}",
+                strategy=self.name,
+            ) from exc
+
+    def vector_stat(self, delta: Tensor, params: StrategyParams) -> float:
+        """One number per vector and tensor over the whole flattened tensor (see TIES)."""
+        raise NotImplementedError(f"{self.name} uses no per-tensor statistics")
+
+    @abstractmethod
+    def merge_tensor(
+        self,
+        key: str,
+        base: Tensor,
+        deltas: Tensor,
+        weights: Tensor,
+        *,
+        params: StrategyParams,
+        ctx: TensorContext,
+    ) -> Tensor:
+        """The combined delta of one chunk."""

@@ -1,0 +1,97 @@
+"""Pure tensor kernels shared by the strategies: trimming, dropping, sign election.
+
+Every function here is a function of its arguments only; the random drop is
+seeded per (seed, tensor, vector, block of elements) so that its result does
+not depend on how the engine chunks a tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "RANDOM_BLOCK",
+    "coordinate_median",
+    "disjoint_mean",
+    "elect_sign",
+    "magnitude_threshold",
+    "random_keep_mask",
+    "trimmed_mean",
+]
+
+RANDOM_BLOCK = 1 << 16
+
+
+def magnitude_threshold(values: Tensor, density: float) -> float:
+    """The smallest magnitude among the top ``density`` fraction of ``values``.
+
+    Keeping ``|x| >= threshold`` keeps ``ceil(density * n)`` entries (more on ties).
+    """
+    flat = values.reshape(-1).abs()
+    if density >= 1.0 or flat.numel() == 0:
+        return 0.0
+    keep = max(1, math.ceil(density * flat.numel()))
+    return float(torch.kthvalue(flat, flat.numel() - keep + 1).values)
+
+
+def _block_seed(seed: int, key: str, index: int, block: int) -> int:
+    digest = hashlib.blake2b(f"{seed}\x00{key}\x00{index}\x00{block}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") >> 1
+
+
+def random_keep_mask(
+    seed: int, key: str, index: int, offset: int, count: int, keep_prob: float
+) -> Tensor:
+    """Bernoulli(``keep_prob``) mask of elements ``[offset, offset + count)`` of a tensor.
+
+    Values come from fixed blocks of ``RANDOM_BLOCK`` elements, each with its own
+    generator seeded from (seed, tensor name, vector index, block), so any
+    chunking of the tensor yields the same mask.
+    """
+    out = torch.empty(count, dtype=torch.bool)
+    end = offset + count
+    for block in range(offset // RANDOM_BLOCK, (end - 1) // RANDOM_BLOCK + 1 if count else 0):
+        start = block * RANDOM_BLOCK
+        gen = torch.Generator().manual_seed(_block_seed(seed, key, index, block))
+        uniform = torch.rand(RANDOM_BLOCK, generator=gen)
+        lo, hi = max(offset, start), min(end, start + RANDOM_BLOCK)
+        out[lo - offset : hi - offset] = uniform[lo - start : hi - start] < keep_prob
+    return out
+
+
+def elect_sign(values: Tensor, weights: Tensor) -> Tensor:
+    """TIES sign election: the sign of the weighted sum over vectors (dim 0), +1 on ties."""
+    total = (values * weights[:, None]).sum(dim=0)
+    return torch.where(total >= 0, 1.0, -1.0).to(values.dtype)
+
+
+def disjoint_mean(values: Tensor, weights: Tensor, sign: Tensor) -> Tensor:
+    """Weighted mean over the vectors whose non-zero value agrees with ``sign``; 0 if none."""
+    agree = (torch.sign(values) == sign[None, :]) & (values != 0)
+    w = weights[:, None] * agree
+    total = (values * w).sum(dim=0)
+    mass = w.sum(dim=0)
+    return torch.where(mass > 0, total / torch.where(mass > 0, mass, 1.0), 0.0)
+
+
+def coordinate_median(values: Tensor) -> Tensor:
+    """Median over dim 0 with numpy's semantics: even N gives the mean of the middle two."""
+    n = values.shape[0]
+    if n % 2:
+        return torch.kthvalue(values, n // 2 + 1, dim=0).values
+    low = torch.kthvalue(values, n // 2, dim=0).values
+    high = torch.kthvalue(values, n // 2 + 1, dim=0).values
+    return (low + high) / 2
+
+
+def trimmed_mean(values: Tensor, trim: int) -> Tensor:
+    """Mean over dim 0 after dropping the ``trim`` smallest and ``trim`` largest values."""
+    n = values.shape[0]
+    if trim == 0:
+        return values.mean(dim=0)
+    ordered = torch.sort(values, dim=0).values
+    return ordered[trim : n - trim].mean(dim=0)
