@@ -1,0 +1,92 @@
+"""Merge requests and merge jobs: what an admin asks for and what the registry answers."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: lambdas tried by ``"lambda": "tune"`` when the request names no ``lambda_grid``
+DEFAULT_LAMBDA_GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+class StalePolicy(enum.StrEnum):
+    """What the default selection does with a hospital whose newest vector is of an older
+    generation: leave it out, or weigh it by ``(1 + staleness) ** -staleness_power``."""
+
+    EXCLUDE = "exclude"
+    WEIGHT = "weight"
+
+
+class Selection(BaseModel):
+    """Which vectors go into a merge.
+
+    With no ``vector_ids``: the latest validated vector of every hospital for the base.
+    With ``vector_ids``: exactly those, each of which must be validated (or superseded)
+    and made against this base.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    vector_ids: list[str] | None = Field(default=None, min_length=1)
+    stale: StalePolicy = StalePolicy.EXCLUDE
+    staleness_power: float = Field(default=0.5, ge=0)
+
+    @field_validator("vector_ids")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("vector_ids lists a vector twice")
+        return value
+
+
+class MergeCreate(BaseModel):
+    """A merge request. ``params`` are the strategy's own (``lambda``, ``density``, ``drop_rate``,
+    ``trim_fraction``); task arithmetic with ``"lambda": "tune"`` (or a ``lambda_grid``) chooses
+    lambda on the benchmark's validation split and needs ``benchmark_id``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_id: str | None = Field(default=None, description="default: the current base")
+    strategy: str = "weighted_mean"
+    params: dict[str, Any] = Field(default_factory=dict)
+    selection: Selection = Field(default_factory=Selection)
+    benchmark_id: str | None = Field(
+        default=None, description="evaluate on it; default: every benchmark of matching classes"
+    )
+    seed: int = 0
+
+
+class MergeAccepted(BaseModel):
+    job_id: str
+    status: str
+
+
+class MergeInputRead(BaseModel):
+    vector_id: str
+    hospital_id: str
+    weight: float
+    staleness: int
+
+
+class MergeRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    job_id: str
+    base_id: str
+    strategy: str
+    params: dict[str, Any]
+    selection: dict[str, Any]
+    benchmark_id: str | None
+    inputs_hash: str
+    status: str
+    attempts: int
+    error: str | None
+    version_id: str | None
+    requested_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

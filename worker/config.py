@@ -1,0 +1,81 @@
+"""Worker settings: the registry's :class:`~app.config.Settings` plus queue, limits and policy.
+
+Same ``MEDVEC_`` environment variables, same class hierarchy: the API and the
+workers read one configuration. Everything here has a default that suits a
+single machine; ``MEDVEC_REDIS_URL`` switches from the in-process embedded
+worker to Redis and separate worker processes.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Self
+
+from pydantic import Field, model_validator
+
+from app.config import Settings
+
+
+class StalePolicy(enum.StrEnum):
+    """What a merge does with a hospital's vector made against an older generation."""
+
+    EXCLUDE = "exclude"
+    WEIGHT = "weight"
+
+
+class WorkerSettings(Settings):
+    queue: str = Field(default="medvec", description="Celery queue every MedVec task goes to")
+    visibility_timeout_s: int = Field(
+        default=7200,
+        gt=0,
+        description="seconds before Redis redelivers an unacknowledged task; > merge_time_limit_s",
+    )
+    merge_soft_time_limit_s: int = Field(default=3000, gt=0)
+    merge_time_limit_s: int = Field(default=3600, gt=0)
+    max_attempts: int = Field(
+        default=5, ge=1, description="deliveries of one job before it is marked failed"
+    )
+    max_retries: int = Field(default=3, ge=0, description="retries on transient errors")
+    retry_backoff_s: float = Field(default=10.0, ge=0)
+    merge_tensor_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="test-only: sleep after each merged tensor so a merge can be interrupted",
+    )
+    eval_batch_size: int = Field(default=256, gt=0)
+    seed: int = 0
+
+    stale_policy: StalePolicy = StalePolicy.EXCLUDE
+    staleness_power: float = Field(default=0.5, ge=0, description="a in (1 + staleness) ** -a")
+    lambda_grid: list[float] = Field(default=[0.1, 0.2, 0.3, 0.5, 0.7, 1.0], min_length=1)
+
+    auto_merge: bool = Field(default=False, description="merge without an admin asking")
+    auto_merge_k: int = Field(default=3, ge=1, description="new validated vectors per merge")
+    auto_merge_strategy: str = "weighted_mean"
+    auto_merge_params: dict[str, Any] = Field(default_factory=dict)
+    auto_merge_every_s: float | None = Field(
+        default=None, gt=0, description="also merge on this schedule when anything new arrived"
+    )
+    policy_interval_s: float = Field(default=60.0, gt=0, description="beat: policy check period")
+    sweep_interval_s: float = Field(default=300.0, gt=0, description="beat: sweeper period")
+    stale_queued_s: float = Field(
+        default=120.0, gt=0, description="a job queued this long without a worker is re-sent"
+    )
+
+    @model_validator(mode="after")
+    def _visibility_above_merge(self) -> Self:
+        if self.visibility_timeout_s <= self.merge_time_limit_s:
+            raise ValueError(
+                "MEDVEC_VISIBILITY_TIMEOUT_S must exceed MEDVEC_MERGE_TIME_LIMIT_S, "
+                "or Redis redelivers a merge that is still running"
+            )
+        if self.merge_soft_time_limit_s >= self.merge_time_limit_s:
+            raise ValueError("MEDVEC_MERGE_SOFT_TIME_LIMIT_S must be below the hard limit")
+        return self
+
+
+def worker_settings(settings: Settings) -> WorkerSettings:
+    """``settings`` as :class:`WorkerSettings`: its values kept, worker fields from the env."""
+    if isinstance(settings, WorkerSettings):
+        return settings
+    return WorkerSettings(**dict(settings))

@@ -1,0 +1,38 @@
+"""Which failures are worth retrying (the world was briefly unavailable) and which are final."""
+
+from __future__ import annotations
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+
+class JobGone(Exception):
+    """The job or version a task names is not in the database (deleted, or another registry)."""
+
+
+class TerminalJobError(Exception):
+    """The job cannot succeed as asked; retrying would fail the same way."""
+
+
+#: transient: the database, the broker or the network was briefly unavailable
+RETRIABLE: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_retriable(exc: BaseException) -> bool:
+    return isinstance(exc, RETRIABLE)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for ``MergeJob.error``: the exception's class and message (and hint)."""
+    hint = getattr(exc, "hint", None)
+    text = f"{type(exc).__name__}: {exc}"
+    return f"{text} — {hint}" if hint else text

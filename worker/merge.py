@@ -1,0 +1,251 @@
+"""Run one merge job: claim it, stream the merge, store the blob, record the version.
+
+Three short transactions around the long computation, so the job's state is
+visible while it runs and a crash at any point is safe:
+
+1. claim: lock the job row; ``succeeded``/``failed`` → nothing to do; count the
+   delivery in ``attempts`` and give up past ``max_attempts``; mark ``running``.
+2. compute (no transaction): the streaming engine writes into the blob store's
+   staging area; the blob is renamed into place only when complete.
+3. finish: lock the job row again; if another delivery finished first, keep its
+   version; otherwise insert the version and its lineage and mark ``succeeded``
+   in one commit. A version row therefore never exists without its blob, and one
+   job never makes two versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import utcnow
+from app.models import (
+    BaseModelRecord,
+    DataVector,
+    JobStatus,
+    MergeJob,
+    ModelVersion,
+    VersionInput,
+    VersionStatus,
+)
+from app.security import Actor
+from app.services import audit
+from app.services.merges import strategy_params
+from app.storage import BlobStore
+from medvec.hashing import sha256_file
+from worker.config import WorkerSettings
+from worker.errors import JobGone
+from worker.session import session_scope
+
+log = logging.getLogger(__name__)
+
+WORKER = Actor.system("worker")
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    job_id: str
+    base_id: str
+    base_path: Path
+    strategy: str
+    params: dict[str, Any]
+    seed: int
+    vector_ids: list[str]
+    vector_paths: list[Path]
+    weights: list[float]
+    provenance: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    job_id: str
+    version_id: str | None
+    status: JobStatus
+    ran: bool
+
+
+def _locked_job(session: Session, job_id: str) -> MergeJob:
+    job = session.get(MergeJob, job_id, with_for_update=True)
+    if job is None:
+        raise JobGone(f"merge job {job_id} does not exist")
+    return job
+
+
+def claim(
+    session: Session, store: BlobStore, job_id: str, settings: WorkerSettings
+) -> MergePlan | MergeOutcome:
+    """Mark the job running and return what to merge, or the outcome when there is no work."""
+    job = _locked_job(session, job_id)
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        return MergeOutcome(job.id, job.version_id, job.status, ran=False)
+    job.attempts += 1
+    if job.attempts > settings.max_attempts:
+        _fail(
+            job,
+            f"gave up after {settings.max_attempts} deliveries: each attempt died "
+            "(the worker was killed, ran out of memory, or hit its time limit)",
+        )
+        return MergeOutcome(job.id, None, job.status, ran=False)
+    job.status = JobStatus.RUNNING
+    job.started_at = utcnow()
+    job.error = None
+    return _plan(session, store, job)
+
+
+def _plan(session: Session, store: BlobStore, job: MergeJob) -> MergePlan:
+    base = session.get(BaseModelRecord, job.base_id)
+    if base is None:
+        raise JobGone(f"base {job.base_id} of merge job {job.id} does not exist")
+    inputs = job.selection.get("inputs", [])
+    vectors = {
+        v.id: v
+        for v in session.scalars(
+            select(DataVector).where(DataVector.id.in_([i["vector_id"] for i in inputs]))
+        )
+    }
+    missing = [i["vector_id"] for i in inputs if i["vector_id"] not in vectors]
+    if missing:
+        raise JobGone(f"vectors {missing} of merge job {job.id} no longer exist")
+    lineage = [{"vector_id": i["vector_id"], "weight": i["weight"]} for i in inputs]
+    return MergePlan(
+        job_id=job.id,
+        base_id=base.id,
+        base_path=store.local_path(base.sha256),
+        strategy=job.strategy,
+        params=strategy_params(job.params),
+        seed=int(job.params.get("seed", 0)),
+        vector_ids=[i["vector_id"] for i in inputs],
+        vector_paths=[store.local_path(vectors[i["vector_id"]].sha256) for i in inputs],
+        weights=[float(i["weight"]) for i in inputs],
+        provenance={
+            "merge_job_id": job.id,
+            "base_id": base.id,
+            "base_sha256": base.sha256,
+            "generation": base.generation,
+            "strategy": job.strategy,
+            "params": strategy_params(job.params),
+            "seed": int(job.params.get("seed", 0)),
+            "inputs": lineage,
+        },
+    )
+
+
+def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> tuple[str, int]:
+    """Merge into the staging area and commit the blob; ``(sha256, size)``."""
+    from medvec.merging import merge_files
+
+    staged = store.staging_path(f"merge-{plan.job_id}-{time.monotonic_ns()}.safetensors")
+    delay = settings.merge_tensor_delay_s
+    try:
+        merge_files(
+            plan.base_path,
+            plan.vector_paths,
+            staged,
+            strategy=plan.strategy,
+            params=plan.params,
+            weights=plan.weights,
+            seed=plan.seed,
+            provenance=plan.provenance,
+            progress=(lambda *_a, **_k: time.sleep(delay)) if delay > 0 else None,
+        )
+        digest = sha256_file(staged)
+        info = store.commit(staged, digest)
+    finally:
+        staged.unlink(missing_ok=True)
+    return info.sha256, info.size
+
+
+def finish(session: Session, plan: MergePlan, sha256: str, size: int) -> MergeOutcome:
+    """Record the version and mark the job succeeded, unless a twin delivery already did."""
+    job = _locked_job(session, plan.job_id)
+    if job.status is JobStatus.SUCCEEDED:
+        return MergeOutcome(job.id, job.version_id, job.status, ran=False)
+    version = ModelVersion(
+        base_id=plan.base_id,
+        name=f"{plan.strategy}-{plan.job_id[:8]}",
+        strategy=plan.strategy,
+        params={**job.params, "merge_job_id": job.id},
+        sha256=sha256,
+        size=size,
+        status=VersionStatus.CANDIDATE,
+    )
+    session.add(version)
+    session.flush()
+    for vector_id, weight in zip(plan.vector_ids, plan.weights, strict=True):
+        session.add(VersionInput(version_id=version.id, vector_id=vector_id, weight=weight))
+    job.status = JobStatus.SUCCEEDED
+    job.version_id = version.id
+    job.finished_at = utcnow()
+    job.error = None
+    audit.record(
+        session,
+        WORKER,
+        "version.created",
+        target_type="model_version",
+        target_id=version.id,
+        merge_job_id=job.id,
+        strategy=job.strategy,
+        sha256=sha256,
+    )
+    return MergeOutcome(job.id, version.id, job.status, ran=True)
+
+
+def _fail(job: MergeJob, reason: str) -> None:
+    job.status = JobStatus.FAILED
+    job.error = reason[:4000]
+    job.finished_at = utcnow()
+
+
+def mark_failed(sessions: sessionmaker[Session], job_id: str, reason: str) -> None:
+    """Terminal failure: the job ends ``failed`` with ``reason`` (unless it already succeeded)."""
+    with session_scope(sessions) as session:
+        job = session.get(MergeJob, job_id, with_for_update=True)
+        if job is None or job.status is JobStatus.SUCCEEDED:
+            return
+        _fail(job, reason)
+        audit.record(
+            session,
+            WORKER,
+            "merge.failed",
+            target_type="merge_job",
+            target_id=job_id,
+            error=job.error,
+        )
+
+
+def mark_queued(sessions: sessionmaker[Session], job_id: str, reason: str) -> None:
+    """A transient failure: back to ``queued`` with the reason, for the retry to pick up."""
+    with session_scope(sessions) as session:
+        job = session.get(MergeJob, job_id, with_for_update=True)
+        if job is not None and job.status is JobStatus.RUNNING:
+            job.status = JobStatus.QUEUED
+            job.error = f"retrying after: {reason}"[:4000]
+
+
+def run_merge(
+    sessions: sessionmaker[Session], store: BlobStore, job_id: str, settings: WorkerSettings
+) -> MergeOutcome:
+    """Run merge job ``job_id`` to its end; safe to call again for the same job at any time."""
+    with session_scope(sessions) as session:
+        claimed = claim(session, store, job_id, settings)
+    if isinstance(claimed, MergeOutcome):
+        log.info("merge job %s: nothing to do (%s)", job_id, claimed.status.value)
+        return claimed
+    started = time.perf_counter()
+    sha256, size = compute(claimed, store, settings)
+    with session_scope(sessions) as session:
+        outcome = finish(session, claimed, sha256, size)
+    log.info(
+        "merge job %s: %s in %.2fs (version %s)",
+        job_id,
+        "done" if outcome.ran else "already done by another delivery",
+        time.perf_counter() - started,
+        outcome.version_id,
+    )
+    return outcome

@@ -1,0 +1,150 @@
+"""The Celery tasks: thin, named, ids in. Each calls one plain job function and sorts its
+failures into retriable (``self.retry`` with exponential backoff) and terminal (the job
+ends ``failed`` with the reason). Task names are the contract with the API:
+
+- ``medvec.merge.run(job_id)``, ``medvec.tune.run(job_id)``: run a merge job
+- ``medvec.evaluate.run(version_id, benchmark_id, split="test")``
+- ``medvec.policy.check(base_id=None)``: the auto-merge policy (beat, and after a vector)
+- ``medvec.vectors.accepted(vector_id, base_id, ...)``: the registry's hook → policy check
+- ``medvec.sweep.run()``: re-send jobs that lost their message
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from app.jobs import VECTOR_ACCEPTED
+from app.models import DataVector, MergeJob
+from app.services.merges import EVALUATE_TASK, MERGE_TASK, POLICY_TASK, TUNE_TASK
+from worker.errors import JobGone, TerminalJobError, describe, is_retriable
+from worker.evaluate import benchmarks_for, evaluate_version, mark_evaluation_failed
+from worker.merge import MergeOutcome, mark_failed, mark_queued, run_merge
+from worker.policy import check_policy
+from worker.queue import CeleryJobQueue
+from worker.session import session_scope
+from worker.sweeper import sweep
+from worker.tune import tune_merge
+
+if TYPE_CHECKING:
+    from worker.celery_app import MedVecCelery
+
+log = logging.getLogger(__name__)
+
+SWEEP_TASK = "medvec.sweep.run"
+
+JobFunction = Callable[..., MergeOutcome]
+
+
+def job_queue(app: MedVecCelery) -> CeleryJobQueue:
+    return CeleryJobQueue(app, app.settings.queue)
+
+
+def _backoff(task: Task, app: MedVecCelery) -> float:
+    return app.settings.retry_backoff_s * (2**task.request.retries)
+
+
+def _retry_or_fail(
+    task: Task, app: MedVecCelery, exc: Exception, on_fail: Callable[[str], None]
+) -> None:
+    """Retry a transient failure with backoff while retries remain; otherwise record it."""
+    if is_retriable(exc) and task.request.retries < app.settings.max_retries:
+        log.warning("%s: transient failure, retrying: %s", task.name, describe(exc))
+        raise task.retry(exc=exc, countdown=_backoff(task, app))
+    log.error("%s failed: %s", task.name, describe(exc), exc_info=exc)
+    on_fail(describe(exc))
+
+
+def _run_job(task: Task, app: MedVecCelery, job_id: str, function: JobFunction) -> str | None:
+    res, settings = app.resources, app.settings
+    try:
+        outcome = function(res.sessions, res.store, job_id, settings)
+    except JobGone as exc:
+        log.warning("%s: %s; dropping the task", task.name, exc)
+        return None
+    except SoftTimeLimitExceeded:
+        limit = settings.merge_soft_time_limit_s
+        mark_failed(res.sessions, job_id, f"merge exceeded its time limit of {limit} s")
+        return None
+    except TerminalJobError as exc:
+        mark_failed(res.sessions, job_id, describe(exc))
+        return None
+    except Exception as exc:
+        if is_retriable(exc):
+            reason = describe(exc)
+            _safely(lambda: mark_queued(res.sessions, job_id, reason))
+        _retry_or_fail(task, app, exc, lambda reason: mark_failed(res.sessions, job_id, reason))
+        return None
+    if outcome.ran and outcome.version_id:
+        _queue_evaluations(app, outcome.version_id, job_id)
+    return outcome.version_id
+
+
+def _queue_evaluations(app: MedVecCelery, version_id: str, job_id: str) -> None:
+    with session_scope(app.resources.sessions) as session:
+        job = session.get(MergeJob, job_id)
+        benchmark_id = job.benchmark_id if job is not None else None
+        benchmarks = benchmarks_for(session, version_id, benchmark_id)
+    queue = job_queue(app)
+    for benchmark in benchmarks:
+        queue.enqueue(EVALUATE_TASK, {"version_id": version_id, "benchmark_id": benchmark})
+
+
+def _safely(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except Exception:  # the database may be what is down; the retry will tell
+        log.exception("could not record the job's state")
+
+
+def register_tasks(app: MedVecCelery) -> None:
+    """Declare every MedVec task on ``app`` (called by ``make_celery``)."""
+
+    @app.task(name=MERGE_TASK, bind=True)
+    def merge_run(self: Task, job_id: str) -> str | None:
+        return _run_job(self, app, job_id, run_merge)
+
+    @app.task(name=TUNE_TASK, bind=True)
+    def tune_run(self: Task, job_id: str) -> str | None:
+        return _run_job(self, app, job_id, tune_merge)
+
+    @app.task(name=EVALUATE_TASK, bind=True)
+    def evaluate_run(
+        self: Task, version_id: str, benchmark_id: str, split: str = "test"
+    ) -> dict[str, Any] | None:
+        res = app.resources
+
+        def failed(reason: str) -> None:
+            mark_evaluation_failed(res.sessions, version_id, benchmark_id, split, reason)
+
+        try:
+            return evaluate_version(
+                res.sessions, res.store, version_id, benchmark_id, app.settings, split
+            )
+        except JobGone as exc:
+            log.warning("%s: %s; dropping the task", self.name, exc)
+        except Exception as exc:
+            _retry_or_fail(self, app, exc, failed)
+        return None
+
+    @app.task(name=POLICY_TASK, ignore_result=False)
+    def policy_check(base_id: str | None = None) -> list[str]:
+        with session_scope(app.resources.sessions, job_queue(app)) as session:
+            return check_policy(session, app.settings, base_id=base_id)
+
+    @app.task(name=VECTOR_ACCEPTED)
+    def vector_accepted(vector_id: str, **_payload: Any) -> list[str]:
+        with session_scope(app.resources.sessions, job_queue(app)) as session:
+            vector = session.get(DataVector, vector_id)
+            if vector is None:
+                return []
+            return check_policy(session, app.settings, base_id=vector.base_id)
+
+    @app.task(name=SWEEP_TASK)
+    def sweep_run() -> list[str]:
+        with session_scope(app.resources.sessions, job_queue(app)) as session:
+            return sweep(session, app.settings)
