@@ -1,0 +1,129 @@
+"""Resumable uploads (hospital): start or resume, send parts at offsets, ask, complete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from app.api.deps import HospitalPrincipal, SessionDep, SettingsDep, StorageDep
+from app.api.routes.common import RAW_BODY, declared_length, errors
+from app.config import Settings
+from app.errors import (
+    Conflict,
+    Gone,
+    InvalidInput,
+    NotFound,
+    OffsetMismatch,
+    PayloadTooLarge,
+    ShaMismatch,
+)
+from app.models import UploadSession
+from app.schemas.uploads import UploadCreate, UploadRead
+from app.schemas.vectors import VectorRead
+from app.services import uploads
+from app.services.staging import write_stream
+
+router = APIRouter(prefix="/uploads", tags=["uploads"])
+
+
+def limits(settings: Settings) -> uploads.UploadLimits:
+    return uploads.UploadLimits(
+        max_bytes=settings.max_upload_bytes,
+        expiry=settings.upload_expiry,
+        max_norm=settings.max_vector_norm,
+        max_header_bytes=settings.max_header_bytes,
+    )
+
+
+@router.post(
+    "", status_code=201, response_model=UploadRead, responses=errors(InvalidInput, PayloadTooLarge)
+)
+def start_upload(
+    body: UploadCreate,
+    response: Response,
+    session: SessionDep,
+    store: StorageDep,
+    settings: SettingsDep,
+    actor: HospitalPrincipal,
+) -> UploadSession:
+    """Start an upload of ``size`` bytes hashing to ``sha256``, or resume your open one.
+
+    ``offset`` says where to continue; ``vector_id`` is set (and nothing needs sending)
+    when these bytes already are your vector.
+    """
+    upload = uploads.open_upload(
+        session, store, actor, sha256=body.sha256, size=body.size, limits=limits(settings)
+    )
+    response.status_code = 201 if upload.offset == 0 and upload.vector_id is None else 200
+    return upload
+
+
+@router.put(
+    "/{upload_id}",
+    response_model=UploadRead,
+    openapi_extra=RAW_BODY,
+    responses=errors(NotFound, Gone, Conflict, OffsetMismatch, PayloadTooLarge),
+)
+async def put_part(
+    upload_id: str,
+    offset: Annotated[int, Query(ge=0)],
+    request: Request,
+    session: SessionDep,
+    store: StorageDep,
+    settings: SettingsDep,
+    actor: HospitalPrincipal,
+) -> UploadSession:
+    """Append the raw body at byte ``offset``; answers the new offset.
+
+    409 with ``detail.offset`` when the server holds a different number of bytes.
+    Bytes that arrived before a broken connection are kept.
+    """
+    upload = await run_in_threadpool(uploads.get_upload, session, store, actor, upload_id)
+    part = await run_in_threadpool(uploads.PartWriter, store, upload, offset)
+    try:
+        part.check_declared(declared_length(request))
+        await write_stream(request.stream(), part.writer, part.limit)
+    except PayloadTooLarge:
+        await run_in_threadpool(part.rewind)
+        raise
+    except ClientDisconnect:
+        pass  # keep what arrived: the client resumes from the offset the server holds
+    finally:
+        held = await run_in_threadpool(part.close)
+    await run_in_threadpool(uploads.record_part, session, upload, held, settings.upload_expiry)
+    return upload
+
+
+@router.get("/{upload_id}", response_model=UploadRead, responses=errors(NotFound, Gone))
+def get_upload(
+    upload_id: str, session: SessionDep, store: StorageDep, actor: HospitalPrincipal
+) -> UploadSession:
+    """How many bytes of the upload the server holds."""
+    return uploads.get_upload(session, store, actor, upload_id)
+
+
+@router.post(
+    "/{upload_id}/complete",
+    status_code=201,
+    response_model=VectorRead,
+    responses=errors(NotFound, Gone, Conflict, ShaMismatch, InvalidInput),
+)
+def complete_upload(
+    upload_id: str,
+    response: Response,
+    session: SessionDep,
+    store: StorageDep,
+    settings: SettingsDep,
+    actor: HospitalPrincipal,
+) -> object:
+    """Verify the sha256, validate the vector against its base and register it.
+
+    201 with the new vector, 200 when already known, 422 with the reason when rejected
+    (the upload is then reset and nothing is stored).
+    """
+    vector, created = uploads.complete_upload(session, store, actor, upload_id, limits(settings))
+    response.status_code = 201 if created else 200
+    return vector

@@ -1,0 +1,84 @@
+"""Model versions: list (admin), read and download (hospitals: production only),
+promotion, rollback and new generations (admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.api.deps import AdminPrincipal, Principal, SessionDep, StorageDep
+from app.api.routes.common import BINARY_RESPONSE, blob_response, errors
+from app.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from app.models import ModelVersion, VersionStatus
+from app.schemas.bases import BaseRead
+from app.schemas.versions import PromoteRequest, VersionRead
+from app.security import Actor
+from app.services import versions
+
+router = APIRouter(prefix="/versions", tags=["versions"])
+
+
+def _read(version: ModelVersion, actor: Actor) -> VersionRead:
+    """Lineage names other hospitals' vectors: only admins see it."""
+    read = VersionRead.model_validate(version)
+    return read if actor.is_admin else read.model_copy(update={"inputs": []})
+
+
+@router.get("", response_model=list[VersionRead], responses=errors())
+def list_versions(
+    session: SessionDep, actor: AdminPrincipal, status: VersionStatus | None = None
+) -> list[VersionRead]:
+    """Every version with its lineage, newest first."""
+    return [_read(v, actor) for v in versions.list_versions(session, status)]
+
+
+@router.post("/rollback", response_model=VersionRead, responses=errors(Conflict))
+def rollback(session: SessionDep, actor: AdminPrincipal) -> VersionRead:
+    """Archive the production version and restore the one before it."""
+    return _read(versions.rollback(session, actor), actor)
+
+
+@router.get("/{version_id}", response_model=VersionRead, responses=errors(NotFound))
+def get_version(version_id: str, session: SessionDep, actor: Principal) -> VersionRead:
+    """A version by id, or ``production``. Hospitals can read only the production one."""
+    return _read(versions.get_version(session, actor, version_id), actor)
+
+
+@router.get(
+    "/{version_id}/download",
+    response_class=Response,
+    responses={**BINARY_RESPONSE, **errors(NotFound)},
+)
+def download_version(
+    version_id: str, session: SessionDep, store: StorageDep, actor: Principal
+) -> object:
+    """The version's model file, with ``X-Content-SHA256``."""
+    version = versions.get_version(session, actor, version_id)
+    return blob_response(store, version.sha256, f"version-{version.id}.safetensors")
+
+
+@router.post(
+    "/{version_id}/promote",
+    response_model=VersionRead,
+    responses=errors(NotFound, Conflict, PreconditionFailed, InvalidInput),
+)
+def promote(
+    version_id: str, body: PromoteRequest, session: SessionDep, actor: AdminPrincipal
+) -> VersionRead:
+    """Promote to ``staging`` or ``production``.
+
+    Production needs a completed evaluation unless ``force`` (recorded in the audit log);
+    the previous production version is archived.
+    """
+    stage = VersionStatus(body.stage)
+    return _read(versions.promote(session, actor, version_id, stage=stage, force=body.force), actor)
+
+
+@router.post(
+    "/{version_id}/generation",
+    status_code=201,
+    response_model=BaseRead,
+    responses=errors(NotFound, Conflict),
+)
+def start_generation(version_id: str, session: SessionDep, actor: AdminPrincipal) -> object:
+    """Start a new generation: the version becomes the current base (the old base stays)."""
+    return versions.start_generation(session, actor, version_id)

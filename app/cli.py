@@ -1,0 +1,154 @@
+"""``medvec-server``: run the registry, migrate its database, mint the first admin token.
+
+medvec-server                      # serve on 127.0.0.1:8000 (embedded SQLite default)
+medvec-server serve --host 0.0.0.0 --port 443 --ssl-keyfile k.pem --ssl-certfile c.pem
+medvec-server migrate              # alembic upgrade head on MEDVEC_DATABASE_URL
+medvec-server create-admin-token   # prints a new admin token once
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from app import schema
+from app.config import Settings, get_settings
+from app.db import make_engine, make_sessionmaker
+from app.jobs import JobQueue
+from app.models import Role
+from app.security import Actor, mint_token
+from app.services import hospitals
+
+cli = typer.Typer(
+    name="medvec-server",
+    help="The MedVec registry: REST API for hospitals and admins.",
+    no_args_is_help=False,
+    add_completion=False,
+)
+
+#: module providing ``embedded_worker(settings) -> ContextManager[JobQueue]``; it runs the
+#: workers' task code inside this process when there is no Redis
+EMBEDDED_WORKER = "worker.embedded"
+
+
+def _embedded_worker(
+    settings: Settings, wanted: bool | None
+) -> contextlib.AbstractContextManager[JobQueue | None]:
+    """The in-process worker: on when asked, or by default without Redis if installed."""
+    if wanted is False or (wanted is None and settings.redis_url is not None):
+        return contextlib.nullcontext()
+    try:
+        module = importlib.import_module(EMBEDDED_WORKER)
+    except ModuleNotFoundError as exc:
+        if wanted:
+            raise typer.BadParameter(
+                f"--worker needs the workers ({exc}); install medvec[worker]"
+            ) from exc
+        return contextlib.nullcontext()
+    manager: contextlib.AbstractContextManager[JobQueue | None] = module.embedded_worker(settings)
+    return manager
+
+
+@cli.callback(invoke_without_command=True)
+def root(ctx: typer.Context) -> None:
+    """Without a command: ``serve`` with its defaults."""
+    if ctx.invoked_subcommand is None:
+        serve()
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    ssl_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run a worker in this process (default: yes when MEDVEC_REDIS_URL is unset).",
+        ),
+    ] = None,
+    proxy_headers: Annotated[
+        bool, typer.Option(help="Trust X-Forwarded-For from --forwarded-allow-ips.")
+    ] = False,
+    forwarded_allow_ips: Annotated[str | None, typer.Option()] = None,
+    log_level: Annotated[str, typer.Option()] = "info",
+) -> None:
+    """Serve the registry with uvicorn."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "proxy_headers": proxy_headers,
+        "forwarded_allow_ips": forwarded_allow_ips,
+        "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile else None,
+        "ssl_certfile": str(ssl_certfile) if ssl_certfile else None,
+    }
+    with _embedded_worker(settings, worker) as queue:
+        uvicorn.run(create_app(settings, job_queue=queue), **options)
+
+
+@cli.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Upgrade the database schema (``MEDVEC_DATABASE_URL``) to ``revision``."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        schema.upgrade(engine, revision)
+        typer.echo(f"database at revision {schema.current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@cli.command("create-admin-token")
+def create_admin_token(
+    name: Annotated[str, typer.Option(help="A name to recognise the token by.")] = "admin",
+    print_only: Annotated[
+        bool,
+        typer.Option(help="Only mint and print (for MEDVEC_BOOTSTRAP_ADMIN_TOKEN); store nothing."),
+    ] = False,
+) -> None:
+    """Mint an admin token and print it once (the registry stores only its sha256)."""
+    if print_only:
+        typer.echo(mint_token())
+        return
+    settings = get_settings()
+    with _session(settings) as session:
+        token, secret = hospitals.create_token(
+            session, Actor.system("medvec-server"), name=name, role=Role.ADMIN, hospital_id=None
+        )
+    typer.echo(secret)
+    typer.echo(f"admin token {token.id} ({name}); it is shown only now", err=True)
+
+
+@contextlib.contextmanager
+def _session(settings: Settings) -> Iterator[Any]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        if settings.migrate_on_start:
+            schema.upgrade(engine)
+        else:
+            schema.check_up_to_date(engine)
+        with make_sessionmaker(engine).begin() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,161 @@
+"""Typed application errors and the one JSON body every error is rendered as.
+
+``{"code": str, "message": str, "detail": object | null}``: ``message`` says what is
+wrong and how to fix it. Core-library errors (``medvec.errors``) map onto a status here,
+so services let them propagate.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from medvec.errors import MedVecError
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx/5xx answer."""
+
+    code: str
+    message: str
+    detail: Any = None
+
+
+class AppError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, hint: str | None = None, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.detail = detail or None
+
+    def render(self) -> ErrorBody:
+        message = f"{self.message} — {self.hint}" if self.hint else self.message
+        return ErrorBody(code=self.code, message=message, detail=self.detail)
+
+
+class Unauthenticated(AppError):
+    status_code = 401
+    code = "unauthenticated"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+
+
+class OffsetMismatch(Conflict):
+    code = "offset_mismatch"
+
+
+class Gone(AppError):
+    status_code = 410
+    code = "gone"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class InvalidInput(AppError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class ShaMismatch(InvalidInput):
+    code = "sha256_mismatch"
+
+
+class UnknownBase(InvalidInput):
+    code = "unknown_base"
+
+
+class HospitalMismatch(InvalidInput):
+    code = "hospital_mismatch"
+
+
+class PreconditionFailed(AppError):
+    """The action is valid in general but not for this object's state (e.g. no evaluation)."""
+
+    status_code = 409
+    code = "precondition_failed"
+
+
+def _error_response(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Any:
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
+
+
+def _medvec_body(exc: MedVecError) -> ErrorBody:
+    message = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
+    return ErrorBody(code=exc.code, message=message, detail=exc.detail or None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render app errors, core errors, validation errors and HTTP errors as one body."""
+
+    async def app_error(_request: Request, exc: Exception) -> Any:
+        assert isinstance(exc, AppError)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return _error_response(exc.status_code, exc.render(), headers)
+
+    async def medvec_error(_request: Request, exc: Exception) -> Any:
+        assert isinstance(exc, MedVecError)
+        return _error_response(422, _medvec_body(exc))
+
+    async def request_invalid(_request: Request, exc: Exception) -> Any:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        body = ErrorBody(
+            code="invalid_request",
+            message=f"{where}: {first['msg']} — fix the request as the API reference says",
+            detail=errors,
+        )
+        return _error_response(422, body)
+
+    async def http_error(_request: Request, exc: Exception) -> Any:
+        assert isinstance(exc, StarletteHTTPException)
+        phrase = HTTPStatus(exc.status_code).phrase
+        message = exc.detail if isinstance(exc.detail, str) else phrase
+        body = ErrorBody(code=f"http_{exc.status_code}", message=message)
+        return _error_response(exc.status_code, body, getattr(exc, "headers", None))
+
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(MedVecError, medvec_error)
+    app.add_exception_handler(RequestValidationError, request_invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route: each status with the ErrorBody model."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = out.setdefault(error.status_code, {"model": ErrorBody, "description": ""})
+        entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
+    return out
+
+
+AUTH_ERRORS = (Unauthenticated, Forbidden)

@@ -1,0 +1,180 @@
+"""Accepting data vectors: verify, validate against the base, register, supersede, audit.
+
+Validation runs before anything is stored: a vector that fails any check leaves no row
+and no blob behind (the client gets 422 with the reason), so status ``rejected`` is
+never stored by the registry itself. Accepted vectors are stored as ``validated``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.errors import HospitalMismatch, NotFound, UnknownBase
+from app.jobs import VECTOR_ACCEPTED, defer_job
+from app.models import BaseModelRecord, DataVector, VectorStatus
+from app.security import Actor
+from app.services import audit
+from app.services.bases import find_base
+from app.services.staging import Staged
+from app.storage import BlobStore
+from medvec.vectors import ValidationReport, read_vector_metadata, validate_vector
+
+
+def find_own(session: Session, hospital_id: str, sha256: str) -> DataVector | None:
+    query = select(DataVector).where(
+        DataVector.hospital_id == hospital_id, DataVector.sha256 == sha256
+    )
+    return session.scalar(query)
+
+
+def _validate(
+    session: Session,
+    store: BlobStore,
+    actor: Actor,
+    staged: Staged,
+    *,
+    max_norm: float | None,
+    max_header_bytes: int,
+) -> tuple[BaseModelRecord, ValidationReport]:
+    metadata = read_vector_metadata(staged.path, max_header_bytes=max_header_bytes)
+    if metadata.hospital != actor.hospital_name:
+        raise HospitalMismatch(
+            f"the vector says it comes from hospital {metadata.hospital!r}, "
+            f"the token belongs to {actor.hospital_name!r}",
+            hint="push with your own hospital's token, or recompute the vector with the "
+            "hospital name the registry knows (`medvec whoami`)",
+        )
+    base = find_base(session, metadata.base_id)
+    if base is None:
+        raise UnknownBase(
+            f"the vector's base {metadata.base_id!r} is not registered here",
+            hint="pull the current base (`medvec base pull`) and train against it",
+            base_id=metadata.base_id,
+        )
+    report = validate_vector(
+        staged.path,
+        store.local_path(base.sha256),
+        max_norm=max_norm,
+        max_header_bytes=max_header_bytes,
+        base_sha256=base.sha256,
+    )
+    return base, report
+
+
+def accept_vector(
+    session: Session,
+    store: BlobStore,
+    actor: Actor,
+    staged: Staged,
+    *,
+    max_norm: float | None,
+    max_header_bytes: int,
+) -> tuple[DataVector, bool]:
+    """Register the staged file as ``actor``'s vector; returns (vector, created).
+
+    The same bytes from the same hospital return the existing vector (created False).
+    The staged file is consumed: moved into the store, or deleted.
+    """
+    assert actor.hospital_id is not None
+    existing = find_own(session, actor.hospital_id, staged.sha256)
+    if existing is not None:
+        staged.discard()
+        return existing, False
+    try:
+        base, report = _validate(
+            session, store, actor, staged, max_norm=max_norm, max_header_bytes=max_header_bytes
+        )
+    except BaseException:
+        staged.discard()
+        raise
+    store.commit(staged.path, staged.sha256)
+    vector = DataVector(
+        hospital_id=actor.hospital_id,
+        base_id=base.id,
+        sha256=staged.sha256,
+        size=staged.size,
+        norm=report.l2_norm,
+        num_samples=report.metadata.num_samples,
+        meta=report.metadata.model_dump(mode="json"),
+        status=VectorStatus.VALIDATED,
+    )
+    session.add(vector)
+    session.flush()
+    superseded = _supersede_previous(session, actor, vector)
+    audit.record(
+        session,
+        actor,
+        "vector.accepted",
+        target_type="vector",
+        target_id=vector.id,
+        sha256=vector.sha256,
+        base_id=base.id,
+        norm=vector.norm,
+        supersedes=superseded,
+    )
+    defer_job(session, VECTOR_ACCEPTED, vector_id=vector.id)
+    return vector, True
+
+
+def _supersede_previous(session: Session, actor: Actor, vector: DataVector) -> list[str]:
+    """Mark the hospital's earlier current vectors for this base as superseded by ``vector``."""
+    query = select(DataVector).where(
+        DataVector.hospital_id == vector.hospital_id,
+        DataVector.base_id == vector.base_id,
+        DataVector.status.in_([VectorStatus.VALIDATED, VectorStatus.RECEIVED]),
+        DataVector.id != vector.id,
+    )
+    now = utcnow()
+    ids = []
+    for previous in session.scalars(query):
+        previous.status = VectorStatus.SUPERSEDED
+        previous.superseded_by_id = vector.id
+        previous.superseded_at = now
+        ids.append(previous.id)
+        audit.record(
+            session,
+            actor,
+            "vector.superseded",
+            target_type="vector",
+            target_id=previous.id,
+            superseded_by=vector.id,
+        )
+    session.flush()
+    return ids
+
+
+def list_vectors(
+    session: Session,
+    actor: Actor,
+    *,
+    base_id: str | None = None,
+    status: VectorStatus | None = None,
+    latest: bool | None = None,
+    hospital_id: str | None = None,
+) -> list[DataVector]:
+    """Vectors ``actor`` may see: a hospital its own, an admin all (or one hospital's).
+
+    ``latest`` keeps only each hospital's current vector per base (not superseded).
+    """
+    query = select(DataVector).order_by(DataVector.created_at.desc(), DataVector.id)
+    if not actor.is_admin:
+        query = query.where(DataVector.hospital_id == actor.hospital_id)
+    elif hospital_id:
+        query = query.where(DataVector.hospital_id == hospital_id)
+    if base_id:
+        query = query.where(DataVector.base_id == base_id)
+    if status:
+        query = query.where(DataVector.status == status)
+    if latest:
+        query = query.where(DataVector.status.in_([VectorStatus.VALIDATED, VectorStatus.RECEIVED]))
+    return list(session.scalars(query))
+
+
+def get_vector(session: Session, actor: Actor, vector_id: str) -> DataVector:
+    """A vector for its owner or an admin; anyone else gets the same 404 as for no vector."""
+    vector = session.get(DataVector, vector_id)
+    if vector is None or (not actor.is_admin and vector.hospital_id != actor.hospital_id):
+        raise NotFound(f"no vector {vector_id}", hint="list yours with GET /api/v1/vectors")
+    return vector
