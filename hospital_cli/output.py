@@ -32,7 +32,7 @@ def err_console() -> Console:
 
 def print_json(payload: Any) -> None:
     """Machine-readable output for ``--json``: plain JSON on stdout, nothing else."""
-    print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    print(json.dumps(payload, indent=2, sort_keys=True, default=str), flush=True)
 
 
 def progress_bytes(*, transient: bool = False) -> Progress:
