@@ -31,6 +31,7 @@ from medvec.vectors.io import (
 )
 from medvec.vectors.lazy import LazyTensorReader
 from medvec.vectors.metadata import VectorMetadata
+from medvec.vectors.summary import VectorSummary, summarize_vector
 from medvec.vectors.validate import ValidationReport, validate_vector
 from medvec.vectors.writer import SafetensorsWriter
 
@@ -53,6 +54,7 @@ __all__ = [
     "VectorKeysError",
     "VectorMetadata",
     "VectorShapeError",
+    "VectorSummary",
     "apply_vector",
     "compute_vector",
     "floating_keys",
@@ -60,5 +62,6 @@ __all__ = [
     "read_safetensors_header",
     "read_vector_metadata",
     "save_vector",
+    "summarize_vector",
     "validate_vector",
 ]
