@@ -80,7 +80,7 @@ def _dp_vector(
     if clip is None:
         raise CliError("--dp-noise needs --dp-clip (the noise is scaled by the clipping bound)")
     tensors = clip_by_l2(tensors, clip)
-    privacy: dict[str, Any] = {"dp_clip": clip}
+    privacy: dict[str, Any] = {"dp_sgd": False, "dp_clip": clip}
     if request.dp_noise:
         tensors = add_gaussian_noise(tensors, request.dp_noise * clip, request.seed)
         privacy.update(
@@ -93,22 +93,36 @@ def _dp_vector(
     return tensors, privacy
 
 
+def _dp_sgd_settings(request: TrainRequest) -> dict[str, Any]:
+    """DP-SGD settings for the training loop; vector-level DP is applied after training."""
+    if not request.dp_sgd:
+        return {}
+    return {
+        "dp_sgd": True,
+        "dp_clip": request.dp_clip,
+        "dp_noise": request.dp_noise,
+        "dp_delta": request.dp_delta,
+    }
+
+
 def train_vector(
     request: TrainRequest, *, on_step: Callable[..., None] | None = None
 ) -> TrainOutcome:
     """Fine-tune the base on local data and write vector + validation metrics beside it."""
-    from medvec.evaluation import evaluate_model
-    from medvec.training import TrainConfig, fine_tune, resolve_device
     from torch.utils.data import Subset
 
     from medvec.data import load_dataset
+    from medvec.evaluation import evaluate_model
     from medvec.models import load_model_file, save_model_file
+    from medvec.training import TrainConfig, fine_tune, resolve_device
     from medvec.vectors import VectorMetadata, compute_vector, save_vector
 
     device = resolve_device(request.device)
     model, spec = load_model_file(request.base, device="cpu")
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    dataset = load_dataset(request.data, split="train")
+    dataset = load_dataset(
+        request.data, split="train", in_channels=spec.in_channels, image_size=spec.image_size
+    )
     n_total = len(dataset)
     if request.max_samples:
         n_total = min(n_total, request.max_samples)
@@ -119,16 +133,13 @@ def train_vector(
         batch_size=request.batch_size,
         augment=request.augment,
         seed=request.seed,
-        dp_sgd=request.dp_sgd,
-        dp_clip=request.dp_clip,
-        dp_noise=request.dp_noise,
-        dp_delta=request.dp_delta,
+        **_dp_sgd_settings(request),
     )
     result = fine_tune(model, Subset(dataset, train_idx), config, device=device, on_step=on_step)
     model = model.to("cpu")
     tensors = compute_vector(base_state, model.state_dict())
     privacy: dict[str, Any] = dict(getattr(result, "privacy", None) or {})
-    if request.dp_clip is not None and not request.dp_sgd:
+    if (request.dp_clip is not None or request.dp_noise is not None) and not request.dp_sgd:
         tensors, privacy = _dp_vector(tensors, request)
     metrics: dict[str, Any] = {}
     if val_idx:

@@ -75,6 +75,8 @@ def train(
         raise CliError(f"no data at {data}", hint="give a .npz, an image folder or a DICOM folder")
     if dp_sgd and (dp_clip is None or dp_noise is None):
         raise CliError("--dp-sgd needs --dp-clip (per-sample bound) and --dp-noise (multiplier)")
+    if dp_noise is not None and dp_clip is None:
+        raise CliError("--dp-noise needs --dp-clip (the noise std is SIGMA times the bound)")
     base_path, base_record = local_base(base)
     hospital = hospital or _hospital_name(profile, server, token)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -1,0 +1,235 @@
+"""Training throughput: `medvec train`'s path against a plain PyTorch loop; FL-RA overhead.
+
+Three ways to train the same model (same initial weights, data, batch size, optimizer,
+learning rate and epochs) on real MedMNIST images, timed from an in-memory dataset to
+a trained model:
+
+* ``plain``      — a hand-written PyTorch loop over pre-normalised float tensors on the
+  device, batched by index (the leanest loop a PyTorch user would write);
+* ``fine_tune``  — ``medvec.training.fine_tune``, the loop `medvec train` runs;
+* ``medvec train`` — ``hospital_cli.local.train_vector``, the whole command path from the
+  base file and the ``.npz`` to the saved data vector (loading, training, vector, save).
+
+Then the FL-RA overhead: ``flra_resnet18`` against ``resnet18`` at the same input size,
+both through ``fine_tune`` (the plain loop and the command run for the first
+architecture only). On CUDA both loops use mixed precision (float16 autocast +
+GradScaler) and channels-last memory, as `medvec train` does (``--no-amp`` and
+``--no-channels-last`` switch them off for both). Each measurement is repeated
+(interleaved) and the best run is kept, since other processes share the machine.
+
+    python benchmarks/train.py                          # CPU default: a few minutes on 2 cores
+    python benchmarks/train.py --samples 20000 --epochs 2 --repeats 3   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+from torch.utils.data import Subset
+
+from hospital_cli.local import TrainRequest, train_vector
+from medvec.data import ImageArrayDataset, load_dataset, resolve_datasets_dir
+from medvec.hashing import sha256_file
+from medvec.models import ModelSpec, build_model, save_model_file
+from medvec.training import TrainConfig, fine_tune, resolve_device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_loop(
+    model: nn.Module,
+    dataset: ImageArrayDataset,
+    count: int,
+    config: TrainConfig,
+    device: torch.device,
+) -> int:
+    """The reference: a textbook loop, data normalised once and kept on the device."""
+    cuda = device.type == "cuda"
+    amp = cuda and config.amp
+    memory_format = torch.channels_last if cuda and config.channels_last else None
+    torch.manual_seed(config.seed)
+    model.to(device)
+    if memory_format is not None:
+        model.to(memory_format=memory_format)
+    images, labels = dataset.batch(torch.arange(count))
+    images, labels = images.contiguous().to(device), labels.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    generator = torch.Generator().manual_seed(config.seed)
+    seen = 0
+    for _ in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(labels), generator=generator).to(device)
+        for start in range(0, len(labels), config.batch_size):
+            index = order[start : start + config.batch_size]
+            if index.numel() < 2:
+                continue
+            batch = images[index]
+            if memory_format is not None:
+                batch = batch.contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                loss = F.cross_entropy(model(batch), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            seen += int(index.numel())
+    _sync(device)
+    return seen
+
+
+def timed(run: Callable[[], int], device: torch.device) -> float:
+    """Images per second of one call that returns the number of images it trained on."""
+    _sync(device)
+    started = time.perf_counter()
+    images = run()
+    _sync(device)
+    return images / (time.perf_counter() - started)
+
+
+class Bench:
+    """Fresh copies of one initial model per run, so every loop starts from the same weights."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args = args
+        self.device = device
+        self.data_path = resolve_datasets_dir(args.datasets_dir) / f"{args.dataset}.npz"
+        full = load_dataset(self.data_path, "train", in_channels=3, image_size=args.image_size)
+        self.full = full
+        self.dataset = Subset(full, range(min(args.samples, len(full))))
+        self.num_classes = full.num_classes
+        self.config = TrainConfig(
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            amp=args.amp,
+            channels_last=args.channels_last,
+        )
+        self.models = {arch: self._initial(arch) for arch in args.archs}
+
+    def _initial(self, arch: str) -> nn.Module:
+        torch.manual_seed(0)
+        spec = self.spec(arch)
+        return build_model(spec)
+
+    def spec(self, arch: str) -> ModelSpec:
+        return ModelSpec(
+            arch=arch, num_classes=self.num_classes, in_channels=3, image_size=self.args.image_size
+        )
+
+    def fresh(self, arch: str) -> nn.Module:
+        return copy.deepcopy(self.models[arch])
+
+    def plain(self, arch: str) -> float:
+        model = self.fresh(arch)
+        n = len(self.dataset)
+        return timed(lambda: plain_loop(model, self.full, n, self.config, self.device), self.device)
+
+    def fine_tune(self, arch: str) -> float:
+        model = self.fresh(arch)
+        return timed(
+            lambda: fine_tune(model, self.dataset, self.config, device=self.device).samples,
+            self.device,
+        )
+
+    def command(self, arch: str, workdir: Path) -> float:
+        """The whole `medvec train` path: base file and .npz in, data vector out."""
+        base = workdir / f"{arch}-base.safetensors"
+        if not base.exists():
+            save_model_file(base, self.models[arch], self.spec(arch))
+        sha = sha256_file(base)
+        request = TrainRequest(
+            base=base,
+            base_record={"id": sha, "sha256": sha, "name": arch},
+            data=self.data_path,
+            out=workdir / f"{arch}-vector.safetensors",
+            hospital="benchmark",
+            epochs=self.args.epochs,
+            lr=self.args.lr,
+            batch_size=self.args.batch_size,
+            val_fraction=0.0,
+            device=str(self.device),
+            max_samples=self.args.samples,
+        )
+        if not (self.args.amp and self.args.channels_last):
+            return float("nan")  # the command always uses the config defaults
+        return timed(lambda: train_vector(request).metadata["num_samples"] * self.args.epochs,
+                     self.device)  # fmt: skip
+
+    def warm_up(self, arch: str) -> None:
+        small = Subset(self.dataset, range(min(len(self.dataset), 4 * self.args.batch_size)))
+        config = self.config.model_copy(update={"epochs": 1})
+        fine_tune(self.fresh(arch), small, config, device=self.device)
+
+
+def best_of(runs: list[float]) -> float:
+    return max(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="pneumoniamnist", help="MedMNIST name")
+    parser.add_argument("--datasets-dir", default=None, help="default: MEDVEC_DATASETS_DIR")
+    parser.add_argument("--samples", type=int, default=192, help="training images")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
+    parser.add_argument("--archs", default="resnet18,flra_resnet18")
+    parser.add_argument("--no-amp", dest="amp", action="store_false")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    args.archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    bench = Bench(args, device)
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(
+        f"device {device} ({hardware or platform.machine()}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads; {args.dataset} {len(bench.dataset)} images "
+        f"{args.image_size}x{args.image_size}, batch {args.batch_size}, {args.epochs} epoch(s), "
+        f"Adam lr {args.lr}, AMP {args.amp and device.type == 'cuda'}, "
+        f"channels-last {args.channels_last and device.type == 'cuda'}, best of {args.repeats}"
+    )
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in args.archs:
+            bench.warm_up(arch)
+            runs: dict[str, list[float]] = {"plain": [], "fine_tune": [], "medvec train": []}
+            first = arch == args.archs[0]
+            for _ in range(args.repeats):
+                if first:
+                    runs["plain"].append(bench.plain(arch))
+                runs["fine_tune"].append(bench.fine_tune(arch))
+                if first:
+                    runs["medvec train"].append(bench.command(arch, Path(tmp)))
+            results[arch] = {k: best_of(v) for k, v in runs.items() if v}
+    print(f"\n{'arch':<16}{'loop':<14}{'images/s':>10}{'vs plain':>10}")
+    for arch, row in results.items():
+        for loop, speed in row.items():
+            ratio = f"{speed / row['plain']:>10.3f}" if "plain" in row else ""
+            print(f"{arch:<16}{loop:<14}{speed:>10.1f}{ratio}")
+    if len(args.archs) > 1:
+        ref, other = args.archs[0], args.archs[1]
+        overhead = results[ref]["fine_tune"] / results[other]["fine_tune"]
+        print(f"\n{other} overhead vs {ref} (fine_tune images/s ratio): {overhead:.2f}x slower")
+
+
+if __name__ == "__main__":
+    main()
