@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,6 +21,7 @@ __all__ = [
     "elect_sign",
     "magnitude_threshold",
     "random_keep_mask",
+    "sorted_columns",
     "trimmed_mean",
 ]
 
@@ -78,14 +80,24 @@ def disjoint_mean(values: Tensor, weights: Tensor, sign: Tensor) -> Tensor:
     return torch.where(mass > 0, total / torch.where(mass > 0, mass, 1.0), 0.0)
 
 
+def sorted_columns(values: Tensor) -> Tensor:
+    """``values`` ``(N, count)`` sorted along N, returned as ``(count, N)``.
+
+    numpy's vectorised sort of short contiguous rows is several times faster on
+    the CPU than ``torch.sort`` or ``torch.kthvalue`` along dim 0 for N <= ~100.
+    """
+    rows = np.ascontiguousarray(values.detach().cpu().numpy().T)
+    rows.sort(axis=1)
+    return torch.from_numpy(rows)
+
+
 def coordinate_median(values: Tensor) -> Tensor:
     """Median over dim 0 with numpy's semantics: even N gives the mean of the middle two."""
     n = values.shape[0]
+    ordered = sorted_columns(values)
     if n % 2:
-        return torch.kthvalue(values, n // 2 + 1, dim=0).values
-    low = torch.kthvalue(values, n // 2, dim=0).values
-    high = torch.kthvalue(values, n // 2 + 1, dim=0).values
-    return (low + high) / 2
+        return ordered[:, n // 2].contiguous()
+    return (ordered[:, n // 2 - 1] + ordered[:, n // 2]) / 2
 
 
 def trimmed_mean(values: Tensor, trim: int) -> Tensor:
@@ -93,5 +105,4 @@ def trimmed_mean(values: Tensor, trim: int) -> Tensor:
     n = values.shape[0]
     if trim == 0:
         return values.mean(dim=0)
-    ordered = torch.sort(values, dim=0).values
-    return ordered[trim : n - trim].mean(dim=0)
+    return sorted_columns(values)[:, trim : n - trim].mean(dim=1)
