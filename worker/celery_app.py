@@ -36,7 +36,12 @@ class MedVecCelery(Celery):
 def celery_config(settings: WorkerSettings) -> dict[str, object]:
     """Celery settings: JSON only, late acks, one task at a time per process, time limits."""
     broker = settings.redis_url or EMBEDDED_BROKER
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    # a message whose worker died is re-queued once older than the visibility timeout;
+    # scanning on every restore tick (throttle 1) makes that happen within ~10 s of it
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "unacked_restore_throttle": 1,
+    }
     return {
         "broker_url": broker,
         "result_backend": settings.redis_url or "cache+memory://",

@@ -32,6 +32,10 @@ class WorkerSettings(Settings):
     )
     merge_soft_time_limit_s: int = Field(default=3000, gt=0)
     merge_time_limit_s: int = Field(default=3600, gt=0)
+    eval_soft_time_limit_s: int = Field(default=1800, gt=0)
+    eval_time_limit_s: int = Field(default=2000, gt=0)
+    tune_soft_time_limit_s: int = Field(default=5000, gt=0)
+    tune_time_limit_s: int = Field(default=5400, gt=0)
     max_attempts: int = Field(
         default=5, ge=1, description="deliveries of one job before it is marked failed"
     )
@@ -63,14 +67,18 @@ class WorkerSettings(Settings):
     )
 
     @model_validator(mode="after")
-    def _visibility_above_merge(self) -> Self:
-        if self.visibility_timeout_s <= self.merge_time_limit_s:
+    def _visibility_above_longest_task(self) -> Self:
+        longest = max(self.merge_time_limit_s, self.eval_time_limit_s, self.tune_time_limit_s)
+        if self.visibility_timeout_s <= longest:
             raise ValueError(
-                "MEDVEC_VISIBILITY_TIMEOUT_S must exceed MEDVEC_MERGE_TIME_LIMIT_S, "
-                "or Redis redelivers a merge that is still running"
+                f"MEDVEC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must exceed the "
+                f"longest task time limit ({longest}), or Redis redelivers a task still running"
             )
-        if self.merge_soft_time_limit_s >= self.merge_time_limit_s:
-            raise ValueError("MEDVEC_MERGE_SOFT_TIME_LIMIT_S must be below the hard limit")
+        for kind in ("merge", "eval", "tune"):
+            if getattr(self, f"{kind}_soft_time_limit_s") >= getattr(self, f"{kind}_time_limit_s"):
+                raise ValueError(
+                    f"MEDVEC_{kind.upper()}_SOFT_TIME_LIMIT_S must be below the hard one"
+                )
         return self
 
 

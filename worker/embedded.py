@@ -13,11 +13,14 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery.worker import WorkController
 
 from app.config import Settings
+from app.jobs import JobQueue
 from worker.celery_app import MedVecCelery, beat_schedule, make_celery
 from worker.queue import CeleryJobQueue
 from worker.session import session_scope
@@ -105,3 +108,20 @@ class EmbeddedWorker:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def embedded_worker(settings: Settings) -> Iterator[JobQueue]:
+    """Run a worker in this process for the block; yields the queue the API sends to."""
+    with EmbeddedWorker(settings) as worker:
+        yield worker.queue
+
+
+@contextmanager
+def sending_queue(settings: Settings) -> Iterator[JobQueue]:
+    """Only send (workers run elsewhere, on ``MEDVEC_REDIS_URL``); yields the queue."""
+    app = make_celery(settings)
+    try:
+        yield CeleryJobQueue(app, app.settings.queue)
+    finally:
+        app.close()

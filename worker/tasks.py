@@ -67,8 +67,8 @@ def _run_job(task: Task, app: MedVecCelery, job_id: str, function: JobFunction) 
         log.warning("%s: %s; dropping the task", task.name, exc)
         return None
     except SoftTimeLimitExceeded:
-        limit = settings.merge_soft_time_limit_s
-        mark_failed(res.sessions, job_id, f"merge exceeded its time limit of {limit} s")
+        limit = task.soft_time_limit or settings.merge_soft_time_limit_s
+        mark_failed(res.sessions, job_id, f"{task.name} exceeded its time limit of {limit} s")
         return None
     except TerminalJobError as exc:
         mark_failed(res.sessions, job_id, describe(exc))
@@ -108,11 +108,21 @@ def register_tasks(app: MedVecCelery) -> None:
     def merge_run(self: Task, job_id: str) -> str | None:
         return _run_job(self, app, job_id, run_merge)
 
-    @app.task(name=TUNE_TASK, bind=True)
+    conf = app.settings
+    eval_limits = {
+        "soft_time_limit": conf.eval_soft_time_limit_s,
+        "time_limit": conf.eval_time_limit_s,
+    }
+    tune_limits = {
+        "soft_time_limit": conf.tune_soft_time_limit_s,
+        "time_limit": conf.tune_time_limit_s,
+    }
+
+    @app.task(name=TUNE_TASK, bind=True, **tune_limits)
     def tune_run(self: Task, job_id: str) -> str | None:
         return _run_job(self, app, job_id, tune_merge)
 
-    @app.task(name=EVALUATE_TASK, bind=True)
+    @app.task(name=EVALUATE_TASK, bind=True, **eval_limits)
     def evaluate_run(
         self: Task, version_id: str, benchmark_id: str, split: str = "test"
     ) -> dict[str, Any] | None:

@@ -1,0 +1,217 @@
+"""The integration world: PostgreSQL (fresh database, migrated by Alembic), Redis (a free
+database index), a real ``celery worker`` process, and the registry app in-process
+sending its jobs to that worker through Redis.
+
+The worker runs with ``MEDVEC_MERGE_TENSOR_DELAY_S`` (a test-only setting: a sleep
+after each merged tensor) so that a merge lasts a few seconds and can be killed
+midway, and with a 120 s visibility timeout so that Redis hands a killed worker's
+task to the next worker within the test's patience.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.db import make_engine
+from app.main import create_app
+from app.schema import upgrade
+from app.security import mint_token
+from tests.integration import factories
+from tests.integration.services import (
+    WorkerProcess,
+    fresh_postgres_database,
+    fresh_redis_database,
+)
+from worker.celery_app import MedVecCelery, make_celery
+from worker.config import WorkerSettings
+from worker.queue import CeleryJobQueue
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+
+API = "/api/v1"
+
+
+def _worker_env(settings: WorkerSettings, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDVEC_")}
+    env.update(
+        {
+            "MEDVEC_ENVIRONMENT": "test",
+            "MEDVEC_DATA_DIR": str(settings.data_dir),
+            "MEDVEC_DATABASE_URL": str(settings.database_url),
+            "MEDVEC_REDIS_URL": str(settings.redis_url),
+            "MEDVEC_QUEUE": settings.queue,
+            "MEDVEC_VISIBILITY_TIMEOUT_S": str(settings.visibility_timeout_s),
+            "MEDVEC_MERGE_TIME_LIMIT_S": str(settings.merge_time_limit_s),
+            "MEDVEC_MERGE_SOFT_TIME_LIMIT_S": str(settings.merge_soft_time_limit_s),
+            "MEDVEC_EVAL_TIME_LIMIT_S": str(settings.eval_time_limit_s),
+            "MEDVEC_EVAL_SOFT_TIME_LIMIT_S": str(settings.eval_soft_time_limit_s),
+            "MEDVEC_TUNE_TIME_LIMIT_S": str(settings.tune_time_limit_s),
+            "MEDVEC_TUNE_SOFT_TIME_LIMIT_S": str(settings.tune_soft_time_limit_s),
+            "MEDVEC_RETRY_BACKOFF_S": "1",
+            **extra,
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerSettings]:
+    with fresh_postgres_database() as database_url, fresh_redis_database() as redis_url:
+        yield WorkerSettings(
+            environment="test",
+            data_dir=tmp_path_factory.mktemp("registry"),
+            database_url=database_url,
+            redis_url=redis_url,
+            queue=f"medvec-it-{secrets.token_hex(4)}",
+            visibility_timeout_s=120,
+            merge_time_limit_s=60,
+            merge_soft_time_limit_s=55,
+            eval_time_limit_s=100,
+            eval_soft_time_limit_s=90,
+            tune_time_limit_s=110,
+            tune_soft_time_limit_s=100,
+            bootstrap_admin_token=mint_token(),
+        )
+
+
+@pytest.fixture(scope="session")
+def celery(settings: WorkerSettings) -> Iterator[MedVecCelery]:
+    """The test's own Celery app: sends tasks and reads results, runs nothing."""
+    app = make_celery(settings)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="session")
+def worker(
+    settings: WorkerSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    engine = make_engine(str(settings.database_url))
+    upgrade(engine)
+    engine.dispose()
+    env = _worker_env(
+        settings,
+        {
+            "MEDVEC_MERGE_TENSOR_DELAY_S": "0.04",
+            "MEDVEC_AUTO_MERGE": "true",
+            "MEDVEC_AUTO_MERGE_K": "4",
+        },
+    )
+    process = WorkerProcess(env, tmp_path_factory.mktemp("worker-logs"), settings.queue)
+    process.start()
+    yield process
+    process.stop()
+
+
+@dataclass
+class Registry:
+    """The registry in-process, plus helpers that speak its HTTP API."""
+
+    client: TestClient
+    admin_token: str
+    tmp: Path
+    hospital_tokens: dict[str, str] = field(default_factory=dict)
+
+    def headers(self, who: str = "admin") -> dict[str, str]:
+        token = self.admin_token if who == "admin" else self.hospital_tokens[who]
+        return {"Authorization": f"Bearer {token}"}
+
+    def call(self, method: str, path: str, who: str = "admin", **kwargs: Any) -> Any:
+        response = self.client.request(method, f"{API}{path}", headers=self.headers(who), **kwargs)
+        assert response.status_code < 400, (
+            f"{method} {path}: {response.status_code} {response.text}"
+        )
+        return response.json()
+
+    def hospital(self, name: str) -> str:
+        if name not in self.hospital_tokens:
+            record = self.call("POST", "/hospitals", json={"name": name})
+            body = {"name": f"{name}-token", "role": "hospital", "hospital_id": record["id"]}
+            self.hospital_tokens[name] = self.call("POST", "/tokens", json=body)["token"]
+        return name
+
+    def upload(self, path: str, file: Path, who: str = "admin", **params: Any) -> Any:
+        headers = {**self.headers(who), "Content-Type": "application/octet-stream"}
+        response = self.client.post(
+            f"{API}{path}", content=file.read_bytes(), headers=headers, params=params
+        )
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def register_base(self, seed: int) -> dict[str, Any]:
+        path = factories.make_base(self.tmp / f"base-{seed}.safetensors", seed)
+        record = self.upload("/bases", path, name=f"base-{seed}")
+        return {**record, "path": path}
+
+    def push(self, hospital: str, vector: Path) -> dict[str, Any]:
+        return dict(self.upload("/vectors", vector, who=self.hospital(hospital)))
+
+    def wait(
+        self, path: str, done: Callable[[Any], bool], timeout: float = 240.0, poll: float = 0.5
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.call("GET", path)
+            if done(body):
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"GET {path} still {body} after {timeout} s")
+            time.sleep(poll)
+
+
+@pytest.fixture(scope="session")
+def registry(
+    settings: WorkerSettings,
+    celery: MedVecCelery,
+    worker: WorkerProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Registry]:
+    queue = CeleryJobQueue(celery, settings.queue)
+    assert settings.bootstrap_admin_token is not None
+    with TestClient(create_app(settings, job_queue=queue)) as client:
+        yield Registry(
+            client,
+            settings.bootstrap_admin_token.get_secret_value(),
+            tmp_path_factory.mktemp("files"),
+        )
+
+
+@dataclass
+class World:
+    """A base with three hospitals' fine-tuned vectors and a registered benchmark."""
+
+    base: dict[str, Any]
+    vectors: list[dict[str, Any]]
+    benchmark: dict[str, Any]
+    benchmark_path: Path
+    last_accepted_at: float
+
+
+@pytest.fixture(scope="session")
+def world(registry: Registry, datasets_dir: Path) -> World:
+    base = registry.register_base(seed=1)
+    bench_path = factories.make_benchmark(datasets_dir, registry.tmp / "blood-bench.npz")
+    benchmark = registry.upload("/benchmarks", bench_path, name="blood-1000")
+    vectors = []
+    for index in range(3):
+        name = registry.hospital(f"hospital-{index}")
+        vector = factories.fine_tuned_vector(
+            base["path"],
+            registry.tmp / f"v-{index}.safetensors",
+            base_id=base["id"],
+            base_sha256=base["sha256"],
+            hospital=name,
+            data=factories.hospital_data(datasets_dir, index),
+            seed=index,
+        )
+        vectors.append(registry.push(name, vector))
+    return World(base, vectors, benchmark, bench_path, time.monotonic())

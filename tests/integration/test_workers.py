@@ -1,0 +1,230 @@
+"""Workers end to end on real services: PostgreSQL, Redis, a ``celery worker`` process,
+real BlobMNIST images and ResNet-18 vectors fine-tuned on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from app.db import make_engine
+from app.services.merges import MERGE_TASK, POLICY_TASK
+from tests.integration import factories
+from tests.integration.conftest import Registry, World
+from tests.integration.services import WorkerProcess
+from worker.celery_app import MedVecCelery
+from worker.config import WorkerSettings
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    return job["status"] in ("succeeded", "failed")
+
+
+def _evaluated(splits: set[str]) -> Any:
+    def done(rows: list[dict[str, Any]]) -> bool:
+        completed = {r["split"] for r in rows if r["status"] == "completed"}
+        failed = [r for r in rows if r["status"] == "failed"]
+        assert not failed, [r["error"] for r in failed]
+        return splits <= completed
+
+    return done
+
+
+def _versions_of(registry: Registry, job_id: str) -> list[dict[str, Any]]:
+    return [
+        v for v in registry.call("GET", "/versions") if v["params"].get("merge_job_id") == job_id
+    ]
+
+
+def test_merge_then_evaluate_matches_an_independent_computation(
+    registry: Registry, world: World
+) -> None:
+    body = {
+        "base_id": world.base["id"],
+        "strategy": "weighted_mean",
+        "benchmark_id": world.benchmark["id"],
+    }
+    accepted = registry.call("POST", "/merges", json=body)
+    assert accepted["status"] == "queued"
+
+    job = registry.wait(f"/merges/{accepted['job_id']}", _finished)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 1
+    assert sorted(i["vector_id"] for i in job["selection"]["inputs"]) == sorted(
+        v["id"] for v in world.vectors
+    )
+    version = registry.call("GET", f"/versions/{job['version_id']}")
+    assert {i["vector_id"]: i["weight"] for i in version["inputs"]} == {
+        v["id"]: float(v["num_samples"]) for v in world.vectors
+    }
+
+    rows = registry.wait(f"/versions/{version['id']}/evaluations", _evaluated({"test"}))
+    metrics = next(r for r in rows if r["split"] == "test")["metrics"]
+    model_file = registry.tmp / "merged.safetensors"
+    download = registry.client.get(
+        f"/api/v1/versions/{version['id']}/download", headers=registry.headers()
+    )
+    assert download.status_code == 200
+    model_file.write_bytes(download.content)
+    accuracy, n = factories.accuracy_by_hand(model_file, world.benchmark_path)
+    assert metrics["n"] == n == 1000
+    assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.shape == (8, 8) and confusion.sum() == 1000
+    assert np.trace(confusion) / 1000 == pytest.approx(accuracy, abs=1e-9)
+    for key in ("balanced_accuracy", "auc_macro", "f1_macro", "sensitivity", "specificity", "ece"):
+        assert key in metrics
+
+    board = registry.call("GET", "/leaderboard", params={"metric": "accuracy"})
+    assert version["id"] in [row["version_id"] for row in board]
+
+
+def test_same_request_is_one_job_and_duplicate_delivery_one_version(
+    registry: Registry, world: World, celery: MedVecCelery, settings: WorkerSettings
+) -> None:
+    body = {
+        "base_id": world.base["id"],
+        "strategy": "ties",
+        "params": {"density": 0.5},
+        "selection": {"vector_ids": [world.vectors[0]["id"], world.vectors[1]["id"]]},
+    }
+    job_id = registry.call("POST", "/merges", json=body)["job_id"]
+    duplicates = [
+        celery.send_task(
+            MERGE_TASK, kwargs={"job_id": job_id}, queue=settings.queue, ignore_result=False
+        )
+        for _ in range(2)
+    ]
+    results = {d.get(timeout=240) for d in duplicates}
+
+    job = registry.wait(f"/merges/{job_id}", _finished)
+    assert job["status"] == "succeeded", job["error"]
+    assert results == {job["version_id"]}
+    assert [v["id"] for v in _versions_of(registry, job_id)] == [job["version_id"]]
+    again = registry.call("POST", "/merges", json=body)
+    assert again == {"job_id": job_id, "status": "succeeded"}
+
+
+def test_bad_selection_is_refused_before_any_work(
+    registry: Registry, world: World, settings: WorkerSettings
+) -> None:
+    other = registry.register_base(seed=2)
+    foreign, doomed = (
+        registry.push(
+            name,
+            factories.perturbed_vector(
+                other["path"],
+                registry.tmp / f"other-{name}.safetensors",
+                base_id=other["id"],
+                base_sha256=other["sha256"],
+                hospital=name,
+                seed=seed,
+            ),
+        )
+        for seed, name in enumerate(["hospital-0", "hospital-1"])
+    )
+    engine = make_engine(str(settings.database_url))
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE data_vectors SET status='rejected', reason='test' WHERE id=:id"),
+            {"id": doomed["id"]},
+        )
+    engine.dispose()
+    jobs_before = registry.call("GET", "/merges")
+
+    cases = [
+        (world.base["id"], [world.vectors[0]["id"], foreign["id"]], 422, "made against base"),
+        (other["id"], [foreign["id"], doomed["id"]], 422, "rejected"),
+        (world.base["id"], [world.vectors[0]["id"], "no-such-vector"], 404, "no vector"),
+    ]
+    for base_id, ids, status, message in cases:
+        body = {"base_id": base_id, "selection": {"vector_ids": ids}}
+        response = registry.client.post("/api/v1/merges", json=body, headers=registry.headers())
+        assert response.status_code == status, response.text
+        assert message in response.json()["message"]
+    assert registry.call("GET", "/merges") == jobs_before
+
+
+def test_killed_worker_leaves_no_version_and_the_job_completes_after_restart(
+    registry: Registry, world: World, worker: WorkerProcess
+) -> None:
+    body = {
+        "base_id": world.base["id"],
+        "strategy": "task_arithmetic",
+        "params": {"lambda": 0.5},
+        "selection": {"vector_ids": [world.vectors[1]["id"], world.vectors[2]["id"]]},
+    }
+    job_id = registry.call("POST", "/merges", json=body)["job_id"]
+    registry.wait(f"/merges/{job_id}", lambda j: j["status"] == "running", poll=0.1)
+    worker.kill()
+
+    job = registry.call("GET", f"/merges/{job_id}")
+    assert job["status"] == "running" and job["version_id"] is None
+    assert _versions_of(registry, job_id) == []
+
+    worker.start()
+    job = registry.wait(f"/merges/{job_id}", _finished, timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 2
+    assert [v["id"] for v in _versions_of(registry, job_id)] == [job["version_id"]]
+
+
+def test_task_arithmetic_lambda_tuned_on_val_and_reported_on_test(
+    registry: Registry, world: World
+) -> None:
+    body = {
+        "base_id": world.base["id"],
+        "strategy": "task_arithmetic",
+        "params": {"lambda": "tune", "lambda_grid": [0.3, 1.0]},
+        "benchmark_id": world.benchmark["id"],
+    }
+    job_id = registry.call("POST", "/merges", json=body)["job_id"]
+    job = registry.wait(f"/merges/{job_id}", _finished)
+    assert job["status"] == "succeeded", job["error"]
+    tuning = job["params"]["tuning"]
+    assert set(tuning["scores"]) == {"0.3", "1.0"}
+    best = max(tuning["scores"].items(), key=lambda kv: (kv[1], -float(kv[0])))
+    assert job["params"]["lambda"] == tuning["lambda"] == float(best[0])
+
+    rows = registry.wait(f"/versions/{job['version_id']}/evaluations", _evaluated({"val", "test"}))
+    val = next(r for r in rows if r["split"] == "val")["metrics"]
+    assert val["n"] == 300
+    assert val["accuracy"] == pytest.approx(tuning["scores"][str(float(best[0]))])
+
+
+def test_auto_merge_fires_after_k_new_vectors_and_not_before(
+    registry: Registry, celery: MedVecCelery, settings: WorkerSettings
+) -> None:
+    base = registry.register_base(seed=3)
+
+    def push(index: int) -> None:
+        name = registry.hospital(f"auto-{index}")
+        vector = factories.perturbed_vector(
+            base["path"],
+            registry.tmp / f"auto-{index}.safetensors",
+            base_id=base["id"],
+            base_sha256=base["sha256"],
+            hospital=name,
+            seed=100 + index,
+        )
+        registry.push(name, vector)
+
+    def check() -> list[str]:
+        result = celery.send_task(POLICY_TASK, kwargs={"base_id": base["id"]}, queue=settings.queue)
+        return list(result.get(timeout=120))
+
+    for index in range(3):  # K = 4 in the worker's settings
+        push(index)
+    assert check() == []
+    assert registry.call("GET", "/merges", params={"base_id": base["id"]}) == []
+
+    push(3)
+    jobs = registry.wait(f"/merges?base_id={base['id']}", lambda jobs: len(jobs) == 1, timeout=120)
+    assert jobs[0]["requested_by"] == "system:auto-merge"
+    assert len(jobs[0]["selection"]["inputs"]) == 4
+    assert check() == []
+    assert len(registry.call("GET", "/merges", params={"base_id": base["id"]})) == 1
