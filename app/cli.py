@@ -31,26 +31,33 @@ cli = typer.Typer(
     add_completion=False,
 )
 
-#: module providing ``embedded_worker(settings) -> ContextManager[JobQueue]``; it runs the
-#: workers' task code inside this process when there is no Redis
+#: module providing ``embedded_worker(settings)`` (a worker in this process) and
+#: ``sending_queue(settings)`` (send to Redis), each a ``ContextManager[JobQueue]``
 EMBEDDED_WORKER = "worker.embedded"
 
 
-def _embedded_worker(
-    settings: Settings, wanted: bool | None
+def _job_queue(
+    settings: Settings, worker: bool | None
 ) -> contextlib.AbstractContextManager[JobQueue | None]:
-    """The in-process worker: on when asked, or by default without Redis if installed."""
-    if wanted is False or (wanted is None and settings.redis_url is not None):
+    """Where this API process sends jobs.
+
+    A worker in this process when asked, or by default without Redis; with Redis and no
+    in-process worker, a queue that only sends (workers run elsewhere). Without the
+    workers installed the registry still serves, and jobs are only logged.
+    """
+    in_process = worker if worker is not None else settings.redis_url is None
+    if worker is False and settings.redis_url is None:
         return contextlib.nullcontext()
     try:
         module = importlib.import_module(EMBEDDED_WORKER)
     except ModuleNotFoundError as exc:
-        if wanted:
+        if worker:
             raise typer.BadParameter(
                 f"--worker needs the workers ({exc}); install medvec[worker]"
             ) from exc
         return contextlib.nullcontext()
-    manager: contextlib.AbstractContextManager[JobQueue | None] = module.embedded_worker(settings)
+    factory = module.embedded_worker if in_process else module.sending_queue
+    manager: contextlib.AbstractContextManager[JobQueue | None] = factory(settings)
     return manager
 
 
@@ -95,7 +102,7 @@ def serve(
         "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile else None,
         "ssl_certfile": str(ssl_certfile) if ssl_certfile else None,
     }
-    with _embedded_worker(settings, worker) as queue:
+    with _job_queue(settings, worker) as queue:
         uvicorn.run(create_app(settings, job_queue=queue), **options)
 
 

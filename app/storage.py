@@ -35,12 +35,16 @@ class HashingWriter:
 
     def __init__(self, path: Path, *, append: bool = False) -> None:
         self.path = path
-        self._file = path.open("ab" if append else "wb")
+        # unbuffered: the file length is the count of bytes received (resumable offsets)
+        self._file = path.open("ab" if append else "wb", buffering=0)
         self._digest = hashlib.sha256()
         self.size = self._file.tell()
 
     def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
+        view = memoryview(chunk)
+        while view:
+            written = self._file.write(view) or 0
+            view = view[written:]
         self._digest.update(chunk)
         self.size += len(chunk)
 

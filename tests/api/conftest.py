@@ -1,0 +1,200 @@
+"""The real registry, served by uvicorn on a loopback port, on SQLite and on PostgreSQL.
+
+Every test using ``registry`` runs once per backend. The PostgreSQL database has a
+random name, is built by the Alembic migrations (never ``create_all``) and is dropped
+at the end of the session. ``MEDVEC_TEST_POSTGRES`` overrides the server URL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
+
+from app import schema
+from app.config import Settings
+from app.db import Base, make_engine
+from app.main import create_app
+from app.storage import LocalBlobStore
+from tests.api.factories import ModelKit, make_model_kit
+
+POSTGRES = os.environ.get("MEDVEC_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+MIB = 1 << 20
+MAX_UPLOAD = 64 * MIB
+MAX_HEADER = 1 * MIB
+MAX_NORM = 1000.0
+API = "/api/v1"
+
+
+def _libpq(url: str, dbname: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://") + f"/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[Any]:
+    """A factory of fresh PostgreSQL databases (random names), all dropped at the end."""
+    made: list[str] = []
+
+    def create() -> str:
+        name = f"medvec_test_{secrets.token_hex(6)}"
+        with psycopg.connect(_libpq(POSTGRES, "postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{POSTGRES}/{name}"
+
+    yield create
+    with psycopg.connect(_libpq(POSTGRES, "postgres"), autocommit=True) as conn:
+        for name in made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Registry:
+    url: str
+    admin_token: str
+    settings: Settings
+    engine: Engine
+    store: LocalBlobStore
+    backend: str
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url + API, headers=headers, timeout=120)
+
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_token)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Row counts of every table, the stored blobs and leftover staging temp files."""
+        with self.engine.connect() as connection:
+            counts = {
+                name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+                for name, table in Base.metadata.tables.items()
+            }
+        temps = sorted(p.name for p in self.store.staging.glob("*.tmp"))
+        return {"rows": counts, "blobs": self.store.iter_blobs(), "staging_tmp": temps}
+
+    def expire(self, model: Any, row_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(model).where(model.id == row_id).values(expires_at=model.created_at)
+            )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    if not server.started:
+        pytest.fail("the registry did not start")
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def registry(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_database: Any,
+) -> Iterator[Registry]:
+    backend = request.param
+    data_dir = tmp_path_factory.mktemp(f"registry-{backend}")
+    database_url = postgres_database() if backend == "postgres" else None
+    admin_token = "mv_" + secrets.token_urlsafe(32)
+    settings = Settings(
+        environment="test",
+        data_dir=data_dir,
+        database_url=database_url,
+        bootstrap_admin_token=admin_token,
+        max_upload_bytes=MAX_UPLOAD,
+        max_header_bytes=MAX_HEADER,
+        max_vector_norm=MAX_NORM,
+    )
+    engine = make_engine(settings.resolved_database_url)
+    if backend == "postgres":
+        schema.upgrade(engine)  # what `medvec-server migrate` does before the API starts
+    server, thread, url = _serve(settings)
+    store = LocalBlobStore(data_dir / "blobs")
+    yield Registry(url, admin_token, settings, engine, store, backend)
+    server.should_exit = True
+    thread.join(timeout=30)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def kit(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> ModelKit:
+    return make_model_kit(tmp_path_factory.mktemp("models"), datasets_dir)
+
+
+@pytest.fixture(scope="session")
+def base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
+    with registry.admin() as admin, kit.base_path.open("rb") as body:
+        response = admin.post(
+            "/bases",
+            params={"name": "r18-test"},
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    assert response.status_code in (200, 201), response.text
+    return dict(response.json())
+
+
+@dataclass
+class Hospital:
+    id: str
+    name: str
+    token: str
+    token_id: str
+
+
+def make_hospital(registry: Registry, prefix: str = "hospital") -> Hospital:
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    with registry.admin() as admin:
+        created = admin.post("/hospitals", json={"name": name})
+        assert created.status_code == 201, created.text
+        hospital_id = created.json()["id"]
+        token = admin.post(
+            "/tokens",
+            json={"name": f"{name}-token", "role": "hospital", "hospital_id": hospital_id},
+        )
+        assert token.status_code == 201, token.text
+    return Hospital(hospital_id, name, token.json()["token"], token.json()["id"])
+
+
+@pytest.fixture()
+def hospital(registry: Registry) -> Hospital:
+    return make_hospital(registry)
+
+
+@pytest.fixture()
+def other_hospital(registry: Registry) -> Hospital:
+    return make_hospital(registry, "other")
