@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 from fastapi import APIRouter
 
 from app.api.routes import (
@@ -11,8 +9,10 @@ from app.api.routes import (
     auth,
     bases,
     benchmarks,
+    evaluations,
     health,
     hospitals,
+    merges,
     tokens,
     uploads,
     vectors,
@@ -21,22 +21,24 @@ from app.api.routes import (
 
 API_PREFIX = "/api/v1"
 
-#: route modules that other parts of the project add (merges, evaluations + leaderboard);
-#: included when present so the registry runs before they land
-OPTIONAL_ROUTES = ("app.api.routes.merges", "app.api.routes.evaluations")
+RESOURCES = (
+    auth,
+    hospitals,
+    tokens,
+    bases,
+    benchmarks,
+    uploads,
+    vectors,
+    versions,
+    merges,
+    evaluations,
+    audit,
+)
 
 
 def build_api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
-    for module in (auth, hospitals, tokens, bases, benchmarks, uploads, vectors, versions, audit):
-        router.include_router(module.router)
-    for name in OPTIONAL_ROUTES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in RESOURCES:
         router.include_router(module.router)
     return router
 
