@@ -1,0 +1,277 @@
+"""Local fine-tuning: one lean loop for every model, on CUDA or the CPU.
+
+``fine_tune`` trains a model in place on a dataset and reports what it did. Data
+that live in memory (``ImageArrayDataset`` or ``Subset``s of one) are moved to the
+device once as uint8 and batched by index, so a step costs one gather, one
+conversion to float and the model itself: no per-item Python, no worker
+processes. On CUDA the loop uses mixed precision (``torch.autocast`` with float16
+and a ``GradScaler``) and channels-last memory when the config allows; on the
+CPU it runs in float32 and, seeded, is deterministic. Loss and accuracy are
+accumulated on the device and read back only every few steps for progress.
+
+With ``dp_sgd`` the loop runs under Opacus (``medvec.training_dp``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from medvec.data.arrays import batch_arrays
+from medvec.data.transforms import match_channels, train_transform
+from medvec.errors import DatasetError, MedVecError, PrivacyError
+
+__all__ = [
+    "StepFn",
+    "TrainConfig",
+    "TrainResult",
+    "fine_tune",
+    "model_in_channels",
+    "resolve_device",
+]
+
+StepFn = Callable[..., None]
+PROGRESS_EVERY = 10
+
+
+class TrainConfig(BaseModel):
+    """Training settings; recorded as they are in every data vector's metadata."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(default=1, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    augment: bool = False
+    seed: int = 0
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    num_workers: int = Field(default=0, ge=0)
+    amp: bool = True
+    channels_last: bool = True
+    dp_sgd: bool = False
+    dp_clip: float | None = Field(default=None, gt=0)
+    dp_noise: float | None = Field(default=None, ge=0)
+    dp_delta: float = Field(default=1e-5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _dp_settings(self) -> TrainConfig:
+        if self.dp_sgd and (self.dp_clip is None or self.dp_noise is None):
+            raise ValueError("dp_sgd needs dp_clip (per-sample bound) and dp_noise (multiplier)")
+        return self
+
+
+class TrainResult(BaseModel):
+    """What a fine-tuning run did; ``loss``/``accuracy`` are over its last epoch."""
+
+    loss: float
+    accuracy: float
+    epochs: int
+    steps: int
+    samples: int
+    seconds: float
+    images_per_second: float
+    device: str
+    amp: bool
+    privacy: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def epsilon(self) -> float | None:
+        return self.privacy.get("epsilon")
+
+    @property
+    def delta(self) -> float | None:
+        return self.privacy.get("delta")
+
+
+def resolve_device(name: str | torch.device | None = None) -> torch.device:
+    """``name`` as a device (``"cuda"`` refused when absent); by default CUDA when present."""
+    if name is None or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MedVecError(
+            f"device {name!r} asked for but CUDA is not available",
+            hint="use --device cpu, or leave the device out to pick one automatically",
+        )
+    return device
+
+
+def model_in_channels(model: nn.Module) -> int | None:
+    """Input channels of the model's first convolution (``None`` when it has none)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
+    return None
+
+
+class _Batches:
+    """Shuffled batches of (uint8 pixels, labels) gathered on the device by index."""
+
+    def __init__(
+        self, dataset: Any, config: TrainConfig, device: torch.device, channels: int | None
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.channels = channels
+        self.generator = torch.Generator().manual_seed(config.seed)
+        arrays = batch_arrays(dataset)
+        self.loader: DataLoader[Any] | None = None
+        if arrays is not None:
+            base, indices = arrays
+            pin = device.type == "cuda"
+            pixels, labels = base.pixels[indices], base.labels[indices]
+            self.pixels = (pixels.pin_memory() if pin else pixels).to(device, non_blocking=True)
+            self.labels = (labels.pin_memory() if pin else labels).to(device, non_blocking=True)
+            self.size = int(indices.numel())
+        else:
+            self.loader = DataLoader(
+                dataset,
+                batch_size=config.batch_size,
+                shuffle=True,
+                generator=self.generator,
+                num_workers=config.num_workers,
+                pin_memory=device.type == "cuda",
+            )
+            self.size = len(dataset)
+        if self.size == 0:
+            raise DatasetError("cannot train on an empty dataset")
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.config.batch_size)
+        return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.loader is not None:
+            for images, labels in self.loader:
+                if len(labels) == 1 and self.size > 1:
+                    continue
+                images = images.to(self.device, non_blocking=True)
+                if self.channels is not None:
+                    images = match_channels(images, self.channels)
+                yield images, labels.reshape(-1).to(self.device, non_blocking=True)
+            return
+        order = torch.randperm(self.size, generator=self.generator).to(self.device)
+        for start in range(0, self.size, self.config.batch_size):
+            index = order[start : start + self.config.batch_size]
+            if index.numel() == 1 and self.size > 1:
+                continue  # a lone trailing sample breaks BatchNorm and adds nothing
+            images = train_transform(
+                self.pixels[index],
+                self.channels,
+                augment=self.config.augment,
+                generator=self.generator,
+            )
+            yield images, self.labels[index]
+
+
+def _optimizer(params: Iterator[nn.Parameter] | list[nn.Parameter], config: TrainConfig) -> Any:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class _Running:
+    """Loss and accuracy summed on the device; read back only when asked."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.count = 0
+
+    def add(self, loss: Tensor, logits: Tensor, labels: Tensor) -> None:
+        n = labels.shape[0]
+        self.loss += loss.detach().float() * n
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.count += n
+
+    def read(self) -> tuple[float, float]:
+        if self.count == 0:
+            return float("nan"), float("nan")
+        return float(self.loss) / self.count, float(self.correct) / self.count
+
+
+def fine_tune(
+    model: nn.Module,
+    dataset: Any,
+    config: TrainConfig,
+    *,
+    device: str | torch.device,
+    on_step: StepFn | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``dataset`` (items ``(image, label)``); returns a summary.
+
+    ``on_step(step, total, loss=..., acc=...)`` is called after every optimiser step
+    with the running loss and accuracy of the current epoch (refreshed every
+    few steps). The model is left on ``device`` in eval mode.
+    """
+    device = resolve_device(device)
+    if config.dp_sgd:
+        from medvec.training_dp import fine_tune_dp
+
+        return fine_tune_dp(model, dataset, config, device=device, on_step=on_step)
+    if config.dp_clip is not None or config.dp_noise is not None:
+        raise PrivacyError(
+            "dp_clip/dp_noise in a TrainConfig apply to DP-SGD only",
+            hint="set dp_sgd=True, or clip and noise the vector with medvec.privacy",
+        )
+    torch.manual_seed(config.seed)
+    cuda = device.type == "cuda"
+    amp = cuda and config.amp
+    memory_format = torch.channels_last if cuda and config.channels_last else None
+    model.to(device)
+    if memory_format is not None:
+        model.to(memory_format=memory_format)
+    batches = _Batches(dataset, config, device, model_in_channels(model))
+    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], config)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    total = len(batches) * config.epochs
+    step, seen, loss_value, acc_value = 0, 0, float("nan"), float("nan")
+    started = time.perf_counter()
+    for _ in range(config.epochs):
+        model.train()
+        running = _Running(device)
+        for images, labels in batches:
+            if memory_format is not None:
+                images = images.contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                logits = model(images)
+                loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            running.add(loss, logits, labels)
+            step += 1
+            if on_step is not None:
+                if step % PROGRESS_EVERY == 0 or step == total:
+                    loss_value, acc_value = running.read()
+                on_step(step, total, loss=loss_value, acc=acc_value)
+        loss_value, acc_value = running.read()
+        seen += running.count
+    if cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    model.eval()
+    return TrainResult(
+        loss=loss_value,
+        accuracy=acc_value,
+        epochs=config.epochs,
+        steps=step,
+        samples=seen,
+        seconds=seconds,
+        images_per_second=seen / seconds if seconds > 0 else 0.0,
+        device=str(device),
+        amp=amp,
+    )

@@ -1,0 +1,169 @@
+"""fine_tune on real PneumoniaMNIST with a tiny CNN: it learns, is seeded, reports
+progress, and trains with DP-SGD under a real accountant."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+from torch.utils.data import Subset, TensorDataset
+
+from medvec.data import ImageArrayDataset, load_medmnist
+from medvec.errors import MedVecError, PrivacyError
+from medvec.evaluation import evaluate_model
+from medvec.privacy import dp_sgd_epsilon
+from medvec.training import TrainConfig, fine_tune, model_in_channels, resolve_device
+
+N_TRAIN = 500
+
+
+def tiny_cnn(in_channels: int = 3, num_classes: int = 2, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, num_classes),
+    )
+
+
+@pytest.fixture(scope="module")
+def pneumonia(datasets_dir: Path) -> tuple[ImageArrayDataset, ImageArrayDataset]:
+    train = load_medmnist("pneumoniamnist", "train", datasets_dir)
+    return train, load_medmnist("pneumoniamnist", "test", datasets_dir)
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_fine_tune_improves_held_out_accuracy(pneumonia: Any) -> None:
+    train, test = pneumonia
+    model = tiny_cnn()
+    before = evaluate_model(model, test, device="cpu")
+    config = TrainConfig(epochs=8, lr=0.01, batch_size=32, seed=0)
+    result = fine_tune(model, Subset(train, range(N_TRAIN)), config, device="cpu")
+    after = evaluate_model(model, test, device="cpu")
+    assert after.accuracy > before.accuracy + 0.05
+    assert after.auc_macro is not None and before.auc_macro is not None
+    assert after.auc_macro > before.auc_macro + 0.1
+    assert result.samples == 8 * N_TRAIN and result.steps == 8 * math.ceil(N_TRAIN / 32)
+    assert result.device == "cpu" and not result.amp and result.privacy == {}
+    assert 0 < result.loss < 1 and 0.5 < result.accuracy <= 1
+    assert result.images_per_second > 0 and result.epsilon is None
+
+
+def test_fine_tune_is_seeded_and_deterministic_on_cpu(pneumonia: Any) -> None:
+    train, _ = pneumonia
+    subset = Subset(train, range(200))
+    states = []
+    for seed in (5, 5, 6):
+        model = tiny_cnn()
+        config = TrainConfig(epochs=1, lr=0.01, batch_size=32, seed=seed, augment=True)
+        fine_tune(model, subset, config, device="cpu")
+        states.append(_state(model))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert any(not torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
+def test_augmentation_changes_training(pneumonia: Any) -> None:
+    train, _ = pneumonia
+    subset = Subset(train, range(128))
+    runs = []
+    for augment in (False, True):
+        model = tiny_cnn()
+        fine_tune(model, subset, TrainConfig(batch_size=32, augment=augment), device="cpu")
+        runs.append(_state(model)["0.weight"])
+    assert not torch.equal(runs[0], runs[1])
+
+
+def test_on_step_reports_progress(pneumonia: Any) -> None:
+    train, _ = pneumonia
+    calls: list[tuple[int, int, dict[str, float]]] = []
+
+    def on_step(step: int, total: int, **stats: float) -> None:
+        calls.append((step, total, stats))
+
+    config = TrainConfig(epochs=2, batch_size=50)
+    fine_tune(tiny_cnn(), Subset(train, range(300)), config, device="cpu", on_step=on_step)
+    assert [c[0] for c in calls] == list(range(1, 13)) and {c[1] for c in calls} == {12}
+    last = calls[-1][2]
+    assert set(last) == {"loss", "acc"} and last["loss"] > 0 and 0 <= last["acc"] <= 1
+
+
+def test_grey_data_feeds_one_and_three_channel_models(pneumonia: Any) -> None:
+    train, val = pneumonia
+    for channels in (1, 3):
+        model = tiny_cnn(in_channels=channels)
+        assert model_in_channels(model) == channels
+        fine_tune(model, Subset(train, range(64)), TrainConfig(batch_size=32), device="cpu")
+        assert evaluate_model(model, Subset(val, range(50)), device="cpu").n == 50
+
+
+def test_any_map_style_dataset_trains(pneumonia: Any) -> None:
+    train, _ = pneumonia
+    items = [train[i] for i in range(96)]
+    dataset = TensorDataset(torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
+    result = fine_tune(tiny_cnn(in_channels=1), dataset, TrainConfig(batch_size=32), device="cpu")
+    assert result.samples == 96 and result.steps == 3
+
+
+def test_config_is_frozen_and_validated() -> None:
+    config = TrainConfig()
+    with pytest.raises(ValidationError):
+        config.epochs = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="dp_sgd needs dp_clip"):
+        TrainConfig(dp_sgd=True, dp_clip=1.0)
+    with pytest.raises(ValidationError):
+        TrainConfig(learning_rate=0.1)  # type: ignore[call-arg]
+    assert TrainConfig(epochs=2).model_dump()["epochs"] == 2
+
+
+def test_dp_knobs_without_dp_sgd_are_refused(pneumonia: Any) -> None:
+    train, _ = pneumonia
+    with pytest.raises(PrivacyError, match="DP-SGD only"):
+        fine_tune(tiny_cnn(), Subset(train, range(10)), TrainConfig(dp_clip=1.0), device="cpu")
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device().type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(MedVecError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_dp_sgd_trains_reports_finite_epsilon_and_freezes_batchnorm(pneumonia: Any) -> None:
+    train, _ = pneumonia
+    model = tiny_cnn()
+    before = _state(model)
+    config = TrainConfig(
+        epochs=2, lr=0.01, batch_size=50, dp_sgd=True, dp_clip=1.0, dp_noise=1.0, dp_delta=1e-5
+    )
+    result = fine_tune(model, Subset(train, range(N_TRAIN)), config, device="cpu")
+    privacy = result.privacy
+    assert privacy["accountant"] == "rdp" and privacy["dp_sgd"] is True
+    assert privacy["sample_rate"] == pytest.approx(50 / N_TRAIN)
+    assert privacy["steps"] == result.steps == 2 * (N_TRAIN // 50)
+    expected = dp_sgd_epsilon(1.0, 50 / N_TRAIN, result.steps, 1e-5)
+    assert math.isfinite(result.epsilon or math.nan) and result.epsilon == pytest.approx(expected)
+    assert result.delta == 1e-5
+    after = _state(model)
+    for key in ("1.weight", "1.bias", "1.running_mean", "1.running_var"):
+        assert torch.equal(before[key], after[key]), key  # BatchNorm frozen at the base's values
+    assert not torch.equal(before["0.weight"], after["0.weight"])
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(getattr(p, "grad_sample", None) is None for p in model.parameters())
+    # the plain model works again after Opacus is gone
+    assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 2)
