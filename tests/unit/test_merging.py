@@ -205,3 +205,9 @@ def test_staleness_weights() -> None:
     assert staleness_weights([0, 4], 0.0) == [1.0, 1.0]
     with pytest.raises(MergeError):
         staleness_weights([-1], 0.5)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_results_are_refused(bad: float) -> None:
+    with pytest.raises(MergeError, match="NaN or infinite"):
+        _merge("weighted_mean", [1.0, bad, 0.0, 0.0])
