@@ -29,10 +29,12 @@ from medvec.data.transforms import match_channels, train_transform
 from medvec.errors import DatasetError, MedVecError, PrivacyError
 
 __all__ = [
+    "RunningStats",
     "StepFn",
     "TrainConfig",
     "TrainResult",
     "fine_tune",
+    "make_optimizer",
     "model_in_channels",
     "resolve_device",
 ]
@@ -173,7 +175,7 @@ class _Batches:
             yield images, self.labels[index]
 
 
-def _optimizer(params: Iterator[nn.Parameter] | list[nn.Parameter], config: TrainConfig) -> Any:
+def make_optimizer(params: Iterator[nn.Parameter] | list[nn.Parameter], config: TrainConfig) -> Any:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -182,7 +184,7 @@ def _optimizer(params: Iterator[nn.Parameter] | list[nn.Parameter], config: Trai
     return kind(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-class _Running:
+class RunningStats:
     """Loss and accuracy summed on the device; read back only when asked."""
 
     def __init__(self, device: torch.device) -> None:
@@ -234,14 +236,14 @@ def fine_tune(
     if memory_format is not None:
         model.to(memory_format=memory_format)
     batches = _Batches(dataset, config, device, model_in_channels(model))
-    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], config)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     total = len(batches) * config.epochs
     step, seen, loss_value, acc_value = 0, 0, float("nan"), float("nan")
     started = time.perf_counter()
     for _ in range(config.epochs):
         model.train()
-        running = _Running(device)
+        running = RunningStats(device)
         for images, labels in batches:
             if memory_format is not None:
                 images = images.contiguous(memory_format=memory_format)

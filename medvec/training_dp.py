@@ -33,11 +33,11 @@ from medvec.errors import DatasetError, PrivacyError
 from medvec.privacy import dp_sgd_epsilon
 from medvec.training import (
     PROGRESS_EVERY,
+    RunningStats,
     StepFn,
     TrainConfig,
     TrainResult,
-    _optimizer,
-    _Running,
+    make_optimizer,
     model_in_channels,
 )
 
@@ -103,7 +103,7 @@ def fine_tune_dp(
     channels = model_in_channels(model)
     frozen = freeze_batchnorm(model)
     _check_supported(model)
-    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], config)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         engine = PrivacyEngine(accountant=ACCOUNTANT)
@@ -123,7 +123,7 @@ def fine_tune_dp(
         for _ in range(config.epochs):
             dp_model.train()
             freeze_batchnorm(model)
-            running = _Running(device)
+            running = RunningStats(device)
             for pixels, labels in loader:
                 pixels, labels = pixels.to(device), labels.to(device)
                 images = train_transform(
