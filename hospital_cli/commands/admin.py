@@ -168,24 +168,36 @@ def merge(
     benchmark: Annotated[
         str | None, typer.Option("--benchmark", help="Benchmark id to evaluate on.")
     ] = None,
+    vectors: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated vector ids (default: each hospital's latest)."),
+    ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the job (0: don't).")] = 0.0,
     profile: ProfileOpt = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Request a merge of the latest vectors.
+    """Request a merge of the latest vectors (the same inputs give the same job).
 
-    Example: medvec admin merge --strategy ties --wait 600
+    Examples:
+      medvec admin merge --strategy ties --params '{"lambda": 1.0, "density": 0.2}' --wait 600
+      medvec admin merge --strategy task_arithmetic --params '{"lambda": "tune"}' --benchmark B
     """
     try:
         parsed = json.loads(params)
     except ValueError as exc:
         raise CliError(f"--params is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise CliError('--params must be a JSON object, e.g. {"lambda": 0.5}')
+    selection = {"vector_ids": [v.strip() for v in vectors.split(",")]} if vectors else None
     with make_client(profile, server, token) as client:
         base = base_id or str(client.get_base("current")["id"])
-        job = client.request_merge(base, strategy, params=parsed, benchmark_id=benchmark)
-        job_id = str(job.get("job_id") or job.get("id"))
+        accepted = client.request_merge(
+            base, strategy, params=parsed, selection=selection, benchmark_id=benchmark
+        )
+        job_id = str(accepted.get("job_id") or accepted.get("id"))
+        job = {**client.get_merge(job_id), "job_id": job_id}
         deadline = time.monotonic() + wait
         while job.get("status") in ("queued", "running") and time.monotonic() < deadline:
             time.sleep(1.0)

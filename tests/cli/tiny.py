@@ -19,10 +19,11 @@ def _tiny_cnn(*, num_classes: int, in_channels: int = 3, image_size: int = 28) -
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
         nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(16, num_classes),
+        nn.Linear(16 * (image_size // 4) ** 2, num_classes),
     )
 
 

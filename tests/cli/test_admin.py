@@ -1,0 +1,146 @@
+"""`medvec admin ...` against the live registry: hospitals, tokens, bases, benchmarks,
+merges, versions, promotion and rollback; then a hospital pulls the production model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from medvec.hashing import sha256_file
+from tests.cli.conftest import CliResult, Registry, assert_one_line_error, login
+from tests.cli.test_push_pull import make_vector
+from tests.cli.tiny import make_base
+
+Cli = Callable[..., CliResult]
+
+
+def _ok(result: CliResult) -> Any:
+    assert result.exit_code == 0, result.stderr
+    return result.json()
+
+
+@pytest.fixture()
+def admin_cli(cli: Cli, registry: Registry) -> Cli:
+    login(cli, registry, registry.admin_token)
+    return cli
+
+
+def test_hospitals_and_tokens(admin_cli: Cli, registry: Registry) -> None:
+    cli = admin_cli
+    hospital = _ok(cli("admin", "hospitals", "create", "st-marys-admin-test", "--json"))
+    listed = _ok(cli("admin", "hospitals", "list", "--json"))
+    assert hospital["id"] in {h["id"] for h in listed}
+
+    minted = _ok(
+        cli("admin", "tokens", "create", "--name", "ct", "--hospital", "st-marys-admin-test",
+            "--json")
+    )  # fmt: skip
+    assert minted["token"].startswith("mv_") and minted["hospital_id"] == hospital["id"]
+    tokens = _ok(cli("admin", "tokens", "list", "--json"))
+    assert minted["id"] in {t["id"] for t in tokens}
+    assert minted["token"] not in str(tokens)  # secrets are shown once only
+
+    who = cli("whoami", "--json", "--token", minted["token"])
+    assert _ok(who)["hospital_name"] == "st-marys-admin-test"
+    revoked = cli("admin", "tokens", "revoke", minted["id"])
+    assert revoked.exit_code == 0, revoked.stderr
+    assert_one_line_error(cli("whoami", "--token", minted["token"]), 4)
+
+    unknown = cli("admin", "tokens", "create", "--name", "x", "--hospital", "nowhere")
+    assert_one_line_error(unknown, 1, "no hospital 'nowhere'")
+    table = cli("admin", "hospitals", "list")
+    assert table.exit_code == 0 and "st-marys-admin-test" in table.stdout
+
+
+def test_register_base_and_benchmark(admin_cli: Cli, tmp_path: Path, datasets_dir: Path) -> None:
+    cli = admin_cli
+    base = make_base(tmp_path / "other-base.safetensors", seed=3)
+    record = _ok(cli("admin", "register-base", base, "--name", "other-base", "--json"))
+    assert record["sha256"] == sha256_file(base)
+    bases = _ok(cli("base", "list", "--json"))
+    assert record["id"] in {b["id"] for b in bases}
+
+    arrays = np.load(datasets_dir / "pneumoniamnist.npz")
+    bench = tmp_path / "bench.npz"
+    np.savez(
+        bench,
+        **{f"{split}_{kind}": arrays[f"{split}_{kind}"][:100]
+           for split in ("val", "test") for kind in ("images", "labels")},
+    )  # fmt: skip
+    registered = _ok(cli("admin", "register-benchmark", bench, "--name", "pneu-100", "--json"))
+    assert registered["name"] == "pneu-100"
+    assert _ok(cli("admin", "versions", "--json")) is not None
+
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not an npz")
+    # the registry refuses a broken upload (422): exit 6, its reason on one line
+    assert_one_line_error(cli("admin", "register-benchmark", broken, "--name", "x"), 6, ".npz")
+    assert_one_line_error(cli("admin", "register-base", broken, "--name", "x"), 6)
+
+
+@pytest.mark.slow
+def test_merge_promote_pull_and_rollback(
+    admin_cli: Cli, registry: Registry, base_record: dict[str, Any], tmp_path: Path,
+    datasets_dir: Path,
+) -> None:  # fmt: skip
+    from tests.cli.conftest import new_hospital
+
+    cli = admin_cli
+    pushed = []
+    for seed in range(3):
+        hospital = new_hospital(registry)
+        vector = make_vector(tmp_path / f"v{seed}.safetensors", base_record, hospital.name,
+                             seed=10 + seed)  # fmt: skip
+        result = cli("push", vector, "--token", hospital.token, "--json", "--wait", "30")
+        pushed.append(_ok(result)["vector"])
+    assert all(v["status"] == "validated" for v in pushed)
+
+    arrays = np.load(datasets_dir / "pneumoniamnist.npz")
+    bench = tmp_path / "bench.npz"
+    np.savez(bench, **{k: arrays[k][:64] for k in arrays.files})
+    benchmark = _ok(cli("admin", "register-benchmark", bench, "--name", "pneu-64", "--json"))
+
+    jobs = []
+    for _ in range(2):
+        job = _ok(
+            cli("admin", "merge", "--base", base_record["id"], "--strategy", "weighted_mean",
+                "--benchmark", benchmark["id"], "--wait", "120", "--json")
+        )  # fmt: skip
+        assert job["status"] == "succeeded", job
+        jobs.append(job)
+    assert jobs[0]["version_id"] == jobs[1]["version_id"]  # the same inputs: the same version
+    version_id = jobs[0]["version_id"]
+
+    versions = _ok(cli("admin", "versions", "--json"))
+    row = next(v for v in versions if v["id"] == version_id)
+    assert row["status"] == "candidate"
+    assert row["evaluations"] and "accuracy" in row["evaluations"][0]["metrics"]
+    assert "accuracy" in cli("admin", "versions").stdout
+
+    promoted = _ok(cli("admin", "promote", version_id, "--stage", "production", "--json"))
+    assert promoted["status"] == "production"
+
+    hospital = new_hospital(registry)
+    target = tmp_path / "prod.safetensors"
+    pulled = _ok(cli("pull", "--production", "-o", target, "--token", hospital.token, "--json"))
+    assert pulled["sha256"] == sha256_file(target) == pulled["version"]["sha256"]
+    status = _ok(cli("status", "--token", hospital.token, "--json"))
+    assert status["production"]["version"]["id"] == version_id
+
+    other = _ok(
+        cli("admin", "merge", "--base", base_record["id"], "--strategy", "task_arithmetic",
+            "--params", '{"lambda": 0.5}', "--wait", "120", "--json")
+    )  # fmt: skip
+    assert other["status"] == "succeeded" and other["version_id"] != version_id
+    forced = cli("admin", "promote", other["version_id"], "--stage", "production", "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert _ok(cli("pull", "--json", "-o", tmp_path / "p2.st"))["version"]["id"] != version_id
+    back = _ok(cli("admin", "rollback", "--json"))
+    assert back["id"] == version_id
+    again = _ok(cli("pull", "--json", "-o", tmp_path / "p3.st"))
+    assert again["version"]["id"] == version_id
+    assert sha256_file(tmp_path / "p3.st") == sha256_file(target)
