@@ -1,0 +1,225 @@
+"""Upload benchmark: registry memory and throughput while receiving large uploads.
+
+Starts ``medvec-server`` in a subprocess (embedded SQLite, temporary data directory),
+then for each size sends one resumable-upload part of that many random bytes
+(``PUT /api/v1/uploads/{id}``: streamed to disk, hashed, fsynced) and completes it
+(sha256 verified; validation refuses the random bytes, which is expected here). It
+samples the server's resident memory (psutil) throughout, and measures the same bytes
+copied over a raw loopback socket into a file (recv -> write -> fsync) as the floor.
+
+    python benchmarks/upload.py --sizes-mb 50,100,250,500 --repeats 3
+
+Targets: peak server memory flat in upload size; throughput >= 50% of the raw copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+
+CHUNK = 1 << 20
+MIB = 1 << 20
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_file(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("wb") as handle:
+        left = size
+        while left:
+            block = os.urandom(min(CHUNK, left))
+            handle.write(block)
+            digest.update(block)
+            left -= len(block)
+    return digest.hexdigest()
+
+
+def file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while block := handle.read(CHUNK):
+            yield block
+
+
+class RssSampler:
+    """Peak resident memory of a process, sampled every few milliseconds in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __enter__(self) -> RssSampler:
+        self.peak = self.process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+@contextmanager
+def registry(workdir: Path, max_bytes: int) -> Iterator[tuple[str, str, int]]:
+    """A registry subprocess; yields (url, admin token, pid)."""
+    port, token = _free_port(), "mv_" + secrets.token_urlsafe(32)
+    env = {
+        **os.environ,
+        "MEDVEC_DATA_DIR": str(workdir / "registry"),
+        "MEDVEC_BOOTSTRAP_ADMIN_TOKEN": token,
+        "MEDVEC_MAX_UPLOAD_BYTES": str(max_bytes),
+    }
+    env.pop("MEDVEC_DATABASE_URL", None)
+    command = [
+        sys.executable,
+        "-c",
+        "from app.cli import main; main()",
+        "serve",
+        "--port",
+        str(port),
+        "--no-worker",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(1200):
+            if process.poll() is not None:
+                raise RuntimeError(f"the registry exited during start-up ({process.returncode})")
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url, token, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def hospital_token(url: str, admin_token: str) -> str:
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    with httpx.Client(base_url=f"{url}/api/v1", headers=headers) as admin:
+        hospital = admin.post("/hospitals", json={"name": "bench"}).json()
+        body = {"name": "bench", "role": "hospital", "hospital_id": hospital["id"]}
+        return str(admin.post("/tokens", json=body).json()["token"])
+
+
+def registry_upload(url: str, token: str, path: Path, sha256: str) -> tuple[float, float]:
+    """(seconds for the PUT of the whole file, seconds for complete)."""
+    size = path.stat().st_size
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=f"{url}/api/v1", headers=headers, timeout=600) as client:
+        session = client.post("/uploads", json={"sha256": sha256, "size": size}).json()
+        started = time.perf_counter()
+        answer = client.put(
+            f"/uploads/{session['id']}",
+            params={"offset": 0},
+            content=file_chunks(path),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        )
+        sent = time.perf_counter() - started
+        if answer.status_code != 200 or answer.json()["offset"] != size:
+            raise RuntimeError(f"upload failed: {answer.status_code} {answer.text[:300]}")
+        started = time.perf_counter()
+        completed = client.post(f"/uploads/{session['id']}/complete")
+        verdict = time.perf_counter() - started
+        if completed.status_code != 422:  # random bytes are not a vector
+            raise RuntimeError(f"unexpected verdict {completed.status_code}: {completed.text}")
+    return sent, verdict
+
+
+def _raw_receiver(listener: socket.socket, target: Path) -> None:
+    connection, _ = listener.accept()
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with connection, target.open("wb", buffering=0) as out:
+        while received := connection.recv_into(buffer):
+            out.write(view[:received])
+        os.fsync(out.fileno())
+        connection.sendall(b"ok")
+
+
+def raw_copy(path: Path, target: Path) -> float:
+    """Seconds to send the file over a loopback socket into a file on the same disk."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        receiver = threading.Thread(target=_raw_receiver, args=(listener, target))
+        receiver.start()
+        started = time.perf_counter()
+        with socket.create_connection(listener.getsockname()) as sender:
+            for block in file_chunks(path):
+                sender.sendall(block)
+            sender.shutdown(socket.SHUT_WR)
+            sender.recv(2)
+        elapsed = time.perf_counter() - started
+        receiver.join()
+    target.unlink()
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes-mb", default="50,100,250,500")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    sizes = [int(s) * MIB for s in args.sizes_mb.split(",")]
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        work = Path(tmp)
+        with registry(work, max(sizes) + MIB) as (url, admin, pid):
+            token = hospital_token(url, admin)
+            baseline = psutil.Process(pid).memory_info().rss
+            print(f"server RSS after start-up: {baseline / MIB:.0f} MiB")
+            print(
+                f"{'size MiB':>8} {'peak RSS MiB':>12} {'+RSS MiB':>8} {'registry MB/s':>13} "
+                f"{'raw MB/s':>9} {'ratio':>6} {'complete s':>10}"
+            )
+            for size in sizes:
+                path = work / f"upload-{size}.bin"
+                sha256 = make_file(path, size)
+                best_put, best_raw, best_done, peak = float("inf"), float("inf"), 0.0, 0
+                for _ in range(args.repeats):
+                    with RssSampler(pid) as sampler:
+                        put, done = registry_upload(url, token, path, sha256)
+                    peak = max(peak, sampler.peak)
+                    best_put, best_done = min(best_put, put), max(best_done, done)
+                    best_raw = min(best_raw, raw_copy(path, work / "raw.bin"))
+                path.unlink()
+                mb = size / 1e6
+                print(
+                    f"{size // MIB:>8} {peak / MIB:>12.0f} {(peak - baseline) / MIB:>8.1f} "
+                    f"{mb / best_put:>13.0f} {mb / best_raw:>9.0f} "
+                    f"{best_raw / best_put:>6.2f} {best_done:>10.2f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
