@@ -31,13 +31,13 @@ class BlobVerificationError(Exception):
 
 
 class HashingWriter:
-    """Appends to a file while hashing and counting what it writes."""
+    """Appends to a file while hashing (unless ``digest`` is False) and counting what it
+    writes. Unbuffered, so the file's length is always the count of bytes received."""
 
-    def __init__(self, path: Path, *, append: bool = False) -> None:
+    def __init__(self, path: Path, *, append: bool = False, digest: bool = True) -> None:
         self.path = path
-        # unbuffered: the file length is the count of bytes received (resumable offsets)
         self._file = path.open("ab" if append else "wb", buffering=0)
-        self._digest = hashlib.sha256()
+        self._digest = hashlib.sha256() if digest else None
         self.size = self._file.tell()
 
     def write(self, chunk: bytes) -> None:
@@ -45,7 +45,8 @@ class HashingWriter:
         while view:
             written = self._file.write(view) or 0
             view = view[written:]
-        self._digest.update(chunk)
+        if self._digest is not None:
+            self._digest.update(chunk)
         self.size += len(chunk)
 
     def fileno(self) -> int:
@@ -53,6 +54,8 @@ class HashingWriter:
 
     def hexdigest(self) -> str:
         """Digest of the bytes written through this writer (the whole file if it was new)."""
+        if self._digest is None:
+            raise ValueError("this writer does not hash")
         return self._digest.hexdigest()
 
     def close(self) -> None:

@@ -36,15 +36,21 @@ def too_large(limit: int, what: str = "the body") -> PayloadTooLarge:
     )
 
 
-async def write_stream(chunks: AsyncIterator[bytes], writer: HashingWriter, limit: int) -> None:
+async def write_stream(
+    chunks: AsyncIterator[bytes],
+    writer: HashingWriter,
+    limit: int,
+    overflow: PayloadTooLarge | None = None,
+) -> None:
     """Append ``chunks`` to ``writer`` until they end; raise 413 once ``limit`` is passed.
 
-    ``limit`` counts the file's total size (earlier parts included). The bytes that
-    arrived stay written when the stream breaks; the caller decides what to keep.
+    ``limit`` counts the file's total size (earlier parts included); ``overflow`` is the
+    error to raise (default: over the registry's limit). The bytes that arrived stay
+    written when the stream breaks; the caller decides what to keep.
     """
     async for chunk in chunks:
         if writer.size + len(chunk) > limit:
-            raise too_large(limit)
+            raise overflow or too_large(limit)
         writer.write(chunk)
 
 

@@ -17,7 +17,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.errors import Conflict, Gone, InvalidInput, NotFound, OffsetMismatch, ShaMismatch
+from app.errors import (
+    Conflict,
+    Gone,
+    InvalidInput,
+    NotFound,
+    OffsetMismatch,
+    PayloadTooLarge,
+    ShaMismatch,
+)
 from app.models import DataVector, UploadSession, UploadStatus
 from app.security import Actor
 from app.services import audit, vectors
@@ -170,7 +178,9 @@ class PartWriter:
                 vector_id=upload.vector_id,
             )
         self.limit = upload.size
-        self.writer = HashingWriter(part_path(store, upload), append=True)
+        # no digest here: parts may arrive over several requests and processes, so the
+        # whole file is hashed once at completion instead
+        self.writer = HashingWriter(part_path(store, upload), append=True, digest=False)
         try:
             fcntl.flock(self.writer.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -188,10 +198,18 @@ class PartWriter:
                 offset=self.start,
             )
 
+    def overflow(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the part goes past the upload's declared size of {self.limit} bytes",
+            hint=f"send at most {self.limit - self.start} bytes from offset {self.start}",
+            offset=self.start,
+            size=self.limit,
+        )
+
     def check_declared(self, length: int | None) -> None:
         if length is not None and self.start + length > self.limit:
             self.writer.close()
-            raise too_large(self.limit, "the part would make the upload larger than its size: it")
+            raise self.overflow()
 
     def rewind(self) -> None:
         """Drop what this part wrote (used when the part was refused)."""

@@ -152,6 +152,7 @@ def test_part_past_the_declared_size_is_refused(
             f"/uploads/{session['id']}", params={"offset": 0}, content=b"x" * 200, headers=OCTET
         )
         assert response.status_code == 413
+        assert "declared size of 100 bytes" in error(response)["message"]
         assert client.get(f"/uploads/{session['id']}").json()["offset"] == 0
 
         def chunked() -> Any:
@@ -162,6 +163,7 @@ def test_part_past_the_declared_size_is_refused(
             f"/uploads/{session['id']}", params={"offset": 0}, content=chunked(), headers=OCTET
         )
         assert streamed.status_code == 413
+        assert error(streamed)["detail"] == {"offset": 0, "size": 100}
         assert client.get(f"/uploads/{session['id']}").json()["offset"] == 0
 
 

@@ -85,7 +85,7 @@ async def put_part(
     part = await run_in_threadpool(uploads.PartWriter, store, upload, offset)
     try:
         part.check_declared(declared_length(request))
-        await write_stream(request.stream(), part.writer, part.limit)
+        await write_stream(request.stream(), part.writer, part.limit, part.overflow())
     except PayloadTooLarge:
         await run_in_threadpool(part.rewind)
         raise
