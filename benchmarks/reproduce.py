@@ -45,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--archs", default="resnet18,flra_resnet18")
     parser.add_argument("--alpha", type=float, default=None, help="Dirichlet non-IID split")
     parser.add_argument("--max-train", type=int, default=1500)
+    parser.add_argument("--max-val", type=int, default=500, help="validation images (lambda)")
     parser.add_argument("--max-test", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -55,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default=None)
     parser.add_argument("--datasets-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("reproduce-output"))
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: OUT/cache")
+    parser.add_argument("--image-size", type=int, default=28, help="224: upsampled inputs")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
@@ -68,6 +71,7 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         partition="iid" if args.alpha is None else "dirichlet",
         alpha=args.alpha or 0.5,
         max_train=args.max_train,
+        max_val=args.max_val,
         max_test=args.max_test,
         epochs=args.epochs,
         lr=args.lr,
@@ -82,7 +86,8 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         hospitals=_ints(args.hospitals),
         archs=_strs(args.archs),
         point=point,
-        pretrain=pretrain,
+        pretrain=pretrain.model_copy(update={"image_size": args.image_size}),
+        image_size=args.image_size,
     )
 
 
@@ -107,7 +112,7 @@ def main() -> None:
     outcome = run_sweep(
         config,
         args.out,
-        args.out / "cache",
+        args.cache_dir or args.out / "cache",
         datasets_dir=args.datasets_dir,
         device=device,
         on_event=on_event,

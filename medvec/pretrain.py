@@ -98,7 +98,13 @@ def ensure_pretrained(
         return path
     folder = resolve_datasets_dir(datasets_dir)
     ensure_medmnist(config.source, folder)
-    dataset = load_medmnist(config.source, "train", folder, in_channels=config.in_channels)
+    dataset = load_medmnist(
+        config.source,
+        "train",
+        folder,
+        in_channels=config.in_channels,
+        image_size=config.image_size,
+    )
     num_classes = int(torch.as_tensor(dataset.labels).max().item()) + 1
     spec = ModelSpec(
         arch=config.arch,

@@ -143,10 +143,12 @@ class _Runner:
         self.base_state = _state(self.model)
         folder = resolve_datasets_dir(datasets_dir)
         ensure_medmnist(config.dataset, folder)
-        channels = self.spec.in_channels
+        channels, size = self.spec.in_channels, self.spec.image_size
 
         def split(name: str, cap: int | None, seed: int) -> Any:
-            data = load_medmnist(config.dataset, name, folder, in_channels=channels)
+            data = load_medmnist(
+                config.dataset, name, folder, in_channels=channels, image_size=size
+            )
             return _capped(data, cap, seed)
 
         self.train = split("train", config.max_train, config.seed)
