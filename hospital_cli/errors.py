@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from medvec.errors import MedVecError
 
@@ -72,8 +73,17 @@ def _connect(exc: httpx.TransportError) -> tuple[str, int]:
     )
 
 
+def _invalid(exc: ValidationError) -> tuple[str, int]:
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+        for error in exc.errors()
+    )
+    return f"invalid setting — {problems}", EXIT_ERROR
+
+
 ERROR_MAPPINGS: dict[type[BaseException], Callable[[Any], tuple[str, int]]] = {
     ApiError: _api,
+    ValidationError: _invalid,
     CliError: lambda e: (str(e), e.exit_code),
     MedVecError: lambda e: (str(e), EXIT_ERROR),
     httpx.TransportError: _connect,
@@ -86,9 +96,15 @@ ERROR_MAPPINGS: dict[type[BaseException], Callable[[Any], tuple[str, int]]] = {
 }
 
 
+def one_line(text: str) -> str:
+    """Collapse whitespace and line breaks: every failure is a single line on stderr."""
+    return " ".join(text.split())
+
+
 def format_known_exception(exc: BaseException) -> tuple[str, int] | None:
     """One line and an exit code for an error the CLI expects, ``None`` for a bug."""
     for exc_type, formatter in ERROR_MAPPINGS.items():
         if isinstance(exc, exc_type):
-            return formatter(exc)
+            message, code = formatter(exc)
+            return one_line(message), code
     return None

@@ -9,7 +9,7 @@ from typing import NoReturn
 
 import typer
 
-from hospital_cli.errors import format_known_exception
+from hospital_cli.errors import format_known_exception, one_line
 
 app = typer.Typer(
     name="medvec",
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         known = format_known_exception(exc)
         if known is None:
-            message = f"unexpected {type(exc).__name__}: {exc} (rerun with MEDVEC_DEBUG=1)"
-            known = (message, 1)
+            message = f"unexpected {type(exc).__name__}: {one_line(str(exc))}"
+            known = (f"{message} (rerun with MEDVEC_DEBUG=1 for the traceback)", 1)
         typer.echo(f"Error: {known[0]}", err=True)
         sys.exit(known[1])
     if isinstance(code, int) and code:
@@ -91,7 +91,7 @@ def _usage_error(exc: typer.TyperException) -> NoReturn:
     message = format_message() if callable(format_message) else str(exc)
     ctx = getattr(exc, "ctx", None)
     where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-    typer.echo(f"Error: {' '.join(message.split())}{where}", err=True)
+    typer.echo(f"Error: {one_line(message)}{where}", err=True)
     sys.exit(exit_code)
 
 

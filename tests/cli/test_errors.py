@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from hospital_cli.client import RegistryClient
@@ -70,6 +71,17 @@ def test_train_without_a_base_or_data(cli: Cli, tmp_path: Path, datasets_dir: Pa
     assert_one_line_error(no_data, 1, "nothing.npz")
     bad_meta = cli("train", "--data", data, "--meta", "novalue", "--hospital", "h")
     assert_one_line_error(bad_meta, 1)
+
+
+def test_invalid_training_settings(cli: Cli, tiny_base: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data.npz"
+    images = np.zeros((8, 28, 28), dtype=np.uint8)
+    np.savez(data, train_images=images, train_labels=np.arange(8) % 2)
+    local = ["--base", tiny_base, "--hospital", "h", "-o", tmp_path / "v.safetensors"]
+    assert_one_line_error(cli("train", "--data", data, "--lr", "0", *local), 1, "lr")
+    wrong_layout = tmp_path / "other.npz"
+    np.savez(wrong_layout, x=images)
+    assert_one_line_error(cli("train", "--data", wrong_layout, *local), 1)
 
 
 def test_eval_and_predict_on_bad_inputs(
