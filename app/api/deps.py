@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.errors import Forbidden
@@ -50,6 +51,16 @@ def get_session(request: Request) -> Iterator[Session]:
         dispatch_deferred(session, request.app.state.job_queue)
     finally:
         session.close()
+
+
+async def release_connection(session: Session) -> None:
+    """End the request's transaction so far before a long body streams in.
+
+    What ran before (authentication) is committed and the pooled connection goes back
+    to the pool for the minutes a large upload may take; the session begins a new
+    transaction when it is next used, and ``get_session`` commits that one as usual.
+    """
+    await run_in_threadpool(session.commit)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -280,8 +280,10 @@ def complete_upload(
 def expire_uploads(session: Session, store: BlobStore, now: datetime | None = None) -> int:
     """Expire open sessions idle past their expiry and delete their bytes; returns how many."""
     now = now or utcnow()
-    query = select(UploadSession).where(
-        UploadSession.status == UploadStatus.OPEN, UploadSession.expires_at <= now
+    query = (
+        select(UploadSession)
+        .where(UploadSession.status == UploadStatus.OPEN, UploadSession.expires_at <= now)
+        .with_for_update(skip_locked=True)  # API processes sweeping at once skip each other
     )
     sweeper = Actor.system("upload-sweeper")
     count = 0

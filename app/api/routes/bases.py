@@ -36,7 +36,7 @@ async def register_base(
 
     The same bytes again answer 200 with the existing base.
     """
-    staged = await receive_file(request, store, settings.max_upload_bytes)
+    staged = await receive_file(request, session, store, settings.max_upload_bytes)
     base, created = await run_in_threadpool(
         bases.register_base,
         session,

@@ -35,7 +35,7 @@ async def register_benchmark(
 
     Hospitals never see benchmarks.
     """
-    staged = await receive_file(request, store, settings.max_upload_bytes)
+    staged = await receive_file(request, session, store, settings.max_upload_bytes)
     return await run_in_threadpool(
         benchmarks.register_benchmark, session, store, actor, name=name, staged=staged
     )

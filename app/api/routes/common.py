@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
+from app.api.deps import release_connection
 from app.errors import AUTH_ERRORS, AppError, responses
 from app.services.staging import Staged, stage_body
 from app.storage import BlobStore
@@ -33,8 +35,10 @@ def declared_length(request: Request) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-async def receive_file(request: Request, store: BlobStore, limit: int) -> Staged:
-    """Stream the raw request body into the staging area (hashing as it goes)."""
+async def receive_file(request: Request, session: Session, store: BlobStore, limit: int) -> Staged:
+    """Stream the raw request body into the staging area (hashing as it goes), holding no
+    database connection meanwhile."""
+    await release_connection(session)
     return await stage_body(store, request.stream(), limit=limit, declared=declared_length(request))
 
 

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from app.api.deps import HospitalPrincipal, SessionDep, SettingsDep, StorageDep
+from app.api.deps import (
+    HospitalPrincipal,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    release_connection,
+)
 from app.api.routes.common import RAW_BODY, declared_length, errors
 from app.config import Settings
 from app.errors import (
@@ -83,6 +89,7 @@ async def put_part(
     """
     upload = await run_in_threadpool(uploads.get_upload, session, store, actor, upload_id)
     part = await run_in_threadpool(uploads.PartWriter, store, upload, offset)
+    await release_connection(session)  # the part file's lock guards the session meanwhile
     try:
         part.check_declared(declared_length(request))
         await write_stream(request.stream(), part.writer, part.limit, part.overflow())

@@ -35,7 +35,7 @@ async def push_vector(
     201 with the new vector; 200 when these bytes already are your vector; 422 with
     the reason when the vector is rejected (nothing is stored).
     """
-    staged = await receive_file(request, store, settings.max_upload_bytes)
+    staged = await receive_file(request, session, store, settings.max_upload_bytes)
     vector, created = await run_in_threadpool(
         vectors.accept_vector,
         session,
