@@ -60,6 +60,8 @@ class MergePlan:
     vector_paths: list[Path]
     weights: list[float]
     provenance: dict[str, Any]
+    base_sha256: str = ""
+    stale: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ def _plan(session: Session, store: BlobStore, job: MergeJob) -> MergePlan:
         vector_ids=[i["vector_id"] for i in inputs],
         vector_paths=[store.local_path(vectors[i["vector_id"]].sha256) for i in inputs],
         weights=[float(i["weight"]) for i in inputs],
+        base_sha256=base.sha256,
+        stale=tuple(n for n, i in enumerate(inputs) if int(i.get("staleness", 0)) > 0),
         provenance={
             "merge_job_id": job.id,
             "base_id": base.id,
@@ -142,10 +146,14 @@ def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> tupl
 
     staged = store.staging_path(f"merge-{plan.job_id}-{time.monotonic_ns()}.safetensors")
     delay = settings.merge_tensor_delay_s
+    rebased = [rebase_vector(plan, store, n) for n in plan.stale]
+    paths = list(plan.vector_paths)
+    for n, path in zip(plan.stale, rebased, strict=True):
+        paths[n] = path
     try:
         merge_files(
             plan.base_path,
-            plan.vector_paths,
+            paths,
             staged,
             strategy=plan.strategy,
             params=plan.params,
@@ -158,7 +166,31 @@ def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> tupl
         info = store.commit(staged, digest)
     finally:
         staged.unlink(missing_ok=True)
+        for path in rebased:
+            path.unlink(missing_ok=True)
     return info.sha256, info.size
+
+
+def rebase_vector(plan: MergePlan, store: BlobStore, index: int) -> Path:
+    """A staging copy of an older generation's vector labelled with the merged base.
+
+    A data vector is a direction in weight space; stale weighting applies it to the
+    newer base (with its down-weighting already in ``plan.weights``). The copy keeps
+    the tensors bit for bit and records the base it was made against.
+    """
+    from medvec.vectors import load_vector, save_vector
+
+    tensors, metadata = load_vector(plan.vector_paths[index])
+    extra = {
+        **metadata.extra,
+        "rebased_from_base_id": metadata.base_id,
+        "rebased_from_base_sha256": metadata.base_sha256,
+    }
+    relabelled = metadata.model_copy(
+        update={"base_id": plan.base_id, "base_sha256": plan.base_sha256, "extra": extra}
+    )
+    out = store.staging_path(f"rebased-{plan.job_id}-{index}-{time.monotonic_ns()}.safetensors")
+    return save_vector(out, tensors, relabelled)
 
 
 def finish(session: Session, plan: MergePlan, sha256: str, size: int) -> MergeOutcome:

@@ -3,6 +3,7 @@ real BlobMNIST images and ResNet-18 vectors fine-tuned on them."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -228,3 +229,51 @@ def test_auto_merge_fires_after_k_new_vectors_and_not_before(
     assert len(jobs[0]["selection"]["inputs"]) == 4
     assert check() == []
     assert len(registry.call("GET", "/merges", params={"base_id": base["id"]})) == 1
+
+
+def test_older_generation_vectors_weighted_by_staleness(
+    registry: Registry, world: World, datasets_dir: Path
+) -> None:
+    first = {"base_id": world.base["id"], "strategy": "weighted_mean"}
+    first_job = registry.call("POST", "/merges", json=first)["job_id"]
+    merged = registry.wait(f"/merges/{first_job}", _finished)
+    new_base = registry.call("POST", f"/versions/{merged['version_id']}/generation")
+    base_file = registry.tmp / "generation-1.safetensors"
+    download = registry.client.get(
+        f"/api/v1/bases/{new_base['id']}/download", headers=registry.headers()
+    )
+    base_file.write_bytes(download.content)
+    fresh = registry.push(
+        "hospital-0",
+        factories.fine_tuned_vector(
+            base_file,
+            registry.tmp / "fresh-0.safetensors",
+            base_id=new_base["id"],
+            base_sha256=new_base["sha256"],
+            hospital="hospital-0",
+            data=factories.hospital_data(datasets_dir, 0),
+        ),
+    )
+    body = {
+        "base_id": new_base["id"],
+        "strategy": "weighted_mean",
+        "selection": {"stale": "weight", "staleness_power": 1.0},
+    }
+    job_id = registry.call("POST", "/merges", json=body)["job_id"]
+    job = registry.wait(f"/merges/{job_id}", _finished)
+    assert job["status"] == "succeeded", job["error"]
+
+    inputs = {i["vector_id"]: (i["staleness"], i["weight"]) for i in job["selection"]["inputs"]}
+    assert inputs == {
+        fresh["id"]: (0, 96.0),
+        world.vectors[1]["id"]: (1, 48.0),  # (1 + 1) ** -1 of its 96 samples
+        world.vectors[2]["id"]: (1, 48.0),
+    }
+    excluded = registry.client.post(
+        "/api/v1/merges",
+        json={"base_id": new_base["id"], "strategy": "weighted_mean"},
+        headers=registry.headers(),
+    )
+    assert excluded.status_code == 202
+    only_fresh = registry.call("GET", f"/merges/{excluded.json()['job_id']}")
+    assert [i["vector_id"] for i in only_fresh["selection"]["inputs"]] == [fresh["id"]]
