@@ -124,22 +124,21 @@ class _Batches:
         self.config = config
         self.device = device
         self.channels = channels
-        self.generator = torch.Generator().manual_seed(config.seed)
+        # shuffling and augmentation draw on the device: no per-step host-device copies
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
         arrays = batch_arrays(dataset)
         self.loader: DataLoader[Any] | None = None
         if arrays is not None:
             base, indices = arrays
-            pin = device.type == "cuda"
-            pixels, labels = base.pixels[indices], base.labels[indices]
-            self.pixels = (pixels.pin_memory() if pin else pixels).to(device, non_blocking=True)
-            self.labels = (labels.pin_memory() if pin else labels).to(device, non_blocking=True)
+            self.pixels = base.pixels[indices].to(device)
+            self.labels = base.labels[indices].to(device)
             self.size = int(indices.numel())
         else:
             self.loader = DataLoader(
                 dataset,
                 batch_size=config.batch_size,
                 shuffle=True,
-                generator=self.generator,
+                generator=torch.Generator().manual_seed(config.seed),
                 num_workers=config.num_workers,
                 pin_memory=device.type == "cuda",
             )
@@ -161,7 +160,7 @@ class _Batches:
                     images = match_channels(images, self.channels)
                 yield images, labels.reshape(-1).to(self.device, non_blocking=True)
             return
-        order = torch.randperm(self.size, generator=self.generator).to(self.device)
+        order = torch.randperm(self.size, generator=self.generator, device=self.device)
         for start in range(0, self.size, self.config.batch_size):
             index = order[start : start + self.config.batch_size]
             if index.numel() == 1 and self.size > 1:

@@ -115,7 +115,7 @@ def fine_tune_dp(
         max_grad_norm=config.dp_clip,
         poisson_sampling=True,
     )
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
     total = len(loader) * config.epochs
     step, seen, loss_value, acc_value = 0, 0, float("nan"), float("nan")
     started = time.perf_counter()

@@ -64,14 +64,13 @@ def resize_batch(batch: Tensor, size: int) -> Tensor:
 def augment_batch(batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Random horizontal flips and random crops (reflect-pad by 2, crop back), per image.
 
-    Random numbers are drawn on the CPU from ``generator`` so that a seeded run is
-    reproducible whatever device the batch lives on.
+    Random numbers are drawn on the batch's device (from ``generator``, which must
+    live there), so a step needs no host-to-device copy and no synchronisation.
     """
     n, _, h, w = batch.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    shifts = torch.randint(0, 2 * CROP_PADDING + 1, (2, n), generator=generator)
     device = batch.device
-    flip, shifts = flip.to(device), shifts.to(device)
+    flip = torch.rand(n, generator=generator, device=device) < 0.5
+    shifts = torch.randint(0, 2 * CROP_PADDING + 1, (2, n), generator=generator, device=device)
     batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
     padded = F.pad(batch, (CROP_PADDING,) * 4, mode="reflect")
     rows = shifts[0][:, None] + torch.arange(h, device=device)[None, :]
