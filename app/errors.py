@@ -14,7 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from medvec.errors import MedVecError
 
@@ -143,7 +145,22 @@ def install_error_handlers(app: FastAPI) -> None:
         body = ErrorBody(code=f"http_{exc.status_code}", message=message)
         return _error_response(exc.status_code, body, getattr(exc, "headers", None))
 
+    async def integrity_error(_request: Request, _exc: Exception) -> Any:
+        body = ErrorBody(
+            code="conflict",
+            message="a concurrent request changed the same record — send the request again",
+        )
+        return _error_response(409, body)
+
+    async def client_gone(_request: Request, _exc: Exception) -> Any:
+        """The client hung up mid-body: nobody reads this answer, and nothing is logged as
+        a server error (what the request had staged is already cleaned up)."""
+        body = ErrorBody(code="client_disconnected", message="the client closed the connection")
+        return _error_response(400, body)
+
     app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(IntegrityError, integrity_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(MedVecError, medvec_error)
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)

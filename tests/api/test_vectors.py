@@ -4,6 +4,7 @@ input with its 4xx and nothing stored, and hospital isolation."""
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,28 @@ def test_only_hospital_tokens_push(registry: Registry, base: dict[str, Any], kit
         response = push(admin, kit.vector("anyone"))
     assert response.status_code == 403
     assert "hospital token" in error(response)["message"]
+
+
+def test_connection_cut_mid_body_leaves_nothing(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    data = kit.vector(hospital.name).read_bytes()
+    before = registry.snapshot()
+    connection = RawConnection(registry.url)
+    connection.send_head(
+        "POST",
+        f"{API}/vectors",
+        {"Authorization": f"Bearer {hospital.token}", **OCTET, "Content-Length": str(len(data))},
+    )
+    connection.send(data[: len(data) // 2])
+    for _ in range(600):  # until the server is receiving: a staging file appears
+        if registry.snapshot()["staging_tmp"]:
+            break
+        time.sleep(0.05)
+    assert registry.snapshot()["staging_tmp"]  # half a body is on disk, the request open
+    connection.close()
+    for _ in range(600):  # until the server noticed and cleaned up
+        if registry.snapshot() == before:
+            break
+        time.sleep(0.05)
+    assert registry.snapshot() == before

@@ -4,11 +4,13 @@ promotion, rollback and new generations (admin)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.api.deps import AdminPrincipal, Principal, SessionDep, StorageDep
 from app.api.routes.common import BINARY_RESPONSE, blob_response, errors
 from app.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
-from app.models import ModelVersion, VersionStatus
+from app.models import DataVector, ModelVersion, VersionStatus
 from app.schemas.bases import BaseRead
 from app.schemas.versions import PromoteRequest, VersionRead
 from app.security import Actor
@@ -17,10 +19,20 @@ from app.services import versions
 router = APIRouter(prefix="/versions", tags=["versions"])
 
 
-def _read(version: ModelVersion, actor: Actor) -> VersionRead:
-    """Lineage names other hospitals' vectors: only admins see it."""
+def _read(version: ModelVersion, actor: Actor, session: Session | None = None) -> VersionRead:
+    """Lineage names other hospitals' vectors: admins see it all, a hospital only its own
+    (so `medvec status` can tell which of its vectors the production model holds)."""
     read = VersionRead.model_validate(version)
-    return read if actor.is_admin else read.model_copy(update={"inputs": []})
+    if actor.is_admin:
+        return read
+    own: set[str] = set()
+    if session is not None and actor.hospital_id is not None and read.inputs:
+        ids = [i.vector_id for i in read.inputs]
+        query = select(DataVector.id).where(
+            DataVector.hospital_id == actor.hospital_id, DataVector.id.in_(ids)
+        )
+        own = set(session.scalars(query))
+    return read.model_copy(update={"inputs": [i for i in read.inputs if i.vector_id in own]})
 
 
 @router.get("", response_model=list[VersionRead], responses=errors())
@@ -40,7 +52,7 @@ def rollback(session: SessionDep, actor: AdminPrincipal) -> VersionRead:
 @router.get("/{version_id}", response_model=VersionRead, responses=errors(NotFound))
 def get_version(version_id: str, session: SessionDep, actor: Principal) -> VersionRead:
     """A version by id, or ``production``. Hospitals can read only the production one."""
-    return _read(versions.get_version(session, actor, version_id), actor)
+    return _read(versions.get_version(session, actor, version_id), actor, session)
 
 
 @router.get(
