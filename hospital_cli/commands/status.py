@@ -13,16 +13,7 @@ from hospital_cli.options import JsonOpt, ProfileOpt, ServerOpt, TokenOpt, make_
 
 app = typer.Typer()
 
-VECTOR_COLUMNS = [
-    "id",
-    "created_at",
-    "base_id",
-    "status",
-    "num_samples",
-    "norm",
-    "merged_into",
-    "reason",
-]
+VECTOR_COLUMNS = ["id", "created_at", "status", "num_samples", "norm", "merged_into", "reason"]
 
 
 @app.command()
@@ -42,10 +33,12 @@ def status(
     with make_client(profile, server, token) as client:
         vectors = client.list_vectors(status=vector_status)
         production = _production(client)
-    rows = [_vector_row(v) for v in vectors]
+    inputs = _production_inputs(production)
+    vectors = [_with_merge_state(v, inputs, production) for v in vectors]
     if as_json:
         output.print_json({"vectors": vectors, "production": production})
         return
+    rows = [_vector_row(v) for v in vectors]
     output.listing(rows, VECTOR_COLUMNS, as_json=False, title="vectors")
     if production is None:
         output.note("no production model yet")
@@ -77,9 +70,33 @@ def _production(client: RegistryClient) -> dict[str, Any] | None:
     return {"version": version, "evaluations": evaluations}
 
 
+def _production_inputs(production: dict[str, Any] | None) -> dict[str, float]:
+    """Vector id -> merge weight in the production model's lineage."""
+    if production is None:
+        return {}
+    inputs = production["version"].get("inputs") or []
+    return {str(i["vector_id"]): float(i.get("weight", 0.0)) for i in inputs}
+
+
+def _with_merge_state(
+    vector: dict[str, Any], inputs: dict[str, float], production: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Mark whether the vector is merged into the production model, and with what weight."""
+    weight = inputs.get(str(vector.get("id")))
+    merged = weight is not None and production is not None
+    return {
+        **vector,
+        "in_production": merged,
+        "production_weight": weight,
+        "merged_into": str(production["version"]["id"]) if merged and production else None,
+    }
+
+
 def _vector_row(vector: dict[str, Any]) -> dict[str, Any]:
-    merged = vector.get("merged_into") or vector.get("versions")
-    return {**vector, "merged_into": merged, "reason": vector.get("reason") or ""}
+    merged = vector.get("merged_into")
+    weight = vector.get("production_weight")
+    shown = f"production {merged[:8]} (weight {weight:.3f})" if merged else ""
+    return {**vector, "merged_into": shown, "reason": vector.get("reason") or ""}
 
 
 def _evaluation_row(evaluation: dict[str, Any]) -> dict[str, Any]:

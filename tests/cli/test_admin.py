@@ -90,9 +90,10 @@ def test_merge_promote_pull_and_rollback(
     from tests.cli.conftest import new_hospital
 
     cli = admin_cli
-    pushed = []
+    pushed, hospitals = [], []
     for seed in range(3):
         hospital = new_hospital(registry)
+        hospitals.append(hospital)
         vector = make_vector(tmp_path / f"v{seed}.safetensors", base_record, hospital.name,
                              seed=10 + seed)  # fmt: skip
         result = cli("push", vector, "--token", hospital.token, "--json", "--wait", "30")
@@ -130,6 +131,15 @@ def test_merge_promote_pull_and_rollback(
     assert pulled["sha256"] == sha256_file(target) == pulled["version"]["sha256"]
     status = _ok(cli("status", "--token", hospital.token, "--json"))
     assert status["production"]["version"]["id"] == version_id
+    assert status["vectors"] == []  # a hospital sees only its own vectors
+    contributor = _ok(cli("status", "--token", hospitals[0].token, "--json"))
+    (mine,) = contributor["vectors"]
+    assert mine["id"] == pushed[0]["id"]
+    assert mine["in_production"] is True and mine["merged_into"] == version_id
+    assert mine["production_weight"] > 0
+    assert contributor["production"]["evaluations"]
+    table = cli("status", "--token", hospitals[0].token)
+    assert table.exit_code == 0 and "vectors" in table.stdout
 
     other = _ok(
         cli("admin", "merge", "--base", base_record["id"], "--strategy", "task_arithmetic",
