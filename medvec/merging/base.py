@@ -80,6 +80,14 @@ class MergeStrategy(ABC):
                 strategy=self.name,
             ) from exc
 
+    def coefficients(self, weights: Tensor, params: StrategyParams) -> Tensor | None:
+        """For linear strategies, ``c`` such that the merged delta is ``sum_i c_i tau_i``.
+
+        The engine then accumulates one vector at a time into a small buffer that
+        stays in the CPU cache instead of stacking N rows. ``None``: not linear.
+        """
+        return None
+
     def vector_stat(self, delta: Tensor, params: StrategyParams) -> float:
         """One number per vector and tensor over the whole flattened tensor (see TIES)."""
         raise NotImplementedError(f"{self.name} uses no per-tensor statistics")

@@ -11,7 +11,7 @@ from torch import Tensor
 from medvec.errors import MergeError
 from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext
 
-__all__ = ["combine_chunk", "compute_dtype", "vector_stats"]
+__all__ = ["add_to_base", "combine_chunk", "compute_dtype", "vector_stats"]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -50,14 +50,21 @@ def combine_chunk(
     delta = strategy.merge_tensor(
         ctx.key, base_work, work, weights.to(dtype), params=params, ctx=ctx
     )
+    return add_to_base(base, delta, ctx.key)
+
+
+def add_to_base(base: Tensor, delta: Tensor, key: str) -> Tensor:
+    """``base + delta`` in the base's dtype; ``MergeError`` if any value is not finite."""
+    dtype = compute_dtype(base.dtype)
+    base_work = base if base.dtype == dtype else base.to(dtype)
     merged = (base_work + delta).to(base.dtype)
     # min and max propagate NaN and show infinities; on the CPU they cost a fraction
     # of torch.isfinite(...).all().
     low, high = torch.aminmax(merged) if merged.numel() else (merged.new_zeros(()),) * 2
     if not (math.isfinite(float(low)) and math.isfinite(float(high))):
         raise MergeError(
-            f"merging tensor {ctx.key!r} gave NaN or infinite values",
+            f"merging tensor {key!r} gave NaN or infinite values",
             hint="validate the input vectors (`medvec vector validate`) and check the weights",
-            tensor=ctx.key,
+            tensor=key,
         )
     return merged

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext
-from medvec.merging.combine import combine_chunk, vector_stats
+from medvec.merging.combine import add_to_base, combine_chunk, compute_dtype, vector_stats
 from medvec.merging.inputs import MergeInputs, open_inputs
 from medvec.merging.masks import RANDOM_BLOCK
 from medvec.merging.registry import get_strategy
@@ -35,6 +36,7 @@ __all__ = ["DEFAULT_BUFFER_BYTES", "MergeResult", "Progress", "merge_files"]
 
 DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
 COPY_CHUNK_BYTES = 8 * 1024 * 1024
+LINEAR_CHUNK = 1 << 18  # elements: one row and the accumulator stay in the CPU cache
 
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, tensor_name)`` after each tensor is written."""
@@ -68,6 +70,7 @@ class _Buffers:
         self._stacks: dict[torch.dtype, Tensor] = {}
         self._bases: dict[torch.dtype, Tensor] = {}
         self._scratch: dict[torch.dtype, Tensor] = {}
+        self._acc: dict[torch.dtype, Tensor] = {}
 
     def get(self, dtype: torch.dtype, n: int, count: int) -> tuple[Tensor, Tensor]:
         stack = self._stacks.get(dtype)
@@ -77,6 +80,13 @@ class _Buffers:
         if base is None or base.numel() < count:
             base = self._bases[dtype] = torch.empty(count, dtype=dtype)
         return stack[: n * count].view(n, count), base[:count]
+
+    def accumulator(self, dtype: torch.dtype, count: int) -> Tensor:
+        """A zeroed buffer for linear strategies' running sum."""
+        buffer = self._acc.get(dtype)
+        if buffer is None or buffer.numel() < count:
+            buffer = self._acc[dtype] = torch.empty(count, dtype=dtype)
+        return buffer[:count].zero_()
 
     def scratch(self, dtype: torch.dtype, count: int) -> Tensor:
         """A whole-tensor buffer for per-vector statistics (TIES thresholds)."""
@@ -93,6 +103,29 @@ def _copy_tensor(inputs: MergeInputs, info: TensorInfo, writer: SafetensorsWrite
         writer.write_bytes(info.name, memoryview(raw[start : start + COPY_CHUNK_BYTES].numpy()))
 
 
+def _merge_linear(
+    inputs: MergeInputs,
+    info: TensorInfo,
+    writer: SafetensorsWriter,
+    coefficients: list[float],
+    buffers: _Buffers,
+) -> None:
+    """``base + sum_i c_i tau_i`` reading one vector chunk at a time into cached buffers."""
+    work_dtype = compute_dtype(info.dtype)
+    chunk = min(info.numel, LINEAR_CHUNK)
+    for start in range(0, info.numel, chunk):
+        count = min(chunk, info.numel - start)
+        row, base = buffers.get(info.dtype, 1, count)
+        acc = buffers.accumulator(work_dtype, count)
+        for coefficient, reader in zip(coefficients, inputs.vectors, strict=True):
+            reader.read_into(info.name, row[0], start)
+            acc.add_(
+                row[0] if row.dtype == work_dtype else row[0].to(work_dtype), alpha=coefficient
+            )
+        inputs.base.read_into(info.name, base, start)
+        writer.write(info.name, add_to_base(base, acc, info.name))
+
+
 def _merge_tensor(
     inputs: MergeInputs,
     info: TensorInfo,
@@ -103,6 +136,10 @@ def _merge_tensor(
 ) -> None:
     strategy, params, weights, seed = job
     n = len(inputs.vectors)
+    coefficients = strategy.coefficients(weights.to(compute_dtype(info.dtype)), params)
+    if coefficients is not None:
+        _merge_linear(inputs, info, writer, coefficients.tolist(), buffers)
+        return
     stats = None
     if strategy.needs_stats:
         scratch = buffers.scratch(info.dtype, info.numel)
@@ -146,6 +183,22 @@ def _lineage(
     }
 
 
+@contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    """Run torch ops on one thread, restoring the setting afterwards.
+
+    Every op here is memory-bound on a chunk of about a megabyte; fanning each out
+    to an OpenMP team costs more than it gains, and on a busy CPU (a worker next
+    to others) the team's waits made the merge more than 10x slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def merge_files(
     base_path: str | Path,
     vector_paths: Sequence[str | Path],
@@ -187,7 +240,7 @@ def merge_files(
         layout = [(t.name, t.dtype, t.shape) for t in tensors]
         job = (chosen, parsed, weight_tensor, seed)
         buffers = _Buffers()
-        with SafetensorsWriter(out_path, layout, header) as writer:
+        with SafetensorsWriter(out_path, layout, header) as writer, _one_intra_op_thread():
             for done, info in enumerate(tensors, start=1):
                 if info.name in inputs.floating:
                     _merge_tensor(inputs, info, writer, job, buffers, buffer_bytes)

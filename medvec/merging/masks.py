@@ -19,6 +19,7 @@ __all__ = [
     "coordinate_median",
     "disjoint_mean",
     "elect_sign",
+    "linear_combination",
     "magnitude_threshold",
     "random_keep_mask",
     "sorted_columns",
@@ -62,6 +63,18 @@ def random_keep_mask(
         uniform = torch.rand(RANDOM_BLOCK, generator=gen)
         lo, hi = max(offset, start), min(end, start + RANDOM_BLOCK)
         out[lo - offset : hi - offset] = uniform[lo - start : hi - start] < keep_prob
+    return out
+
+
+def linear_combination(values: Tensor, coefficients: Tensor) -> Tensor:
+    """``sum_i c_i values[i]``, accumulated in vector order.
+
+    The streaming engine accumulates in the same order chunk by chunk, so both
+    give the same bits whatever the chunking.
+    """
+    out = torch.zeros(values.shape[1:], dtype=values.dtype)
+    for row, coefficient in zip(values, coefficients.tolist(), strict=True):
+        out.add_(row, alpha=coefficient)
     return out
 
 

@@ -51,6 +51,11 @@ class GeneralizedTaskArithmetic(MergeStrategy):
             return deltas * torch.stack(rows).to(deltas.dtype) / keep
         return deltas
 
+    def coefficients(self, weights: Tensor, params: StrategyParams) -> Tensor | None:
+        if self.sparsify != "none" or self.consensus or self.normalize:
+            return None
+        return float(getattr(params, "lambda_", 1.0)) * weights
+
     def merge_tensor(
         self,
         key: str,
@@ -61,6 +66,9 @@ class GeneralizedTaskArithmetic(MergeStrategy):
         params: StrategyParams,
         ctx: TensorContext,
     ) -> Tensor:
+        linear = self.coefficients(weights, params)
+        if linear is not None:
+            return masks.linear_combination(deltas, linear)
         values = self._sparsified(deltas, params, ctx)
         scale = float(getattr(params, "lambda_", 1.0))
         if self.consensus:

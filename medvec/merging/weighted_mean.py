@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from medvec.merging import masks
 from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext, Weighting
 
 __all__ = ["WeightedMean"]
@@ -31,4 +32,8 @@ class WeightedMean(MergeStrategy):
         params: StrategyParams,
         ctx: TensorContext,
     ) -> Tensor:
-        return (weights / weights.sum()) @ deltas
+        coefficients = self.coefficients(weights, params)
+        return masks.linear_combination(deltas, coefficients)
+
+    def coefficients(self, weights: Tensor, params: StrategyParams) -> Tensor:
+        return weights / weights.sum()
