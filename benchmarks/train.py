@@ -15,7 +15,8 @@ both through ``fine_tune`` (the plain loop and the command run for the first
 architecture only). On CUDA both loops use mixed precision (float16 autocast +
 GradScaler) and channels-last memory, as `medvec train` does (``--no-amp`` and
 ``--no-channels-last`` switch them off for both). Each measurement is repeated
-(interleaved) and the best run is kept, since other processes share the machine.
+(interleaved, in alternating order) and the best run is kept, since other processes
+share the machine.
 
     python benchmarks/train.py                          # CPU default: a few minutes on 2 cores
     python benchmarks/train.py --samples 20000 --epochs 2 --repeats 3   # on a GPU
@@ -213,12 +214,15 @@ def main() -> None:
             bench.warm_up(arch)
             runs: dict[str, list[float]] = {"plain": [], "fine_tune": [], "medvec train": []}
             first = arch == args.archs[0]
-            for _ in range(args.repeats):
-                if first:
-                    runs["plain"].append(bench.plain(arch))
-                runs["fine_tune"].append(bench.fine_tune(arch))
-                if first:
-                    runs["medvec train"].append(bench.command(arch, Path(tmp)))
+            loops = {
+                "plain": lambda a=arch: bench.plain(a),
+                "fine_tune": lambda a=arch: bench.fine_tune(a),
+                "medvec train": lambda a=arch: bench.command(a, Path(tmp)),
+            }
+            names = list(loops) if first else ["fine_tune"]
+            for repeat in range(args.repeats):
+                for name in names if repeat % 2 == 0 else reversed(names):
+                    runs[name].append(loops[name]())
             results[arch] = {k: best_of(v) for k, v in runs.items() if v}
     print(f"\n{'arch':<16}{'loop':<14}{'images/s':>10}{'vs plain':>10}")
     for arch, row in results.items():

@@ -22,6 +22,7 @@ def evaluate_file(
     """The full metric set of a model file on a labelled dataset, as a JSON-able dict."""
     from torch.utils.data import Subset
 
+    from hospital_cli.local import check_classes
     from medvec.data import load_dataset
     from medvec.evaluation import evaluate_model
     from medvec.models import load_model_file
@@ -33,6 +34,7 @@ def evaluate_file(
     dataset: Any = load_dataset(
         data, split=split, in_channels=spec.in_channels, image_size=spec.image_size
     )
+    check_classes(dataset, spec.num_classes, data)
     if max_samples and max_samples < len(dataset):
         dataset = Subset(dataset, range(max_samples))
     metrics = evaluate_model(model, dataset, device=resolve_device(device), batch_size=batch_size)

@@ -51,6 +51,17 @@ class TrainOutcome:
     metrics: dict[str, Any]
 
 
+def check_classes(dataset: Any, num_classes: int, data: Path) -> None:
+    """Refuse labels the model has no output for (before any training or evaluation)."""
+    labels = dataset.labels
+    highest = int(labels.max()) if len(labels) else -1
+    if highest >= num_classes:
+        raise CliError(
+            f"{data} has labels up to {highest} but the model has {num_classes} classes",
+            hint="use a base or model made for this dataset's classes",
+        )
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded shuffle, then the first ``val_fraction`` of it is the validation part."""
     import torch
@@ -123,6 +134,7 @@ def train_vector(
     dataset = load_dataset(
         request.data, split="train", in_channels=spec.in_channels, image_size=spec.image_size
     )
+    check_classes(dataset, spec.num_classes, request.data)
     n_total = len(dataset)
     if request.max_samples:
         n_total = min(n_total, request.max_samples)

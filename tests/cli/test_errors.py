@@ -73,12 +73,17 @@ def test_train_without_a_base_or_data(cli: Cli, tmp_path: Path, datasets_dir: Pa
     assert_one_line_error(bad_meta, 1)
 
 
-def test_invalid_training_settings(cli: Cli, tiny_base: Path, tmp_path: Path) -> None:
+def test_invalid_training_settings(
+    cli: Cli, tiny_base: Path, tmp_path: Path, datasets_dir: Path
+) -> None:
     data = tmp_path / "data.npz"
     images = np.zeros((8, 28, 28), dtype=np.uint8)
     np.savez(data, train_images=images, train_labels=np.arange(8) % 2)
     local = ["--base", tiny_base, "--hospital", "h", "-o", tmp_path / "v.safetensors"]
     assert_one_line_error(cli("train", "--data", data, "--lr", "0", *local), 1, "lr")
+    blood = datasets_dir / "bloodmnist.npz"  # 8 classes, the tiny base has 2
+    assert_one_line_error(cli("train", "--data", blood, *local), 1, "2 classes")
+    assert_one_line_error(cli("eval", "--model", tiny_base, "--data", blood), 1, "2 classes")
     wrong_layout = tmp_path / "other.npz"
     np.savez(wrong_layout, x=images)
     assert_one_line_error(cli("train", "--data", wrong_layout, *local), 1)
