@@ -102,8 +102,21 @@ def serve(
         "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile else None,
         "ssl_certfile": str(ssl_certfile) if ssl_certfile else None,
     }
+    _prepare_database(settings)  # before the embedded worker's start-up sweep reads jobs
     with _job_queue(settings, worker) as queue:
         uvicorn.run(create_app(settings, job_queue=queue), **options)
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Create the data dir and migrate (embedded) or check the schema, as the app would."""
+    from app.main import prepare_database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        prepare_database(engine, settings)
+    finally:
+        engine.dispose()
 
 
 @cli.command()
