@@ -146,6 +146,11 @@ def test_merge_promote_pull_and_rollback(
             "--params", '{"lambda": 0.5}', "--wait", "120", "--json")
     )  # fmt: skip
     assert other["status"] == "succeeded" and other["version_id"] != version_id
+    by_id = _ok(cli("pull", "--version", other["version_id"], "-o", tmp_path / "o.st", "--json"))
+    assert by_id["sha256"] == sha256_file(tmp_path / "o.st") != pulled["sha256"]
+    hidden = cli("pull", "--version", other["version_id"], "--token", hospital.token)
+    assert_one_line_error(hidden, hidden.exit_code)  # hospitals: production only
+    assert hidden.exit_code in (4, 5)
     forced = cli("admin", "promote", other["version_id"], "--stage", "production", "--force")
     assert forced.exit_code == 0, forced.stderr
     assert _ok(cli("pull", "--json", "-o", tmp_path / "p2.st"))["version"]["id"] != version_id
