@@ -5,7 +5,9 @@ then for each size sends one resumable-upload part of that many random bytes
 (``PUT /api/v1/uploads/{id}``: streamed to disk, hashed, fsynced) and completes it
 (sha256 verified; validation refuses the random bytes, which is expected here). It
 samples the server's resident memory (psutil) throughout, and measures the same bytes
-copied over a raw loopback socket into a file (recv -> write -> fsync) as the floor.
+copied over a raw loopback socket into a file (recv -> write -> fsync) as the floor,
+and sent with the same client to a bare ASGI app under uvicorn that drops the body
+(the HTTP stack's own ceiling, no disk).
 
     python benchmarks/upload.py --sizes-mb 50,100,250,500 --repeats 3
 
@@ -27,6 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -123,6 +126,50 @@ def registry(workdir: Path, max_bytes: int) -> Iterator[tuple[str, str, int]]:
         process.wait(timeout=30)
 
 
+async def drain_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A bare ASGI app that reads a request body and drops it: the transport's ceiling."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def serve_drain(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(drain_app, host="127.0.0.1", port=port, log_level="warning")
+
+
+@contextmanager
+def drain_server() -> Iterator[str]:
+    port = _free_port()
+    command = [sys.executable, __file__, "--serve-drain", str(port)]
+    process = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                httpx.put(url, content=b"")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def drain_upload(url: str, path: Path) -> float:
+    size = path.stat().st_size
+    started = time.perf_counter()
+    httpx.put(url, content=file_chunks(path), headers={"Content-Length": str(size)}, timeout=600)
+    return time.perf_counter() - started
+
+
 def hospital_token(url: str, admin_token: str) -> str:
     headers = {"Authorization": f"Bearer {admin_token}"}
     with httpx.Client(base_url=f"{url}/api/v1", headers=headers) as admin:
@@ -190,35 +237,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes-mb", default="50,100,250,500")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--serve-drain", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_drain:
+        serve_drain(args.serve_drain)
+        return
     sizes = [int(s) * MIB for s in args.sizes_mb.split(",")]
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+    with (
+        tempfile.TemporaryDirectory(dir=args.workdir) as tmp,
+        registry(Path(tmp), max(sizes) + MIB) as (url, admin, pid),
+        drain_server() as drain_url,
+    ):
         work = Path(tmp)
-        with registry(work, max(sizes) + MIB) as (url, admin, pid):
-            token = hospital_token(url, admin)
-            baseline = psutil.Process(pid).memory_info().rss
-            print(f"server RSS after start-up: {baseline / MIB:.0f} MiB")
+        token = hospital_token(url, admin)
+        baseline = psutil.Process(pid).memory_info().rss
+        print(f"server RSS after start-up: {baseline / MIB:.0f} MiB")
+        print(
+            f"{'size MiB':>8} {'peak RSS MiB':>12} {'+RSS MiB':>8} {'registry MB/s':>13} "
+            f"{'raw MB/s':>9} {'ratio':>6} {'bare ASGI MB/s':>14} {'complete s':>10}"
+        )
+        for size in sizes:
+            path = work / f"upload-{size}.bin"
+            sha256 = make_file(path, size)
+            best = {"put": float("inf"), "raw": float("inf"), "asgi": float("inf")}
+            done, peak = 0.0, 0
+            for _ in range(args.repeats):
+                with RssSampler(pid) as sampler:
+                    put, verdict = registry_upload(url, token, path, sha256)
+                peak, done = max(peak, sampler.peak), max(done, verdict)
+                best["put"] = min(best["put"], put)
+                best["raw"] = min(best["raw"], raw_copy(path, work / "raw.bin"))
+                best["asgi"] = min(best["asgi"], drain_upload(drain_url, path))
+            path.unlink()
+            mb = size / 1e6
             print(
-                f"{'size MiB':>8} {'peak RSS MiB':>12} {'+RSS MiB':>8} {'registry MB/s':>13} "
-                f"{'raw MB/s':>9} {'ratio':>6} {'complete s':>10}"
+                f"{size // MIB:>8} {peak / MIB:>12.0f} {(peak - baseline) / MIB:>8.1f} "
+                f"{mb / best['put']:>13.0f} {mb / best['raw']:>9.0f} "
+                f"{best['raw'] / best['put']:>6.2f} {mb / best['asgi']:>14.0f} {done:>10.2f}"
             )
-            for size in sizes:
-                path = work / f"upload-{size}.bin"
-                sha256 = make_file(path, size)
-                best_put, best_raw, best_done, peak = float("inf"), float("inf"), 0.0, 0
-                for _ in range(args.repeats):
-                    with RssSampler(pid) as sampler:
-                        put, done = registry_upload(url, token, path, sha256)
-                    peak = max(peak, sampler.peak)
-                    best_put, best_done = min(best_put, put), max(best_done, done)
-                    best_raw = min(best_raw, raw_copy(path, work / "raw.bin"))
-                path.unlink()
-                mb = size / 1e6
-                print(
-                    f"{size // MIB:>8} {peak / MIB:>12.0f} {(peak - baseline) / MIB:>8.1f} "
-                    f"{mb / best_put:>13.0f} {mb / best_raw:>9.0f} "
-                    f"{best_raw / best_put:>6.2f} {best_done:>10.2f}"
-                )
 
 
 if __name__ == "__main__":
