@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from celery._state import _set_task_join_will_block
 from celery.worker import WorkController
 
 from app.config import Settings
@@ -101,6 +102,9 @@ class EmbeddedWorker:
             thread.join(timeout)
         self._threads.clear()
         self.app.resources.close()
+        # a started worker marks the whole process as "inside a worker", where
+        # AsyncResult.get() refuses to block; the process is an ordinary one again
+        _set_task_join_will_block(False)
 
     def __enter__(self) -> EmbeddedWorker:
         self.start()

@@ -157,7 +157,7 @@ def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> tupl
             staged,
             strategy=plan.strategy,
             params=plan.params,
-            weights=plan.weights,
+            weights=plan.weights if _uses_weights(plan.strategy) else None,
             seed=plan.seed,
             provenance=plan.provenance,
             progress=(lambda *_a, **_k: time.sleep(delay)) if delay > 0 else None,
@@ -169,6 +169,12 @@ def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> tupl
         for path in rebased:
             path.unlink(missing_ok=True)
     return info.sha256, info.size
+
+
+def _uses_weights(strategy: str) -> bool:
+    from medvec.merging import get_strategy
+
+    return get_strategy(strategy).uses_weights
 
 
 def rebase_vector(plan: MergePlan, store: BlobStore, index: int) -> Path:

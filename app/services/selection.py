@@ -59,6 +59,12 @@ def resolve_selection(
 
 
 def _weight(vector: DataVector, staleness: int, strategy: str, selection: Selection) -> float:
+    """Samples (weighted mean) or 1, times the staleness factor; 1 for the strategies that
+    take no weights (median, trimmed mean: they cannot down-weight a stale vector)."""
+    from medvec.merging import get_strategy
+
+    if not get_strategy(strategy).uses_weights:
+        return 1.0
     weight = float(vector.num_samples) if strategy in SAMPLE_WEIGHTED else 1.0
     return weight * staleness_factor(staleness, selection.staleness_power)
 

@@ -83,6 +83,14 @@ def test_merge_then_evaluate_matches_an_independent_computation(
     board = registry.call("GET", "/leaderboard", params={"metric": "accuracy"})
     assert version["id"] in [row["version_id"] for row in board]
 
+    hospital = registry.hospital("hospital-0")
+    path = f"/api/v1/versions/{version['id']}/evaluations"
+    hidden = registry.client.get(path, headers=registry.headers(hospital))
+    assert hidden.status_code == 404  # hospitals see the production model's only
+    registry.call("POST", f"/versions/{version['id']}/promote", json={"stage": "production"})
+    seen = registry.call("GET", "/versions/production/evaluations", who=hospital)
+    assert [r["metrics"]["accuracy"] for r in seen] == [metrics["accuracy"]]
+
 
 def test_same_request_is_one_job_and_duplicate_delivery_one_version(
     registry: Registry, world: World, celery: MedVecCelery, settings: WorkerSettings
