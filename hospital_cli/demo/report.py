@@ -1,0 +1,109 @@
+"""The demo's results as rows: a rich table on the console, CSV and JSON on disk."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from hospital_cli.demo.run import DemoReport, MergedVersion
+
+COLUMNS = ["generation", "model", "detail", "accuracy", "auc", "f1"]
+METRICS = ("accuracy", "auc", "f1")
+
+
+def _lambda(params: dict[str, Any]) -> str:
+    value = params.get("lambda")
+    return f"lambda={value:.3g}" if isinstance(value, int | float) else ""
+
+
+def _version_detail(version: MergedVersion) -> str:
+    parts = [
+        f"v{version.version_id[:8]}",
+        f"{version.vectors} vectors" if version.vectors else "",
+        _lambda(version.params),
+        version.trigger,
+        "PRODUCTION" if version.status == "production" else "",
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+def result_rows(report: DemoReport) -> list[dict[str, Any]]:
+    """One row per local model, per merged version, plus the mean local and centralized."""
+    rows: list[dict[str, Any]] = []
+    locals_by_gen = {r.generation for r in report.locals}
+    for generation in sorted(locals_by_gen | {v.generation for v in report.versions}):
+        local = [r for r in report.locals if r.generation == generation and r.metrics]
+        for r in sorted(local, key=lambda r: r.hospital):
+            detail = f"{r.samples} images, pushed at {r.pushed_s:.0f} s"
+            rows.append(_row(generation, r.hospital, detail, r.metrics))
+        if local:
+            mean = {k: sum(r.metrics[k] for r in local) / len(local) for k in METRICS}
+            rows.append(_row(generation, "mean of local models", f"{len(local)} hospitals", mean))
+        for v in report.versions:
+            if v.generation == generation and v.metrics:
+                rows.append(
+                    _row(generation, f"merged: {v.strategy}", _version_detail(v), v.metrics)
+                )
+    if report.centralized:
+        detail = "all hospitals' images, same epochs"
+        rows.append(_row(None, "centralized (union)", detail, report.centralized))
+    return rows
+
+
+def _row(
+    generation: int | None, model: str, detail: str, metrics: dict[str, float]
+) -> dict[str, Any]:
+    return {
+        "generation": generation,
+        "model": model,
+        "detail": detail,
+        **{k: metrics.get(k) for k in METRICS},
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in METRICS else "left")
+    for row in rows:
+        style = "bold" if row["model"].startswith(("mean", "centralized")) else None
+        if row.get("detail", "").endswith("PRODUCTION"):
+            style = "bold green"
+        table.add_row(*(_fmt(row.get(c)) for c in COLUMNS), style=style)
+    return table
+
+
+def write_outputs(report: DemoReport, rows: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
+    """``results.csv``, ``results.json`` (rows, settings, timeline) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = folder / "results.csv", folder / "results.json"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(report.settings).items()}
+    payload = {
+        "settings": settings,
+        "seconds": report.seconds,
+        "base": report.base,
+        "rows": rows,
+        "locals": [asdict(r) for r in report.locals],
+        "versions": [asdict(v) for v in report.versions],
+        "centralized": report.centralized,
+        "promoted": report.promoted,
+        "timeline": report.timeline,
+    }
+    json_path.write_text(json.dumps(payload, indent=2, default=str))
+    return {"csv": csv_path, "json": json_path}

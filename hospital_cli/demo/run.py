@@ -1,0 +1,404 @@
+"""The demo's orchestration: registry up, hospitals at their own pace, merges, generations.
+
+Per generation: every hospital thread pulls the current base, fine-tunes and pushes
+whenever it is ready; the registry's auto-merge policy turns arrivals into interim
+versions as they come; when the last hospital has pushed, the admin asks for one merge
+per strategy (task arithmetic with lambda tuned on the benchmark's validation split);
+the worker evaluates every version on the benchmark's test split; the best version is
+promoted to production and starts the next generation as its base.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hospital_cli.client import RegistryClient
+from hospital_cli.demo.data import DemoData, prepare_data
+from hospital_cli.demo.hospital import HospitalRun, HospitalSpec, LocalRound, RoundPlan
+from hospital_cli.demo.server import RunningRegistry, embedded_registry
+from hospital_cli.errors import CliError
+
+STRATEGIES = ("weighted_mean", "task_arithmetic", "ties", "median")
+LAMBDA_MULTIPLES = (0.5, 1.0, 1.5, 2.0)
+JOB_TIMEOUT_S = 900.0
+POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    output: Path
+    dataset: str = "bloodmnist"
+    hospitals: int = 5
+    generations: int = 3
+    alpha: float | None = None
+    arch: str = "resnet18"
+    max_train: int | None = 1500
+    max_val: int | None = 300
+    max_test: int | None = 1000
+    epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 16
+    max_delay: float = 6.0
+    concurrency: int = 2
+    strategies: tuple[str, ...] = STRATEGIES
+    pretrain_samples: int | None = 3000
+    pretrain_epochs: int = 1
+    checkpoint: Path | None = None
+    seed: int = 0
+    datasets_dir: Path | None = None
+    device: str | None = None
+
+
+@dataclass
+class MergedVersion:
+    generation: int
+    version_id: str
+    strategy: str
+    trigger: str
+    params: dict[str, Any]
+    vectors: int
+    metrics: dict[str, float]
+    status: str = "candidate"
+
+
+@dataclass
+class DemoReport:
+    settings: DemoSettings
+    base: dict[str, Any] = field(default_factory=dict)
+    locals: list[LocalRound] = field(default_factory=list)
+    versions: list[MergedVersion] = field(default_factory=list)
+    centralized: dict[str, float] = field(default_factory=dict)
+    promoted: list[str] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Ui:
+    """What the orchestration reports while it runs (a rich progress display in the CLI)."""
+
+    def phase(self, text: str) -> None: ...
+
+    def hospital(
+        self, name: str, text: str, done: float | None = None, total: float | None = None
+    ) -> None: ...
+
+
+def pick_metrics(evaluations: list[dict[str, Any]], split: str = "test") -> dict[str, float]:
+    """Accuracy, AUC and F1 of the first finished evaluation on ``split``."""
+    for evaluation in evaluations:
+        metrics = evaluation.get("metrics") or {}
+        if evaluation.get("split", split) == split and "accuracy" in metrics:
+            return {
+                "accuracy": float(metrics["accuracy"]),
+                "auc": float(metrics.get("auc_macro") or "nan"),
+                "f1": float(metrics.get("f1_macro") or "nan"),
+            }
+    return {}
+
+
+class DemoRun:
+    """One demo run against a running registry; fills a :class:`DemoReport`."""
+
+    def __init__(self, settings: DemoSettings, data: DemoData, base_file: Path, ui: Ui) -> None:
+        self.settings, self.data, self.base_file, self.ui = settings, data, base_file, ui
+        self.report = DemoReport(settings)
+        self.started = time.monotonic()
+        self._test_set: Any = None
+        self._score_lock = threading.Lock()
+
+    def clock(self) -> float:
+        return round(time.monotonic() - self.started, 2)
+
+    def event(self, kind: str, **info: Any) -> None:
+        self.report.timeline.append({"t": self.clock(), "event": kind, **info})
+
+    # -- local scoring (the demo's view, not a hospital's) ---------------------
+    def score(self, model_file: Path) -> dict[str, float]:
+        from medvec.data import load_npz
+        from medvec.evaluation import evaluate_model
+        from medvec.models import load_model_file
+        from medvec.training import resolve_device
+
+        model, spec = load_model_file(model_file)
+        with self._score_lock:
+            if self._test_set is None:
+                self._test_set = load_npz(self.data.benchmark, "test", in_channels=spec.in_channels)
+        metrics = evaluate_model(
+            model, self._test_set, device=resolve_device(self.settings.device), batch_size=256
+        )
+        data = metrics.model_dump()
+        return {
+            "accuracy": float(data["accuracy"]),
+            "auc": float(data.get("auc_macro") or "nan"),
+            "f1": float(data.get("f1_macro") or "nan"),
+        }
+
+    # -- registry set-up -----------------------------------------------------------
+    def setup(self, admin: RegistryClient, server: str) -> tuple[list[HospitalSpec], str]:
+        self.ui.phase("registering the base and the benchmark")
+        base = admin.register_base(f"{self.settings.arch}-{self.settings.dataset}", self.base_file)
+        self.report.base = base
+        benchmark = admin.register_benchmark(
+            f"{self.settings.dataset}-heldout", self.data.benchmark
+        )
+        self.event("setup", base_id=base.get("id"), benchmark_id=benchmark.get("id"))
+        specs: list[HospitalSpec] = []
+        for number, (shard, size) in enumerate(
+            zip(self.data.shards, self.data.shard_sizes, strict=True)
+        ):
+            name = f"hospital-{number + 1:02d}"
+            hospital = admin.create_hospital(name)
+            token = admin.create_token(f"{name}-demo", "hospital", str(hospital["id"]))
+            workdir = self.settings.output / "hospitals" / name
+            workdir.mkdir(parents=True, exist_ok=True)
+            specs.append(HospitalSpec(name, str(token["token"]), shard, size, workdir))
+        del server
+        return specs, str(benchmark["id"])
+
+    # -- one generation ---------------------------------------------------------------
+    def generation(
+        self, number: int, admin: RegistryClient, server: str, specs: list[HospitalSpec],
+        benchmark_id: str,
+    ) -> str:  # fmt: skip
+        base = admin.get_base("current")
+        self.ui.phase(f"generation {number}: hospitals fine-tune base {str(base['id'])[:8]}")
+        self.event("generation", generation=number, base_id=base.get("id"))
+        slots = threading.Semaphore(self.settings.concurrency)
+        threads = []
+        for index, spec in enumerate(specs):
+            plan = RoundPlan(
+                generation=number,
+                base=base,
+                epochs=self.settings.epochs,
+                lr=self.settings.lr,
+                batch_size=self.settings.batch_size,
+                seed=self.settings.seed + 1000 * number + index,
+                max_delay=self.settings.max_delay,
+                device=self.settings.device,
+            )
+            thread = HospitalRun(
+                spec, server, plan, slots=slots, clock=self.clock,
+                status=self.ui.hospital, score=self.score,
+            )  # fmt: skip
+            thread.start()
+            threads.append(thread)
+        seen: set[str] = set()
+        while any(t.is_alive() for t in threads):
+            self._watch(admin, str(base["id"]), seen)
+            time.sleep(POLL_S)
+        rounds = [t.result for t in threads if t.result is not None]
+        self.report.locals.extend(rounds)
+        for r in rounds:
+            self.event("pushed", hospital=r.hospital, vector_id=r.vector_id, t_push=r.pushed_s)
+        pushed = [r for r in rounds if r.vector_id and r.vector_status != "rejected"]
+        if len(pushed) < 1:
+            errors = "; ".join(r.error or str(r.vector_status) for r in rounds)
+            raise CliError(f"generation {number}: no hospital pushed a valid vector ({errors})")
+        return self._merge_all(number, admin, str(base["id"]), benchmark_id, len(pushed))
+
+    def _watch(self, admin: RegistryClient, base_id: str, seen: set[str]) -> None:
+        """Note auto-merged versions as they appear (the policy fires on arrivals)."""
+        try:
+            versions = admin.list_versions()
+        except Exception:  # the registry is busy; look again at the next tick
+            return
+        for version in versions:
+            vid = str(version.get("id"))
+            if vid not in seen and str(version.get("base_id")) == base_id:
+                seen.add(vid)
+                self.event("version", version_id=vid, strategy=version.get("strategy"))
+                self.ui.phase(f"new version {vid[:8]} ({version.get('strategy')}) from arrivals")
+
+    def _merge_all(
+        self, number: int, admin: RegistryClient, base_id: str, benchmark_id: str, k: int
+    ) -> str:
+        self.ui.phase(f"generation {number}: merging {k} vectors with every strategy")
+        requested: dict[str, str] = {}
+        for strategy in self.settings.strategies:
+            params: dict[str, Any] = {}
+            if strategy == "task_arithmetic":
+                params = {"lambda_grid": [m / k for m in LAMBDA_MULTIPLES]}
+            job = admin.request_merge(base_id, strategy, params=params, benchmark_id=benchmark_id)
+            requested[str(job.get("job_id") or job.get("id"))] = strategy
+        finished = self._await_jobs(admin, requested)
+        self._await_evaluations(admin, base_id)
+        self._collect_versions(number, admin, base_id, set(finished.values()))
+        return self._promote(number, admin, base_id, finished)
+
+    def _await_jobs(self, admin: RegistryClient, jobs: dict[str, str]) -> dict[str, str]:
+        """Wait for every merge job; job id -> version id of those that succeeded."""
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        done: dict[str, str] = {}
+        pending = dict(jobs)
+        while pending and time.monotonic() < deadline:
+            for job_id in list(pending):
+                job = admin.get_merge(job_id)
+                if job.get("status") == "succeeded":
+                    done[job_id] = str(job.get("version_id"))
+                    pending.pop(job_id)
+                elif job.get("status") == "failed":
+                    self.event("merge_failed", strategy=pending.pop(job_id), error=job.get("error"))
+            self.ui.phase(f"merging: {len(done)}/{len(jobs)} merge jobs done")
+            time.sleep(POLL_S)
+        if pending:
+            raise CliError(f"merge jobs did not finish in {JOB_TIMEOUT_S:.0f} s: {list(pending)}")
+        return done
+
+    def _await_evaluations(self, admin: RegistryClient, base_id: str) -> None:
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while time.monotonic() < deadline:
+            versions = [v for v in admin.list_versions() if str(v.get("base_id")) == base_id]
+            waiting = [v for v in versions if not pick_metrics(admin.version_evaluations(v["id"]))]
+            self.ui.phase(f"evaluating: {len(versions) - len(waiting)}/{len(versions)} versions")
+            if not waiting:
+                return
+            time.sleep(POLL_S)
+        raise CliError(f"evaluations did not finish in {JOB_TIMEOUT_S:.0f} s")
+
+    def _collect_versions(
+        self, number: int, admin: RegistryClient, base_id: str, requested: set[str]
+    ) -> None:
+        versions = sorted(admin.list_versions(), key=lambda v: str(v.get("created_at")))
+        for version in versions:
+            if str(version.get("base_id")) != base_id:
+                continue
+            vid = str(version["id"])
+            inputs = version.get("inputs") or version.get("lineage") or []
+            self.report.versions.append(
+                MergedVersion(
+                    generation=number,
+                    version_id=vid,
+                    strategy=str(version.get("strategy")),
+                    trigger="admin" if vid in requested else "auto-merge",
+                    params=dict(version.get("params") or {}),
+                    vectors=len(inputs),
+                    metrics=pick_metrics(admin.version_evaluations(vid)),
+                    status=str(version.get("status")),
+                )
+            )
+
+    def _promote(
+        self, number: int, admin: RegistryClient, base_id: str, finished: dict[str, str]
+    ) -> str:
+        candidates = [
+            v
+            for v in self.report.versions
+            if v.generation == number and v.version_id in finished.values() and v.metrics
+        ]
+        if not candidates:
+            raise CliError(f"generation {number}: no evaluated version to promote")
+        best = max(candidates, key=lambda v: v.metrics["accuracy"])
+        admin.promote(best.version_id, "production")
+        best.status = "production"
+        self.report.promoted.append(best.version_id)
+        self.event("promoted", generation=number, version_id=best.version_id)
+        self.ui.phase(f"generation {number}: promoted {best.strategy} {best.version_id[:8]}")
+        if number < self.settings.generations:
+            admin.start_generation(best.version_id)
+            self.event("new_generation", base_from=best.version_id, previous_base=base_id)
+        return best.version_id
+
+    # -- centralized reference ------------------------------------------------------
+    def centralized(self) -> dict[str, float]:
+        """One model trained on the union of all hospitals' data, for the same epochs."""
+        import numpy as np
+
+        from medvec.data import ImageArrayDataset
+        from medvec.models import load_model_file
+        from medvec.training import TrainConfig, fine_tune, resolve_device
+
+        images, labels = [], []
+        for shard in self.data.shards:
+            with np.load(shard) as archive:
+                images.append(archive["train_images"])
+                labels.append(archive["train_labels"])
+        model, spec = load_model_file(self.base_file)
+        union = ImageArrayDataset(
+            np.concatenate(images), np.concatenate(labels), spec.in_channels, spec.image_size
+        )
+        config = TrainConfig(
+            epochs=self.settings.epochs * self.settings.generations,
+            lr=self.settings.lr,
+            batch_size=self.settings.batch_size,
+            seed=self.settings.seed,
+        )
+
+        def on_step(step: Any = None, total: int | None = None, **_: Any) -> None:
+            self.ui.hospital("centralized", "training on the union", step, total)
+
+        fine_tune(
+            model, union, config, device=resolve_device(self.settings.device), on_step=on_step
+        )
+        out = self.settings.output / "centralized.safetensors"
+        from medvec.models import save_model_file
+
+        save_model_file(out, model.to("cpu"), spec, provenance={"name": "centralized"})
+        self.ui.hospital("centralized", "done", 1, 1)
+        return self.score(out)
+
+
+def run_demo(settings: DemoSettings, ui: Ui, make_base: Callable[[int], Path]) -> DemoReport:
+    """Run the whole demo; ``make_base(num_classes)`` returns the base model file."""
+    started = time.monotonic()
+    settings.output.mkdir(parents=True, exist_ok=True)
+    ui.phase(f"preparing {settings.dataset}: {settings.hospitals} hospital shards + benchmark")
+    data = prepare_data(
+        settings.dataset,
+        settings.output / "data",
+        datasets_dir=settings.datasets_dir,
+        hospitals=settings.hospitals,
+        alpha=settings.alpha,
+        max_train=settings.max_train,
+        max_val=settings.max_val,
+        max_test=settings.max_test,
+        seed=settings.seed,
+    )
+    ui.phase("making the base model (pretrained on OrganAMNIST, cached)")
+    base_file = make_base(data.num_classes)
+    demo = DemoRun(settings, data, base_file, ui)
+    central = _Background(demo.centralized)
+    ui.phase("starting the registry and its worker")
+    registry_dir = settings.output / "registry"
+    with embedded_registry(registry_dir, auto_merge_k=max(2, settings.hospitals // 2)) as server:
+        _drive(demo, server, settings)
+    ui.phase("waiting for the centralized model")
+    demo.report.centralized = central.result()
+    demo.report.seconds = round(time.monotonic() - started, 1)
+    (settings.output / "timeline.json").write_text(json.dumps(demo.report.timeline, indent=2))
+    return demo.report
+
+
+class _Background(threading.Thread):
+    """Runs one function beside the generations (the centralized reference model)."""
+
+    def __init__(self, work: Callable[[], dict[str, float]]) -> None:
+        super().__init__(name="centralized", daemon=True)
+        self.work = work
+        self.value: dict[str, float] = {}
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.value = self.work()
+        except BaseException as exc:  # handed to the caller by result()
+            self.error = exc
+
+    def result(self) -> dict[str, float]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _drive(demo: DemoRun, server: RunningRegistry, settings: DemoSettings) -> None:
+    with RegistryClient(server.url, server.admin_token) as admin:
+        specs, benchmark_id = demo.setup(admin, server.url)
+        for number in range(1, settings.generations + 1):
+            demo.generation(number, admin, server.url, specs, benchmark_id)

@@ -1,0 +1,127 @@
+"""Start and stop an embedded registry + worker (``medvec-server --worker``) for the demo."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from hospital_cli.errors import CliError
+
+READY_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class RunningRegistry:
+    url: str
+    admin_token: str
+    data_dir: Path
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mint_token() -> str:
+    """A token in the registry's format: ``mv_`` + 43 url-safe characters."""
+    return "mv_" + secrets.token_urlsafe(32)
+
+
+def server_command() -> list[str]:
+    """``medvec-server`` from this environment (beside the running interpreter first)."""
+    beside = Path(sys.executable).with_name("medvec-server")
+    found = str(beside) if beside.is_file() else shutil.which("medvec-server")
+    if found is None:
+        raise CliError(
+            "medvec-server is not installed",
+            hint="install the server and worker extras: pip install 'medvec[demo]'",
+        )
+    return [found]
+
+
+def server_env(data_dir: Path, admin_token: str, auto_merge_k: int) -> dict[str, str]:
+    """The embedded default (SQLite + local blobs in ``data_dir``) with auto-merge on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDVEC_")}
+    env.update(
+        {
+            "MEDVEC_ENVIRONMENT": "dev",
+            "MEDVEC_DATA_DIR": str(data_dir),
+            "MEDVEC_BOOTSTRAP_ADMIN_TOKEN": admin_token,
+            "MEDVEC_AUTO_MERGE": "true",
+            "MEDVEC_AUTO_MERGE_K": str(auto_merge_k),
+            "MEDVEC_AUTO_MERGE_STRATEGY": "weighted_mean",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if "MEDVEC_DATASETS_DIR" in os.environ:
+        env["MEDVEC_DATASETS_DIR"] = os.environ["MEDVEC_DATASETS_DIR"]
+    return env
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise CliError(
+                f"medvec-server exited with code {process.returncode}: {' | '.join(tail)}",
+                hint=f"full log: {log}",
+            )
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise CliError(f"medvec-server did not become ready in {READY_TIMEOUT:.0f} s", hint=str(log))
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@contextmanager
+def embedded_registry(data_dir: Path, *, auto_merge_k: int) -> Iterator[RunningRegistry]:
+    """Run registry + worker on a free loopback port until the block ends."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    token = mint_token()
+    log = data_dir / "server.log"
+    env = server_env(data_dir, token, auto_merge_k)
+    command = [*server_command(), "serve", "--worker", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process, log)
+        yield RunningRegistry(url=url, admin_token=token, data_dir=data_dir, log=log)
+    finally:
+        _stop(process)

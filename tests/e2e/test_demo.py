@@ -1,0 +1,64 @@
+"""`medvec demo --quick` end to end: registry + worker subprocess, hospitals, real data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MEDVEC = Path(sys.executable).with_name("medvec")
+
+
+@pytest.mark.slow
+def test_quick_demo_merges_better_than_the_mean_local_model(
+    tmp_path: Path, datasets_dir: Path
+) -> None:
+    out = tmp_path / "demo"
+    env = {**os.environ, "MEDVEC_DATASETS_DIR": str(datasets_dir), "MEDVEC_DEBUG": "1"}
+    done = subprocess.run(
+        [str(MEDVEC), "demo", "--quick", "--output", str(out), "--device", "cpu"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MedVec demo" in done.stdout and "centralized" in done.stdout
+
+    result = json.loads((out / "results.json").read_text())
+    settings = result["settings"]
+    generations = settings["generations"]
+    locals_ = result["locals"]
+    assert len(locals_) == settings["hospitals"] * generations
+    assert all(r["vector_status"] == "validated" for r in locals_), locals_
+    pushes = sorted(r["pushed_s"] for r in locals_ if r["generation"] == 1)
+    assert pushes[-1] > pushes[0], "hospitals pushed at their own times"
+
+    versions = result["versions"]
+    for generation in range(1, generations + 1):
+        mine = [v for v in versions if v["generation"] == generation and v["metrics"]]
+        assert {"weighted_mean", "task_arithmetic", "ties", "median"} <= {
+            v["strategy"] for v in mine
+        }
+        local = [r["metrics"]["accuracy"] for r in locals_ if r["generation"] == generation]
+        best = max(v["metrics"]["accuracy"] for v in mine)
+        assert best > sum(local) / len(local), (generation, best, local)
+    assert len(result["promoted"]) == generations
+    promoted = {v["version_id"]: v for v in versions}[result["promoted"][-1]]
+    assert promoted["status"] == "production"
+    assert 0.0 < result["centralized"]["accuracy"] <= 1.0
+
+    with (out / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    models = [row["model"] for row in rows]
+    assert any(m.startswith("hospital-") for m in models)
+    assert any(m.startswith("merged: ") for m in models)
+    assert "centralized (union)" in models and "mean of local models" in models
+    png = (out / "accuracy.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
