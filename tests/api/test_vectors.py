@@ -271,3 +271,21 @@ def test_connection_cut_mid_body_leaves_nothing(
             break
         time.sleep(0.05)
     assert registry.snapshot() == before
+
+
+@pytest.mark.parametrize("token", ["missing", "bad", "revoked"])
+def test_push_without_a_valid_token_changes_nothing(
+    token: str, registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    path = kit.vector(hospital.name)
+    if token == "revoked":
+        with registry.admin() as admin:
+            assert admin.delete(f"/tokens/{hospital.token_id}").status_code == 200
+    secret = {"missing": None, "bad": "mv_" + "0" * 43, "revoked": hospital.token}[token]
+    before = registry.snapshot()
+    with registry.client(secret) as client:
+        response = push(client, path)
+        started = client.post("/uploads", json={"sha256": sha256_file(path), "size": 10})
+    assert response.status_code == started.status_code == 401
+    assert error(response)["code"] == "unauthenticated"
+    assert registry.snapshot() == before
