@@ -9,9 +9,11 @@ from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from app.models import (
     BaseModelRecord,
+    DataVector,
     Evaluation,
     EvaluationStatus,
     ModelVersion,
+    VersionInput,
     VersionStatus,
 )
 from app.security import Actor
@@ -54,6 +56,22 @@ def get_version(session: Session, actor: Actor, version_id: str) -> ModelVersion
             hint="hospitals can read the production version: /versions/production",
         )
     return version
+
+
+def visible_inputs(session: Session, actor: Actor, version: ModelVersion) -> list[VersionInput]:
+    """The lineage ``actor`` may see: all of it for an admin; for a hospital only the
+    inputs that are its own vectors (others' vector ids are never shown), so that it can
+    tell which of its vectors a production model holds and with what weight."""
+    if actor.is_admin:
+        return list(version.inputs)
+    if actor.hospital_id is None or not version.inputs:
+        return []
+    ids = [i.vector_id for i in version.inputs]
+    query = select(DataVector.id).where(
+        DataVector.hospital_id == actor.hospital_id, DataVector.id.in_(ids)
+    )
+    own = set(session.scalars(query))
+    return [i for i in version.inputs if i.vector_id in own]
 
 
 def has_completed_evaluation(session: Session, version_id: str) -> bool:

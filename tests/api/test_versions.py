@@ -10,12 +10,19 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from app.models import Benchmark, Evaluation, EvaluationStatus, ModelVersion, VersionStatus
+from app.models import (
+    Benchmark,
+    Evaluation,
+    EvaluationStatus,
+    ModelVersion,
+    VersionInput,
+    VersionStatus,
+)
 from medvec.hashing import sha256_file
 from medvec.models import load_model_file, save_model_file
-from tests.api.conftest import Hospital, Registry
+from tests.api.conftest import Hospital, Registry, make_hospital
 from tests.api.factories import SPEC, ModelKit
-from tests.api.helpers import error
+from tests.api.helpers import error, push
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +36,13 @@ def no_production(registry: Registry) -> None:
         )
 
 
-def make_version(registry: Registry, kit: ModelKit, base: dict[str, Any]) -> dict[str, Any]:
-    """What a merge leaves behind: a model file in the store and a candidate row."""
+def make_version(
+    registry: Registry,
+    kit: ModelKit,
+    base: dict[str, Any],
+    inputs: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """What a merge leaves behind: a model file in the store, a candidate row, lineage."""
     model, _ = load_model_file(kit.tuned_path)
     staged = registry.store.staging_path()
     save_model_file(staged, model, SPEC, {"version": secrets.token_hex(8)})
@@ -46,6 +58,9 @@ def make_version(registry: Registry, kit: ModelKit, base: dict[str, Any]) -> dic
             status=VersionStatus.CANDIDATE,
         )
         session.add(version)
+        session.flush()
+        for vector_id, weight in (inputs or {}).items():
+            session.add(VersionInput(version_id=version.id, vector_id=vector_id, weight=weight))
     return {"id": version.id, "sha256": digest}
 
 
@@ -183,3 +198,22 @@ def test_unknown_stage_is_refused(registry: Registry, base: dict[str, Any], kit:
         response = admin.post(f"/versions/{version['id']}/promote", json={"stage": "archived"})
     assert response.status_code == 422
     assert error(response)["code"] == "invalid_request"
+
+
+def test_hospitals_see_only_their_own_lineage(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    other = make_hospital(registry, "other")
+    ids = {}
+    for who in (hospital, other):
+        with registry.client(who.token) as client:
+            ids[who.name] = push(client, kit.vector(who.name)).json()["id"]
+    weights = {ids[hospital.name]: 0.25, ids[other.name]: 0.75}
+    version = make_version(registry, kit, base, inputs=weights)
+    with registry.admin() as admin:
+        assert _promote(admin, version["id"], "production", force=True).status_code == 200
+        lineage = admin.get(f"/versions/{version['id']}").json()["inputs"]
+    assert {i["vector_id"]: i["weight"] for i in lineage} == weights
+    with registry.client(hospital.token) as client:
+        mine = client.get("/versions/production").json()["inputs"]
+    assert mine == [{"vector_id": ids[hospital.name], "weight": 0.25}]

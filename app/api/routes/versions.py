@@ -4,35 +4,24 @@ promotion, rollback and new generations (admin)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api.deps import AdminPrincipal, Principal, SessionDep, StorageDep
 from app.api.routes.common import BINARY_RESPONSE, blob_response, errors
 from app.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
-from app.models import DataVector, ModelVersion, VersionStatus
+from app.models import ModelVersion, VersionStatus
 from app.schemas.bases import BaseRead
-from app.schemas.versions import PromoteRequest, VersionRead
+from app.schemas.versions import PromoteRequest, VersionInputRead, VersionRead
 from app.security import Actor
 from app.services import versions
 
 router = APIRouter(prefix="/versions", tags=["versions"])
 
 
-def _read(version: ModelVersion, actor: Actor, session: Session | None = None) -> VersionRead:
-    """Lineage names other hospitals' vectors: admins see it all, a hospital only its own
-    (so `medvec status` can tell which of its vectors the production model holds)."""
+def _read(version: ModelVersion, actor: Actor, session: Session) -> VersionRead:
+    inputs = versions.visible_inputs(session, actor, version)
     read = VersionRead.model_validate(version)
-    if actor.is_admin:
-        return read
-    own: set[str] = set()
-    if session is not None and actor.hospital_id is not None and read.inputs:
-        ids = [i.vector_id for i in read.inputs]
-        query = select(DataVector.id).where(
-            DataVector.hospital_id == actor.hospital_id, DataVector.id.in_(ids)
-        )
-        own = set(session.scalars(query))
-    return read.model_copy(update={"inputs": [i for i in read.inputs if i.vector_id in own]})
+    return read.model_copy(update={"inputs": [VersionInputRead.model_validate(i) for i in inputs]})
 
 
 @router.get("", response_model=list[VersionRead], responses=errors())
@@ -40,13 +29,13 @@ def list_versions(
     session: SessionDep, actor: AdminPrincipal, status: VersionStatus | None = None
 ) -> list[VersionRead]:
     """Every version with its lineage, newest first."""
-    return [_read(v, actor) for v in versions.list_versions(session, status)]
+    return [_read(v, actor, session) for v in versions.list_versions(session, status)]
 
 
 @router.post("/rollback", response_model=VersionRead, responses=errors(Conflict))
 def rollback(session: SessionDep, actor: AdminPrincipal) -> VersionRead:
     """Archive the production version and restore the one before it."""
-    return _read(versions.rollback(session, actor), actor)
+    return _read(versions.rollback(session, actor), actor, session)
 
 
 @router.get("/{version_id}", response_model=VersionRead, responses=errors(NotFound))
@@ -82,7 +71,8 @@ def promote(
     the previous production version is archived.
     """
     stage = VersionStatus(body.stage)
-    return _read(versions.promote(session, actor, version_id, stage=stage, force=body.force), actor)
+    version = versions.promote(session, actor, version_id, stage=stage, force=body.force)
+    return _read(version, actor, session)
 
 
 @router.post(
