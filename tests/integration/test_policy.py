@@ -1,0 +1,74 @@
+"""The auto-merge rule and the sweeper, on the real PostgreSQL database of the session."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from app.db import make_engine, make_sessionmaker
+from app.jobs import NullJobQueue
+from app.models import JobStatus, MergeJob
+from tests.integration.conftest import World
+from worker.config import WorkerSettings
+from worker.policy import BaseActivity, is_due
+from worker.session import session_scope
+from worker.sweeper import sweep
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+def _settings(**overrides: object) -> WorkerSettings:
+    return WorkerSettings(environment="test", auto_merge=True, auto_merge_k=3, **overrides)
+
+
+def test_due_after_k_new_vectors_and_not_before() -> None:
+    settings = _settings()
+    last = NOW - timedelta(days=1)
+    assert not is_due(BaseActivity("b", last, 2), settings, NOW)
+    assert is_due(BaseActivity("b", last, 3), settings, NOW)
+    assert is_due(BaseActivity("b", None, 3), settings, NOW)
+
+
+def test_schedule_merges_whatever_is_new_once_the_period_passed() -> None:
+    settings = _settings(auto_merge_every_s=3600)
+    assert is_due(BaseActivity("b", NOW - timedelta(hours=2), 1), settings, NOW)
+    assert not is_due(BaseActivity("b", NOW - timedelta(minutes=30), 1), settings, NOW)
+    assert not is_due(BaseActivity("b", NOW - timedelta(hours=2), 0), settings, NOW)
+
+
+def test_sweeper_resends_a_job_left_queued_and_leaves_fresh_ones(
+    settings: WorkerSettings, world: World
+) -> None:
+    engine = make_engine(str(settings.database_url))
+    sessions = make_sessionmaker(engine)
+    old = NOW - timedelta(hours=1)
+    jobs = {
+        age: MergeJob(
+            base_id=world.base["id"],
+            strategy="weighted_mean",
+            params={},
+            selection={"inputs": []},
+            inputs_hash=secrets.token_hex(32),
+            status=JobStatus.QUEUED,
+            attempts=0,
+            created_at=when,
+            updated_at=when,
+        )
+        for age, when in (("stale", old), ("fresh", datetime.now(UTC)))
+    }
+    with session_scope(sessions) as session:
+        session.add_all(jobs.values())
+    ids = {age: job.id for age, job in jobs.items()}
+    queue = NullJobQueue()
+    try:
+        with session_scope(sessions, queue) as session:
+            resent = sweep(session, settings)
+        assert ids["stale"] in resent and ids["fresh"] not in resent
+        assert ("medvec.merge.run", {"job_id": ids["stale"]}) in queue.sent
+        with session_scope(sessions, queue) as session:
+            assert ids["stale"] not in sweep(session, settings)  # its clock was reset
+    finally:
+        with session_scope(sessions) as session:
+            for job_id in ids.values():
+                session.delete(session.get(MergeJob, job_id))
+        engine.dispose()
