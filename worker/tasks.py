@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select
 
 from app.jobs import VECTOR_ACCEPTED
-from app.models import DataVector, MergeJob
+from app.models import DataVector, Evaluation, MergeJob
 from app.services.merges import EVALUATE_TASK, MERGE_TASK, POLICY_TASK, TUNE_TASK
 from worker.errors import JobGone, TerminalJobError, describe, is_retriable
 from worker.evaluate import benchmarks_for, evaluate_version, mark_evaluation_failed
@@ -79,16 +80,26 @@ def _run_job(task: Task, app: MedVecCelery, job_id: str, function: JobFunction) 
             _safely(lambda: mark_queued(res.sessions, job_id, reason))
         _retry_or_fail(task, app, exc, lambda reason: mark_failed(res.sessions, job_id, reason))
         return None
-    if outcome.ran and outcome.version_id:
+    if outcome.version_id:
         _queue_evaluations(app, outcome.version_id, job_id)
     return outcome.version_id
 
 
 def _queue_evaluations(app: MedVecCelery, version_id: str, job_id: str) -> None:
+    """Queue the version's test evaluations that do not exist yet (a redelivered task
+    thus repairs a crash between the version's commit and this send)."""
     with session_scope(app.resources.sessions) as session:
         job = session.get(MergeJob, job_id)
         benchmark_id = job.benchmark_id if job is not None else None
-        benchmarks = benchmarks_for(session, version_id, benchmark_id)
+        wanted = benchmarks_for(session, version_id, benchmark_id)
+        existing = set(
+            session.scalars(
+                select(Evaluation.benchmark_id).where(
+                    Evaluation.version_id == version_id, Evaluation.split == "test"
+                )
+            )
+        )
+        benchmarks = [b for b in wanted if b not in existing]
     queue = job_queue(app)
     for benchmark in benchmarks:
         queue.enqueue(EVALUATE_TASK, {"version_id": version_id, "benchmark_id": benchmark})
