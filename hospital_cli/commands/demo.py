@@ -73,8 +73,9 @@ def demo(
     hospitals: Annotated[int, typer.Option(min=1, help="Simulated hospitals.")] = 5,
     generations: Annotated[int, typer.Option(min=1, help="Generations (rounds of bases).")] = 3,
     alpha: Annotated[
-        float | None, typer.Option(min=0.0, help="Dirichlet non-IID split (default: IID).")
-    ] = None,
+        float, typer.Option(min=0.0, help="Dirichlet(alpha) non-IID split of the labels.")
+    ] = 0.5,
+    iid: Annotated[bool, typer.Option("--iid", help="IID split instead of Dirichlet.")] = False,
     arch: Annotated[str, typer.Option(help="resnet18 or flra_resnet18 ...")] = "resnet18",
     max_train: Annotated[int, typer.Option(min=1, help="Training images in all.")] = 1500,
     max_test: Annotated[int, typer.Option(min=1, help="Cap on test images.")] = 1000,
@@ -94,11 +95,12 @@ def demo(
 
     Example: medvec demo
     Example: medvec demo --quick --output /tmp/demo
-    Example: medvec demo --dataset bloodmnist --hospitals 8 --alpha 0.5
+    Example: medvec demo --dataset pneumoniamnist --hospitals 8 --iid
     """
     from hospital_cli.demo.plot import plot_report
     from hospital_cli.demo.report import result_rows, rich_table, write_outputs
-    from hospital_cli.demo.run import DemoSettings, run_demo
+    from hospital_cli.demo.run import run_demo
+    from hospital_cli.demo.state import DemoSettings
     from medvec.models import ModelSpec
     from medvec.pretrain import PretrainConfig, ensure_base, pretrain_arch
 
@@ -116,7 +118,7 @@ def demo(
     settings = DemoSettings(
         output=output_dir.resolve(),
         dataset=dataset,
-        alpha=alpha,
+        alpha=None if iid else alpha,
         arch=arch,
         epochs=epochs,
         checkpoint=checkpoint,
@@ -153,7 +155,8 @@ def demo(
     rows = result_rows(report)
     title = (
         f"MedVec demo — {dataset}, {settings.hospitals} hospitals, "
-        f"{settings.generations} generations, {'IID' if alpha is None else f'Dirichlet {alpha}'}"
+        f"{settings.generations} generations, "
+        f"{'IID' if settings.alpha is None else f'Dirichlet alpha={settings.alpha:g}'}"
     )
     console = output.console()
     if not console.is_terminal:

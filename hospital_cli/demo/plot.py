@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hospital_cli.demo.run import DemoReport
+from hospital_cli.demo.state import DemoReport
 
 MARKERS = {"weighted_mean": "o", "task_arithmetic": "s", "ties": "^", "median": "D"}
 

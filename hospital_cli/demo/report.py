@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from hospital_cli.demo.run import DemoReport, MergedVersion
+from hospital_cli.demo.state import DemoReport, MergedVersion
 
 COLUMNS = ["generation", "model", "detail", "accuracy", "auc", "f1"]
 METRICS = ("accuracy", "auc", "f1")

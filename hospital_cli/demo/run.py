@@ -14,92 +14,20 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hospital_cli.client import RegistryClient
 from hospital_cli.demo.data import DemoData, prepare_data
-from hospital_cli.demo.hospital import HospitalRun, HospitalSpec, LocalRound, RoundPlan
+from hospital_cli.demo.hospital import HospitalRun, HospitalSpec, RoundPlan
+from hospital_cli.demo.reference import Background, Scorer, train_centralized
 from hospital_cli.demo.server import RunningRegistry, embedded_registry
+from hospital_cli.demo.state import DemoReport, DemoSettings, MergedVersion, Ui, pick_metrics
 from hospital_cli.errors import CliError
 
-STRATEGIES = ("weighted_mean", "task_arithmetic", "ties", "median")
-LAMBDA_MULTIPLES = (0.5, 1.0, 1.5, 2.0)
 JOB_TIMEOUT_S = 900.0
 POLL_S = 1.0
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    output: Path
-    dataset: str = "bloodmnist"
-    hospitals: int = 5
-    generations: int = 3
-    alpha: float | None = None
-    arch: str = "resnet18"
-    max_train: int | None = 1500
-    max_val: int | None = 300
-    max_test: int | None = 1000
-    epochs: int = 1
-    lr: float = 1e-3
-    batch_size: int = 16
-    max_delay: float = 6.0
-    concurrency: int = 2
-    strategies: tuple[str, ...] = STRATEGIES
-    pretrain_samples: int | None = 3000
-    pretrain_epochs: int = 1
-    checkpoint: Path | None = None
-    seed: int = 0
-    datasets_dir: Path | None = None
-    device: str | None = None
-
-
-@dataclass
-class MergedVersion:
-    generation: int
-    version_id: str
-    strategy: str
-    trigger: str
-    params: dict[str, Any]
-    vectors: int
-    metrics: dict[str, float]
-    status: str = "candidate"
-
-
-@dataclass
-class DemoReport:
-    settings: DemoSettings
-    base: dict[str, Any] = field(default_factory=dict)
-    locals: list[LocalRound] = field(default_factory=list)
-    versions: list[MergedVersion] = field(default_factory=list)
-    centralized: dict[str, float] = field(default_factory=dict)
-    promoted: list[str] = field(default_factory=list)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-class Ui:
-    """What the orchestration reports while it runs (a rich progress display in the CLI)."""
-
-    def phase(self, text: str) -> None: ...
-
-    def hospital(
-        self, name: str, text: str, done: float | None = None, total: float | None = None
-    ) -> None: ...
-
-
-def pick_metrics(evaluations: list[dict[str, Any]], split: str = "test") -> dict[str, float]:
-    """Accuracy, AUC and F1 of the first finished evaluation on ``split``."""
-    for evaluation in evaluations:
-        metrics = evaluation.get("metrics") or {}
-        if evaluation.get("split", split) == split and "accuracy" in metrics:
-            return {
-                "accuracy": float(metrics["accuracy"]),
-                "auc": float(metrics.get("auc_macro") or "nan"),
-                "f1": float(metrics.get("f1_macro") or "nan"),
-            }
-    return {}
+LAMBDA_MULTIPLES = (0.5, 1.0, 1.5, 2.0)
 
 
 class DemoRun:
@@ -109,35 +37,13 @@ class DemoRun:
         self.settings, self.data, self.base_file, self.ui = settings, data, base_file, ui
         self.report = DemoReport(settings)
         self.started = time.monotonic()
-        self._test_set: Any = None
-        self._score_lock = threading.Lock()
+        self.score = Scorer(data.benchmark, settings.device)
 
     def clock(self) -> float:
         return round(time.monotonic() - self.started, 2)
 
     def event(self, kind: str, **info: Any) -> None:
         self.report.timeline.append({"t": self.clock(), "event": kind, **info})
-
-    # -- local scoring (the demo's view, not a hospital's) ---------------------
-    def score(self, model_file: Path) -> dict[str, float]:
-        from medvec.data import load_npz
-        from medvec.evaluation import evaluate_model
-        from medvec.models import load_model_file
-        from medvec.training import resolve_device
-
-        model, spec = load_model_file(model_file)
-        with self._score_lock:
-            if self._test_set is None:
-                self._test_set = load_npz(self.data.benchmark, "test", in_channels=spec.in_channels)
-        metrics = evaluate_model(
-            model, self._test_set, device=resolve_device(self.settings.device), batch_size=256
-        )
-        data = metrics.model_dump()
-        return {
-            "accuracy": float(data["accuracy"]),
-            "auc": float(data.get("auc_macro") or "nan"),
-            "f1": float(data.get("f1_macro") or "nan"),
-        }
 
     # -- registry set-up -----------------------------------------------------------
     def setup(self, admin: RegistryClient, server: str) -> tuple[list[HospitalSpec], str]:
@@ -304,44 +210,6 @@ class DemoRun:
             self.event("new_generation", base_from=best.version_id, previous_base=base_id)
         return best.version_id
 
-    # -- centralized reference ------------------------------------------------------
-    def centralized(self) -> dict[str, float]:
-        """One model trained on the union of all hospitals' data, for the same epochs."""
-        import numpy as np
-
-        from medvec.data import ImageArrayDataset
-        from medvec.models import load_model_file
-        from medvec.training import TrainConfig, fine_tune, resolve_device
-
-        images, labels = [], []
-        for shard in self.data.shards:
-            with np.load(shard) as archive:
-                images.append(archive["train_images"])
-                labels.append(archive["train_labels"])
-        model, spec = load_model_file(self.base_file)
-        union = ImageArrayDataset(
-            np.concatenate(images), np.concatenate(labels), spec.in_channels, spec.image_size
-        )
-        config = TrainConfig(
-            epochs=self.settings.epochs * self.settings.generations,
-            lr=self.settings.lr,
-            batch_size=self.settings.batch_size,
-            seed=self.settings.seed,
-        )
-
-        def on_step(step: Any = None, total: int | None = None, **_: Any) -> None:
-            self.ui.hospital("centralized", "training on the union", step, total)
-
-        fine_tune(
-            model, union, config, device=resolve_device(self.settings.device), on_step=on_step
-        )
-        out = self.settings.output / "centralized.safetensors"
-        from medvec.models import save_model_file
-
-        save_model_file(out, model.to("cpu"), spec, provenance={"name": "centralized"})
-        self.ui.hospital("centralized", "done", 1, 1)
-        return self.score(out)
-
 
 def run_demo(settings: DemoSettings, ui: Ui, make_base: Callable[[int], Path]) -> DemoReport:
     """Run the whole demo; ``make_base(num_classes)`` returns the base model file."""
@@ -362,7 +230,7 @@ def run_demo(settings: DemoSettings, ui: Ui, make_base: Callable[[int], Path]) -
     ui.phase("making the base model (pretrained on OrganAMNIST, cached)")
     base_file = make_base(data.num_classes)
     demo = DemoRun(settings, data, base_file, ui)
-    central = _Background(demo.centralized)
+    central = Background(lambda: train_centralized(settings, data, base_file, demo.score, ui))
     ui.phase("starting the registry and its worker")
     registry_dir = settings.output / "registry"
     with embedded_registry(registry_dir, auto_merge_k=max(2, settings.hospitals // 2)) as server:
@@ -372,29 +240,6 @@ def run_demo(settings: DemoSettings, ui: Ui, make_base: Callable[[int], Path]) -
     demo.report.seconds = round(time.monotonic() - started, 1)
     (settings.output / "timeline.json").write_text(json.dumps(demo.report.timeline, indent=2))
     return demo.report
-
-
-class _Background(threading.Thread):
-    """Runs one function beside the generations (the centralized reference model)."""
-
-    def __init__(self, work: Callable[[], dict[str, float]]) -> None:
-        super().__init__(name="centralized", daemon=True)
-        self.work = work
-        self.value: dict[str, float] = {}
-        self.error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.value = self.work()
-        except BaseException as exc:  # handed to the caller by result()
-            self.error = exc
-
-    def result(self) -> dict[str, float]:
-        self.join()
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 def _drive(demo: DemoRun, server: RunningRegistry, settings: DemoSettings) -> None:

@@ -1,0 +1,83 @@
+"""The demo's settings, its records (local rounds, merged versions) and the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hospital_cli.demo.hospital import LocalRound
+
+STRATEGIES = ("weighted_mean", "task_arithmetic", "ties", "median")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    output: Path
+    dataset: str = "bloodmnist"
+    hospitals: int = 5
+    generations: int = 3
+    alpha: float | None = 0.5
+    arch: str = "resnet18"
+    max_train: int | None = 1500
+    max_val: int | None = 300
+    max_test: int | None = 1000
+    epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 16
+    max_delay: float = 6.0
+    concurrency: int = 2
+    strategies: tuple[str, ...] = STRATEGIES
+    pretrain_samples: int | None = 3000
+    pretrain_epochs: int = 1
+    checkpoint: Path | None = None
+    seed: int = 0
+    datasets_dir: Path | None = None
+    device: str | None = None
+
+
+@dataclass
+class MergedVersion:
+    generation: int
+    version_id: str
+    strategy: str
+    trigger: str
+    params: dict[str, Any]
+    vectors: int
+    metrics: dict[str, float]
+    status: str = "candidate"
+
+
+@dataclass
+class DemoReport:
+    settings: DemoSettings
+    base: dict[str, Any] = field(default_factory=dict)
+    locals: list[LocalRound] = field(default_factory=list)
+    versions: list[MergedVersion] = field(default_factory=list)
+    centralized: dict[str, float] = field(default_factory=dict)
+    promoted: list[str] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Ui:
+    """What the orchestration reports while it runs (a rich progress display in the CLI)."""
+
+    def phase(self, text: str) -> None: ...
+
+    def hospital(
+        self, name: str, text: str, done: float | None = None, total: float | None = None
+    ) -> None: ...
+
+
+def pick_metrics(evaluations: list[dict[str, Any]], split: str = "test") -> dict[str, float]:
+    """Accuracy, AUC and F1 of the first finished evaluation on ``split``."""
+    for evaluation in evaluations:
+        metrics = evaluation.get("metrics") or {}
+        if evaluation.get("split", split) == split and "accuracy" in metrics:
+            return {
+                "accuracy": float(metrics["accuracy"]),
+                "auc": float(metrics.get("auc_macro") or "nan"),
+                "f1": float(metrics.get("f1_macro") or "nan"),
+            }
+    return {}
