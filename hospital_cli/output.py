@@ -102,6 +102,14 @@ def listing(
         table(rows, columns, title=title)
 
 
+def record(payload: dict[str, Any], as_json: bool, message: str) -> None:
+    """One created or changed record: the JSON itself when asked, else a success line."""
+    if as_json:
+        print_json(payload)
+    else:
+        success(message)
+
+
 def key_values(pairs: dict[str, Any], *, title: str | None = None) -> None:
     """A two-column table of names and values (metrics, records)."""
     table([{"field": k, "value": v} for k, v in pairs.items()], ["field", "value"], title=title)

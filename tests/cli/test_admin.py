@@ -159,3 +159,15 @@ def test_merge_promote_pull_and_rollback(
     again = _ok(cli("pull", "--json", "-o", tmp_path / "p3.st"))
     assert again["version"]["id"] == version_id
     assert sha256_file(tmp_path / "p3.st") == sha256_file(target)
+
+    ranked = _ok(cli("admin", "leaderboard", "--metric", "accuracy", "--json"))
+    assert version_id in {row["version_id"] for row in ranked}
+    values = [row["value"] for row in ranked]
+    assert values == sorted(values, reverse=True)
+    assert cli("admin", "leaderboard").exit_code == 0
+
+    new_base = _ok(cli("admin", "generation", version_id, "--json"))
+    assert new_base["id"] != base_record["id"]
+    pulled_base = _ok(cli("base", "pull", "--token", hospital.token, "--json"))
+    assert pulled_base["base"]["id"] == new_base["id"]
+    assert sha256_file(pulled_base["path"]) == new_base["sha256"] == pulled["sha256"]

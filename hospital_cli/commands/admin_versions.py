@@ -1,0 +1,185 @@
+"""``medvec admin merge | versions | leaderboard | promote | rollback | generation``.
+
+The model side of administration: merge jobs, the versions they make, their
+evaluations, and which version hospitals get (production) or train from (the base).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+
+from hospital_cli import output
+from hospital_cli.errors import CliError
+from hospital_cli.options import JsonOpt, ProfileOpt, ServerOpt, TokenOpt, make_client
+
+app = typer.Typer()
+
+VersionArg = Annotated[str, typer.Argument(help="Version id.")]
+
+
+@app.command()
+def merge(
+    strategy: Annotated[
+        str, typer.Option(help="weighted_mean, task_arithmetic, ties, dare ...")
+    ] = "weighted_mean",
+    params: Annotated[
+        str, typer.Option(help='Strategy parameters as JSON, e.g. {"lambda": 0.5}.')
+    ] = "{}",
+    base_id: Annotated[
+        str | None, typer.Option("--base", help="Base id (default: current).")
+    ] = None,
+    benchmark: Annotated[
+        str | None, typer.Option("--benchmark", help="Benchmark id to evaluate on.")
+    ] = None,
+    vectors: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated vector ids (default: each hospital's latest)."),
+    ] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the job (0: don't).")] = 0.0,
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Request a merge of the latest vectors (the same inputs give the same job).
+
+    Examples:
+      medvec admin merge --strategy ties --params '{"lambda": 1.0, "density": 0.2}' --wait 600
+      medvec admin merge --strategy task_arithmetic --params '{"lambda": "tune"}' --benchmark B
+    """
+    try:
+        parsed = json.loads(params)
+    except ValueError as exc:
+        raise CliError(f"--params is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise CliError('--params must be a JSON object, e.g. {"lambda": 0.5}')
+    selection = {"vector_ids": [v.strip() for v in vectors.split(",")]} if vectors else None
+    with make_client(profile, server, token) as client:
+        base = base_id or str(client.get_base("current")["id"])
+        accepted = client.request_merge(
+            base, strategy, params=parsed, selection=selection, benchmark_id=benchmark
+        )
+        job_id = str(accepted.get("job_id") or accepted.get("id"))
+        job = {**client.get_merge(job_id), "job_id": job_id}
+        deadline = time.monotonic() + wait
+        while job.get("status") in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(1.0)
+            job = {**client.get_merge(job_id), "job_id": job_id}
+    output.record(
+        job, as_json, f"merge job {job_id}: {job.get('status')} {job.get('version_id') or ''}"
+    )
+    if job.get("status") == "failed":
+        raise CliError(f"merge job {job_id} failed: {job.get('error')}")
+
+
+@app.command()
+def versions(
+    status: Annotated[
+        str | None, typer.Option(help="candidate, staging, production, archived.")
+    ] = None,
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List model versions with their metrics.
+
+    Example: medvec admin versions --status candidate
+    """
+    with make_client(profile, server, token) as client:
+        rows = client.list_versions(status)
+        for row in rows:
+            row["evaluations"] = client.version_evaluations(str(row["id"]))
+    if as_json:
+        output.print_json(rows)
+        return
+    table = [{**row, **_metrics(row["evaluations"])} for row in rows]
+    columns = ["id", "status", "strategy", "created_at", "accuracy", "auc_macro", "f1_macro"]
+    output.listing(table, columns, as_json=False, title="versions")
+
+
+@app.command()
+def promote(
+    version_id: Annotated[str, typer.Argument(help="Version id.")],
+    stage: Annotated[str, typer.Option(help="staging or production.")] = "production",
+    force: Annotated[bool, typer.Option(help="Promote without a completed evaluation.")] = False,
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Promote a version.
+
+    Example: medvec admin promote 9b1e... --stage production
+    """
+    with make_client(profile, server, token) as client:
+        record = client.promote(version_id, stage, force=force)
+    output.record(record, as_json, f"version {version_id} is now {record.get('status', stage)}")
+
+
+@app.command()
+def rollback(
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Archive the production version and restore the previous one.
+
+    Example: medvec admin rollback
+    """
+    with make_client(profile, server, token) as client:
+        record = client.rollback()
+    output.record(record, as_json, f"production is now {record.get('id')}")
+
+
+@app.command()
+def leaderboard(
+    metric: Annotated[
+        str, typer.Option(help="accuracy, auc_macro, f1_macro, ece ...")
+    ] = "accuracy",
+    benchmark: Annotated[
+        str | None, typer.Option("--benchmark", help="Benchmark id (default: all).")
+    ] = None,
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rank the evaluated versions by a metric.
+
+    Example: medvec admin leaderboard --metric auc_macro --json
+    """
+    with make_client(profile, server, token) as client:
+        rows = client.leaderboard(metric, benchmark)
+    columns = ["rank", "version_id", "version_status", "strategy", "benchmark_name", "split"]
+    output.listing(rows, [*columns, "value"], as_json=as_json, title=f"leaderboard: {metric}")
+
+
+@app.command()
+def generation(
+    version_id: VersionArg,
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a new generation: the version becomes the base hospitals pull and train from.
+
+    Example: medvec admin generation 9b1e...    (hospitals then run `medvec base pull`)
+    """
+    with make_client(profile, server, token) as client:
+        record = client.start_generation(version_id)
+    message = f"base {record.get('id')} (generation {record.get('generation')}) is now current"
+    output.record(record, as_json, message)
+
+
+def _metrics(evaluations: list[dict[str, Any]]) -> dict[str, Any]:
+    for evaluation in evaluations:
+        if evaluation.get("metrics"):
+            return {k: evaluation["metrics"].get(k) for k in ("accuracy", "auc_macro", "f1_macro")}
+    return {}
