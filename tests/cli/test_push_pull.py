@@ -182,6 +182,12 @@ def test_rejected_vector_is_one_line(
     vector = make_vector(tmp_path / "v.safetensors", base_record, hospital.name, scale=float("nan"))
     result = cli("push", vector, "--wait", "0")
     assert_one_line_error(result, 6, "rejected")
+    truncated = tmp_path / "cut.safetensors"
+    good = make_vector(tmp_path / "good.safetensors", base_record, hospital.name, seed=9)
+    truncated.write_bytes(good.read_bytes()[:-100])
+    assert_one_line_error(cli("push", truncated, "--wait", "0"), 6, "rejected")
+    as_json = cli("push", vector, "--wait", "0", "--json")
+    assert as_json.exit_code == 6 and as_json.json()["status"] == "rejected"
     status = cli("status", "--json").json()
     assert all(
         v["sha256"] != sha256_file(vector) or v["status"] == "rejected" for v in status["vectors"]
