@@ -127,7 +127,8 @@ def test_dp_clip_bound_and_noise_scale(offline: Cli, pneumonia: Path, tmp_path: 
     common = ["train", "--data", pneumonia, "--max-samples", "300", *TRAIN, "--json"]
     plain = cli(*common, "-o", tmp_path / "p.safetensors")
     assert plain.exit_code == 0, plain.stderr
-    raw_norm = _norm(load_vector(tmp_path / "p.safetensors")[0])
+    raw = load_vector(tmp_path / "p.safetensors")[0]
+    raw_norm = _norm(raw)
     clip, sigma = raw_norm / 4, 0.5  # a bound the vector really exceeds
 
     clipped = cli(*common, "-o", tmp_path / "c.safetensors", "--dp-clip", clip)
@@ -135,6 +136,8 @@ def test_dp_clip_bound_and_noise_scale(offline: Cli, pneumonia: Path, tmp_path: 
     assert clipped.json()["metadata"]["privacy"]["dp_clip"] == pytest.approx(clip)
     tensors = load_vector(tmp_path / "c.safetensors")[0]
     assert _norm(tensors) == pytest.approx(clip, rel=1e-4)  # clipped onto the bound
+    for key, value in tensors.items():  # the same seeded run, scaled: direction kept
+        torch.testing.assert_close(value, raw[key] * (clip / raw_norm), rtol=1e-4, atol=1e-7)
 
     noisy = cli(*common, "-o", tmp_path / "n.safetensors", "--dp-clip", clip, "--dp-noise", sigma)
     assert noisy.exit_code == 0, noisy.stderr
@@ -198,13 +201,15 @@ def test_train_on_an_image_folder(offline: Cli, pneumonia: Path, tmp_path: Path)
     _write_pngs(images, labels, tmp_path / "xrays")
     out = tmp_path / "folder.safetensors"
     result = offline(
-        "train", "--data", tmp_path / "xrays", "-o", out, *TRAIN, "--val-fraction", "0.25", "--json"
-    )
+        "train", "--data", tmp_path / "xrays", "-o", out, *TRAIN, "--val-fraction", "0.25",
+        "--augment", "--seed", "3", "--json",
+    )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     meta = read_vector_metadata(out)
     assert meta.num_samples == 180
     assert sum(meta.label_histogram.values()) == 180
     assert meta.training["data"] == "xrays"
+    assert meta.training["augment"] is True and meta.training["seed"] == 3
 
 
 def test_train_on_dicom_with_a_labels_csv(offline: Cli, pneumonia: Path, tmp_path: Path) -> None:
