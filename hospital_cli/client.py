@@ -249,5 +249,6 @@ class RegistryClient(httpx.Client):
         params = {"metric": metric, **({"benchmark_id": benchmark_id} if benchmark_id else {})}
         return self._list("/leaderboard", params=params)
 
-    def audit(self) -> list[Json]:
-        return self._list("/audit")
+    def audit(self, *, action: str | None = None, limit: int = 100) -> list[Json]:
+        params: dict[str, Any] = {"limit": limit, **({"action": action} if action else {})}
+        return self._list("/audit", params=params)

@@ -152,3 +152,41 @@ def register_benchmark(
     with make_client(profile, server, token) as client:
         record = client.register_benchmark(name, file)
     output.record(record, as_json, f"benchmark {name} registered: {record.get('id')}")
+
+
+@app.command("benchmarks")
+def list_benchmarks(
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the registered held-out benchmarks.
+
+    Example: medvec admin benchmarks --json
+    """
+    with make_client(profile, server, token) as client:
+        rows = client.list_benchmarks()
+    columns = ["id", "name", "num_classes", "sizes", "sha256", "created_at"]
+    output.listing(rows, columns, as_json=as_json, title="benchmarks")
+
+
+@app.command()
+def audit(
+    action: Annotated[
+        str | None, typer.Option(help="Only this action, e.g. version.promoted.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Newest N events.")] = 100,
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the audit log: who changed what, when, from which address.
+
+    Example: medvec admin audit --action version.promoted --json
+    """
+    with make_client(profile, server, token) as client:
+        rows = client.audit(action=action, limit=limit)
+    columns = ["created_at", "actor", "action", "target_type", "target_id", "ip"]
+    output.listing(rows, columns, as_json=as_json, title="audit events")

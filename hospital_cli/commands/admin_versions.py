@@ -77,6 +77,23 @@ def merge(
 
 
 @app.command()
+def jobs(
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List merge jobs and the versions they made.
+
+    Example: medvec admin jobs --json
+    """
+    with make_client(profile, server, token) as client:
+        rows = client.list_merges()
+    columns = ["id", "status", "strategy", "attempts", "version_id", "error", "created_at"]
+    output.listing(rows, columns, as_json=as_json, title="merge jobs")
+
+
+@app.command()
 def versions(
     status: Annotated[
         str | None, typer.Option(help="candidate, staging, production, archived.")

@@ -160,6 +160,13 @@ def test_merge_promote_pull_and_rollback(
     assert again["version"]["id"] == version_id
     assert sha256_file(tmp_path / "p3.st") == sha256_file(target)
 
+    jobs_listed = _ok(cli("admin", "jobs", "--json"))
+    assert {jobs[0]["job_id"], other["job_id"]} <= {j["id"] for j in jobs_listed}
+    assert benchmark["id"] in {b["id"] for b in _ok(cli("admin", "benchmarks", "--json"))}
+    promotions = _ok(cli("admin", "audit", "--action", "version.promoted", "--json"))
+    assert {e["target_id"] for e in promotions} >= {version_id, other["version_id"]}
+    assert all(e["action"] == "version.promoted" for e in promotions)
+
     ranked = _ok(cli("admin", "leaderboard", "--metric", "accuracy", "--json"))
     assert version_id in {row["version_id"] for row in ranked}
     values = [row["value"] for row in ranked]
