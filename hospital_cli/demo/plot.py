@@ -16,7 +16,7 @@ def plot_report(report: DemoReport, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     versions = [v for v in report.versions if v.metrics]
     x_of: dict[str, int] = {}
     for index, version in enumerate(versions):
@@ -54,9 +54,9 @@ def plot_report(report: DemoReport, path: Path) -> Path:
     settings = report.settings
     split = "IID" if settings.alpha is None else f"Dirichlet alpha={settings.alpha:g}"
     ax.set_title(f"MedVec demo: {settings.dataset}, {settings.hospitals} hospitals, {split}")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
