@@ -162,6 +162,12 @@ def demo(
     if not console.is_terminal:
         console = Console(width=120)
     console.print(rich_table(rows, title))
+    for event in report.timeline:
+        if event["event"] == "merge_failed":
+            output.warn(f"a {event['strategy']} merge failed: {event.get('error')}")
+    for local in report.locals:
+        if local.error:
+            output.warn(f"{local.hospital}, generation {local.generation}: {local.error}")
     paths = write_outputs(report, rows, settings.output)
     plot = plot_report(report, settings.output / "accuracy.png")
     output.success(f"finished in {report.seconds:.0f} s")

@@ -30,6 +30,13 @@ POLL_S = 1.0
 LAMBDA_MULTIPLES = (0.5, 1.0, 1.5, 2.0)
 
 
+def _settled(evaluations: list[dict[str, Any]]) -> bool:
+    """A version is settled once its test evaluation has finished, well or not."""
+    return bool(pick_metrics(evaluations)) or any(
+        e.get("split") == "test" and e.get("status") == "failed" for e in evaluations
+    )
+
+
 class DemoRun:
     """One demo run against a running registry; fills a :class:`DemoReport`."""
 
@@ -160,7 +167,7 @@ class DemoRun:
         deadline = time.monotonic() + JOB_TIMEOUT_S
         while time.monotonic() < deadline:
             versions = [v for v in admin.list_versions() if str(v.get("base_id")) == base_id]
-            waiting = [v for v in versions if not pick_metrics(admin.version_evaluations(v["id"]))]
+            waiting = [v for v in versions if not _settled(admin.version_evaluations(v["id"]))]
             self.ui.phase(f"evaluating: {len(versions) - len(waiting)}/{len(versions)} versions")
             if not waiting:
                 return
