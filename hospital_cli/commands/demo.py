@@ -7,6 +7,7 @@ pace, merges as vectors arrive, evaluates, promotes and runs several generations
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hospital_cli import output
 from hospital_cli.options import DeviceOpt
+
+DATASETS_ENV = "MEDVEC_DATASETS_DIR"
 
 app = typer.Typer()
 
@@ -62,6 +65,16 @@ class ProgressUi:
         self.progress.update(self.tasks[name], info=text, completed=done or 0, total=total)
         if text.startswith(("pushed", "failed", "done")):
             self._log(f"{name}: {text}")
+
+
+def _default_datasets_dir(output_dir: Path) -> Path | None:
+    """Without MEDVEC_DATASETS_DIR, missing sets are downloaded into OUTPUT/datasets."""
+    if os.environ.get(DATASETS_ENV):
+        return None
+    folder = output_dir.resolve() / "datasets"
+    folder.mkdir(parents=True, exist_ok=True)
+    output.note(f"{DATASETS_ENV} is not set: datasets are read from (or downloaded to) {folder}")
+    return folder
 
 
 @app.command()
@@ -115,6 +128,7 @@ def demo(
     }
     if quick:
         values.update(QUICK)
+    datasets_dir = datasets_dir or _default_datasets_dir(output_dir)
     settings = DemoSettings(
         output=output_dir.resolve(),
         dataset=dataset,
