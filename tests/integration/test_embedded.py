@@ -1,31 +1,30 @@
 """The embedded default: no Redis, SQLite in a data directory, and a real Celery worker
-thread in the registry's own process running the same tasks (``worker.embedded``)."""
+thread in the registry's own process running the same tasks (``worker.embedded``).
+
+It runs ``medvec-server serve --worker`` as its own process, exactly as a user (and
+``medvec demo``) starts it: Celery keeps its task registry per process, so one
+embedded worker per process is the supported shape (see docs/workers.md).
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from fastapi.testclient import TestClient
+import httpx
 
-from app.main import create_app
-from app.security import mint_token
+from hospital_cli.demo.server import embedded_registry
 from tests.integration import factories
-from worker.config import WorkerSettings
-from worker.embedded import EmbeddedWorker
 
 API = "/api/v1"
 
 
 def test_embedded_worker_merges_without_any_external_service(tmp_path: Path) -> None:
-    admin = mint_token()
-    settings = WorkerSettings(
-        environment="test", data_dir=tmp_path / "data", bootstrap_admin_token=admin
-    )
-    assert settings.redis_url is None and settings.database_url is None
-    app = create_app(settings)
-    with TestClient(app) as client, EmbeddedWorker(settings) as worker:
-        app.state.job_queue = worker.queue
+    with (
+        embedded_registry(tmp_path / "data", auto_merge_k=1000) as registry,
+        httpx.Client(base_url=registry.url, timeout=60.0) as client,
+    ):
+        admin = registry.admin_token
         headers = {"Authorization": f"Bearer {admin}"}
         raw = {**headers, "Content-Type": "application/octet-stream"}
         base_file = factories.make_base(tmp_path / "base.safetensors", seed=5)
