@@ -108,7 +108,10 @@ def test_same_request_is_one_job_and_duplicate_delivery_one_version(
         )
         for _ in range(2)
     ]
-    results = {d.get(timeout=240) for d in duplicates}
+    # disable_sync_subtasks=False: this test process is a client, but an embedded worker
+    # thread started earlier in the session (the CLI tests' registry) sets Celery's
+    # process-wide "inside a worker" flag, which would refuse the wait
+    results = {d.get(timeout=240, disable_sync_subtasks=False) for d in duplicates}
 
     job = registry.wait(f"/merges/{job_id}", _finished)
     assert job["status"] == "succeeded", job["error"]
@@ -224,7 +227,7 @@ def test_auto_merge_fires_after_k_new_vectors_and_not_before(
 
     def check() -> list[str]:
         result = celery.send_task(POLICY_TASK, kwargs={"base_id": base["id"]}, queue=settings.queue)
-        return list(result.get(timeout=120))
+        return list(result.get(timeout=120, disable_sync_subtasks=False))
 
     for index in range(3):  # K = 4 in the worker's settings
         push(index)
