@@ -261,18 +261,39 @@ def fine_tune(
                 on_step(step, total, loss=loss_value, acc=acc_value)
         loss_value, acc_value = running.read()
         seen += running.count
-    if cuda:
+    return finish_run(
+        model, device, started, config, steps=step, samples=seen,
+        loss=loss_value, accuracy=acc_value, amp=amp,
+    )  # fmt: skip
+
+
+def finish_run(
+    model: nn.Module,
+    device: torch.device,
+    started: float,
+    config: TrainConfig,
+    *,
+    steps: int,
+    samples: int,
+    loss: float,
+    accuracy: float,
+    amp: bool,
+    privacy: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Wait for the device, leave the model in eval mode, and report the run."""
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
     model.eval()
     return TrainResult(
-        loss=loss_value,
-        accuracy=acc_value,
+        loss=loss,
+        accuracy=accuracy,
         epochs=config.epochs,
-        steps=step,
-        samples=seen,
+        steps=steps,
+        samples=samples,
         seconds=seconds,
-        images_per_second=seen / seconds if seconds > 0 else 0.0,
+        images_per_second=samples / seconds if seconds > 0 else 0.0,
         device=str(device),
         amp=amp,
+        privacy=privacy or {},
     )

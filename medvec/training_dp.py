@@ -37,6 +37,7 @@ from medvec.training import (
     StepFn,
     TrainConfig,
     TrainResult,
+    finish_run,
     make_optimizer,
     model_in_channels,
 )
@@ -150,23 +151,11 @@ def fine_tune_dp(
         dp_model._close()
         for param in frozen:
             param.requires_grad_(True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - started
-    model.eval()
-    privacy = _privacy_record(engine, config)
-    return TrainResult(
-        loss=loss_value,
-        accuracy=acc_value,
-        epochs=config.epochs,
-        steps=step,
-        samples=seen,
-        seconds=seconds,
-        images_per_second=seen / seconds if seconds > 0 else 0.0,
-        device=str(device),
-        amp=False,
-        privacy=privacy,
-    )
+    return finish_run(
+        model, device, started, config, steps=step, samples=seen,
+        loss=loss_value, accuracy=acc_value, amp=False,
+        privacy=_privacy_record(engine, config),
+    )  # fmt: skip
 
 
 def _privacy_record(engine: Any, config: TrainConfig) -> dict[str, Any]:
