@@ -39,6 +39,7 @@ from medvec.training import (
     TrainResult,
     finish_run,
     make_optimizer,
+    make_scheduler,
     model_in_channels,
 )
 
@@ -118,6 +119,7 @@ def fine_tune_dp(
     )
     generator = torch.Generator(device=device).manual_seed(config.seed)
     total = len(loader) * config.epochs
+    scheduler = make_scheduler(dp_optimizer, total, config)
     step, seen, loss_value, acc_value = 0, 0, float("nan"), float("nan")
     started = time.perf_counter()
     try:
@@ -132,12 +134,17 @@ def fine_tune_dp(
                 )
                 logits = dp_model(images)
                 # an empty Poisson batch still takes a (noise-only) step, as accounted
-                loss = F.cross_entropy(logits, labels) if len(labels) else logits.sum() * 0
+                loss = (
+                    F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+                    if len(labels)
+                    else logits.sum() * 0
+                )
                 dp_optimizer.zero_grad(set_to_none=True)
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Full backward hook is firing")
                     loss.backward()
                 dp_optimizer.step()
+                scheduler.step()
                 if len(labels):
                     running.add(loss, logits, labels)
                 step += 1
