@@ -6,10 +6,11 @@ with weighted mean, task arithmetic (lambda tuned on the validation split), TIES
 and the coordinate median, train one centralized model on the union, and report
 test accuracy (mean over the local models, each merge, centralized).
 
-CPU defaults (28x28 inputs, ResNet-18 depth, 1,500 training images, one local
-epoch, a base pretrained on 3,000 OrganAMNIST images for one epoch) run on a
-laptop; ``--gpu`` uses the full training sets, more epochs and a base pretrained on
-all of OrganAMNIST. Results go to ``--out`` (summary.csv, results.json, table.md).
+CPU defaults (28x28 inputs, ResNet-18 with the ImageNet stem, 2,500 training
+images, 3 generations of one local epoch, a base pretrained for 1,500 steps on the
+other MedMNIST sets) run on a laptop; ``--gpu`` uses the full training sets, the
+MedMNIST stem and a longer-pretrained base. Results go to ``--out`` (summary.csv,
+results.json, table.md).
 
     python benchmarks/reproduce.py --hospitals 5,10 --datasets pneumoniamnist
     python benchmarks/reproduce.py --gpu --archs resnet18,flra_resnet18
@@ -44,15 +45,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hospitals", default="5,10,20,50")
     parser.add_argument("--archs", default="resnet18,flra_resnet18")
     parser.add_argument("--alpha", type=float, default=None, help="Dirichlet non-IID split")
-    parser.add_argument("--max-train", type=int, default=1500)
-    parser.add_argument("--max-val", type=int, default=500, help="validation images (lambda)")
+    parser.add_argument("--max-train", type=int, default=2500)
+    parser.add_argument("--max-val", type=int, default=500, help="validation images (choices)")
     parser.add_argument("--max-test", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1, help="local epochs per generation")
+    parser.add_argument("--steps", type=int, default=None, help="local steps per generation")
+    parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--pretrain-samples", type=int, default=3000)
-    parser.add_argument("--pretrain-epochs", type=int, default=1)
-    parser.add_argument("--gpu", action="store_true", help="full data, 3 epochs, cuda")
+    parser.add_argument("--stem", default="imagenet", help="imagenet (CPU), small (MedMNIST)")
+    parser.add_argument("--pretrain-samples", type=int, default=None, help="cap per set")
+    parser.add_argument("--pretrain-steps", type=int, default=1500)
+    parser.add_argument(
+        "--gpu", action="store_true", help="full data, small stem, longer pretraining, cuda"
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--datasets-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("reproduce-output"))
@@ -64,8 +70,8 @@ def parse_args() -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> SweepConfig:
     if args.gpu:
-        args.max_train, args.epochs, args.batch_size = None, 3, 64
-        args.pretrain_samples, args.pretrain_epochs = None, 3
+        args.max_train, args.batch_size, args.stem = None, 64, "small"
+        args.pretrain_steps = max(args.pretrain_steps, 20000)
         args.device = args.device or "cuda"
     point = SimulationConfig(
         partition="iid" if args.alpha is None else "dirichlet",
@@ -73,21 +79,24 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         max_train=args.max_train,
         max_val=args.max_val,
         max_test=args.max_test,
+        generations=args.generations,
         epochs=args.epochs,
+        steps=args.steps,
         lr=args.lr,
         batch_size=args.batch_size,
         seed=args.seed,
     )
     pretrain = PretrainConfig(
-        max_samples=args.pretrain_samples, epochs=args.pretrain_epochs, seed=args.seed
+        max_samples=args.pretrain_samples, steps=args.pretrain_steps, seed=args.seed
     )
     return SweepConfig(
         datasets=_strs(args.datasets),
         hospitals=_ints(args.hospitals),
         archs=_strs(args.archs),
         point=point,
-        pretrain=pretrain.model_copy(update={"image_size": args.image_size}),
+        pretrain=pretrain,
         image_size=args.image_size,
+        stem=args.stem,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,9 @@ ServerOpt = Annotated[
 TokenOpt = Annotated[
     str | None, typer.Option("--token", help="API token; overrides MEDVEC_TOKEN and the profile.")
 ]
+# ModelSpec.stem's values, spelled out so that `medvec --help` does not import torch.
+Stem = StrEnum("Stem", {name: name for name in ("imagenet", "small", "strided", "auto")})  # type: ignore[misc]
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present).")

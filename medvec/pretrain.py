@@ -1,13 +1,15 @@
-"""Make a base model without internet access: pretrain on another public dataset, re-head.
+"""Make a strong shared base without internet access: pretrain on other sets, re-head.
 
 No ImageNet weights can be downloaded here, so MedVec's default base is a ResNet
-pretrained on OrganAMNIST (abdominal CT, 11 organs) — a different modality and task
-from the targets (chest X-ray, blood cells) — and then given a fresh classification
-head for the target's classes. A local torchvision checkpoint (for example ImageNet
-weights copied onto the machine) can be imported instead.
-
-Both steps are cached under a key derived from every setting that changes the
-weights, so repeated demos and simulations reuse the same pretrained base.
+pretrained from scratch on *other* MedMNIST sets than the target (by default the
+known ones present: OrganAMNIST's abdominal CT, PneumoniaMNIST's chest X-rays,
+BloodMNIST's blood-cell microscopy, minus the target), with one joint label space,
+then given a fresh classification head for the target's classes. Merging works
+best from a strong shared base (Neyshabur et al., NeurIPS 2020; Wortsman et al.,
+model soups, ICML 2022), so pretraining runs to a step budget with the full
+training recipe, once: both steps are cached under a key derived from every
+setting that changes the weights. A local torchvision checkpoint (for example
+ImageNet weights copied onto the machine) can be imported instead.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from medvec.data.download import ensure_medmnist
-from medvec.errors import ModelError
+from medvec.errors import DatasetError, ModelError
 from medvec.models import (
     ModelSpec,
     build_model,
@@ -31,6 +34,7 @@ from medvec.models import (
 )
 
 __all__ = [
+    "DEFAULT_SOURCES",
     "PretrainConfig",
     "base_from_checkpoint",
     "ensure_base",
@@ -40,26 +44,49 @@ __all__ = [
 
 StepFn = Callable[..., None]
 
+DEFAULT_SOURCES = ("organamnist", "pneumoniamnist", "bloodmnist")
+"""The pretraining sets; ``PretrainConfig.excluding`` drops a target from them."""
+
 
 class PretrainConfig(BaseModel):
-    """Every setting that changes the pretrained weights (and so the cache key)."""
+    """Every setting that changes the pretrained weights (and so the cache key).
+
+    The budget is ``steps`` optimiser steps of ``batch_size`` images drawn from the
+    union of ``sources`` (each capped at ``max_samples`` images), with the training
+    recipe of ``medvec.training`` (SGD, warm-up + cosine, flips and crops).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: str = "organamnist"
+    sources: tuple[str, ...] = DEFAULT_SOURCES
     arch: str = "resnet18"
+    stem: Literal["auto", "small", "strided", "imagenet"] = "auto"
     in_channels: int = Field(default=3, ge=1)
     image_size: int = Field(default=28, ge=8)
-    max_samples: int | None = Field(default=3000, ge=1)
-    epochs: int = Field(default=1, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=64, ge=1)
+    max_samples: int | None = Field(default=None, ge=1)
+    steps: int = Field(default=1500, ge=1)
+    lr: float = Field(default=0.1, gt=0)
+    batch_size: int = Field(default=128, ge=1)
     seed: int = 0
 
     def key(self) -> str:
         """Short stable hash of the settings: the cache file name's suffix."""
         payload = json.dumps(self.model_dump(), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
+
+    def excluding(self, target: str) -> PretrainConfig:
+        """This config without ``target`` among its sources: a base never sees its target."""
+        name = target.lower().removesuffix(".npz")
+        return self.model_copy(update={"sources": tuple(s for s in self.sources if s != name)})
+
+    def spec(self, num_classes: int) -> ModelSpec:
+        return ModelSpec(
+            arch=self.arch,
+            num_classes=num_classes,
+            in_channels=self.in_channels,
+            image_size=self.image_size,
+            stem=self.stem,
+        )
 
 
 def pretrain_arch(arch: str) -> str:
@@ -71,14 +98,38 @@ def pretrain_arch(arch: str) -> str:
     return arch.removeprefix("flra_")
 
 
-def _subset(dataset: Any, max_samples: int | None, seed: int) -> Any:
-    from torch.utils.data import Subset
+def _capped(pixels: torch.Tensor, labels: torch.Tensor, cap: int | None, seed: int) -> Any:
+    if cap is None or cap >= len(labels):
+        return pixels, labels
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:cap]
+    return pixels[order], labels[order]
 
-    n = len(dataset)
-    if max_samples is None or max_samples >= n:
-        return dataset
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_samples]
-    return Subset(dataset, order.tolist())
+
+def joint_training_set(config: PretrainConfig, folder: Path) -> Any:
+    """The union of the sources' train splits, labels offset into one joint label space."""
+    from medvec.data import ImageArrayDataset, load_medmnist
+
+    if not config.sources:
+        raise DatasetError("no pretraining source given", hint="name at least one dataset")
+    images, labels, classes = [], [], 0
+    for number, source in enumerate(config.sources):
+        ensure_medmnist(source, folder)
+        data = load_medmnist(
+            source,
+            "train",
+            folder,
+            in_channels=config.in_channels,
+            image_size=config.image_size,
+        )
+        pixels, targets = _capped(
+            data.pixels, data.labels, config.max_samples, config.seed + number
+        )
+        images.append(pixels)
+        labels.append(targets + classes)
+        classes += data.num_classes
+    # ImageArrayDataset takes channels-last arrays, as the .npz files store them
+    nhwc = torch.cat(images).permute(0, 2, 3, 1).numpy()
+    return ImageArrayDataset(nhwc, np.concatenate([t.numpy() for t in labels]), config.in_channels)
 
 
 def ensure_pretrained(
@@ -89,45 +140,33 @@ def ensure_pretrained(
     device: str | None = None,
     on_step: StepFn | None = None,
 ) -> Path:
-    """Path of the model pretrained on ``config.source``; trains and caches it when missing."""
-    from medvec.data import load_medmnist, resolve_datasets_dir
+    """Path of the model pretrained per ``config``; trains and caches it when missing."""
+    from medvec.data import resolve_datasets_dir
     from medvec.training import TrainConfig, fine_tune, resolve_device
 
-    path = cache_dir / f"pretrained-{config.source}-{config.arch}-{config.key()}.safetensors"
+    name = "+".join(config.sources)
+    path = cache_dir / f"pretrained-{name}-{config.arch}-{config.key()}.safetensors"
     if path.is_file():
         return path
-    folder = resolve_datasets_dir(datasets_dir)
-    ensure_medmnist(config.source, folder)
-    dataset = load_medmnist(
-        config.source,
-        "train",
-        folder,
-        in_channels=config.in_channels,
-        image_size=config.image_size,
-    )
-    num_classes = int(torch.as_tensor(dataset.labels).max().item()) + 1
-    spec = ModelSpec(
-        arch=config.arch,
-        num_classes=num_classes,
-        in_channels=config.in_channels,
-        image_size=config.image_size,
-    )
+    train_set = joint_training_set(config, resolve_datasets_dir(datasets_dir))
+    spec = config.spec(train_set.num_classes)
     torch.manual_seed(config.seed)
     model = build_model(spec)
     train_config = TrainConfig(
-        epochs=config.epochs,
-        lr=config.lr,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        augment=False,
+        steps=config.steps, lr=config.lr, batch_size=config.batch_size, seed=config.seed
     )
-    train_set = _subset(dataset, config.max_samples, config.seed)
-    fine_tune(model, train_set, train_config, device=resolve_device(device), on_step=on_step)
+    result = fine_tune(
+        model, train_set, train_config, device=resolve_device(device), on_step=on_step
+    )
     provenance = {
-        "name": f"{config.arch} pretrained on {config.source}",
+        "name": f"{config.arch} pretrained on {', '.join(config.sources)}",
         "pretraining": config.model_dump(),
         "num_samples": len(train_set),
+        "train_loss": result.loss,
+        "train_accuracy": result.accuracy,
+        "seconds": result.seconds,
     }
+    cache_dir.mkdir(parents=True, exist_ok=True)
     return save_model_file(path, model.to("cpu"), spec, provenance=provenance)
 
 
@@ -174,7 +213,9 @@ def ensure_base(
     """The cached base model file for ``target``.
 
     With ``checkpoint`` the base imports that local torchvision checkpoint; otherwise
-    it comes from a model pretrained per ``config`` (default: ResNet on OrganAMNIST).
+    it comes from a model pretrained per ``config`` (default: ``PretrainConfig()`` for
+    the target's architecture and stem; callers that know the target's dataset pass
+    ``config.excluding(dataset)``).
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None:
@@ -184,6 +225,7 @@ def ensure_base(
     else:
         config = config or PretrainConfig(
             arch=pretrain_arch(target.arch),
+            stem=target.stem,
             in_channels=target.in_channels,
             image_size=target.image_size,
         )
@@ -191,8 +233,9 @@ def ensure_base(
             config, cache_dir, datasets_dir=datasets_dir, device=device, on_step=on_step
         )
         tag, provenance = config.key(), {"pretraining": config.model_dump()}
+    stem = "" if target.stem == "auto" else f"-{target.stem}"
     out = cache_dir / (
-        f"base-{target.arch}-c{target.num_classes}-ch{target.in_channels}"
+        f"base-{target.arch}{stem}-c{target.num_classes}-ch{target.in_channels}"
         f"-s{target.image_size}-{tag}.safetensors"
     )
     if out.is_file():

@@ -31,6 +31,7 @@ QUICK = {
     "max_val": 150,
     "max_test": 300,
     "pretrain_samples": 600,
+    "pretrain_steps": 30,
     "max_delay": 3.0,
 }
 
@@ -123,7 +124,8 @@ def demo(
         "max_train": max_train,
         "max_val": 300,
         "max_test": max_test,
-        "pretrain_samples": 3000,
+        "pretrain_samples": None,
+        "pretrain_steps": 1500,
         "max_delay": 6.0,
     }
     if quick:
@@ -142,11 +144,17 @@ def demo(
         **values,  # type: ignore[arg-type]
     )
     pretrain = PretrainConfig(
-        arch=pretrain_arch(arch), max_samples=settings.pretrain_samples, seed=seed
-    )
+        arch=pretrain_arch(arch),
+        stem=settings.stem,
+        steps=settings.pretrain_steps,
+        max_samples=settings.pretrain_samples,
+        seed=seed,
+    ).excluding(dataset)
 
     def make_base(num_classes: int) -> Path:
-        spec = ModelSpec(arch=arch, num_classes=num_classes, in_channels=3, image_size=28)
+        spec = ModelSpec(
+            arch=arch, num_classes=num_classes, in_channels=3, image_size=28, stem=settings.stem
+        )
         return ensure_base(
             spec,
             settings.output / "cache",

@@ -12,9 +12,14 @@ from typing import Annotated, Any
 import typer
 
 from hospital_cli import output
-from hospital_cli.options import DeviceOpt, JsonOpt
+from hospital_cli.options import DeviceOpt, JsonOpt, Stem
 
 app = typer.Typer()
+
+# SimulationConfig's and PretrainConfig's defaults, spelled out so that `medvec --help`
+# does not import torch; a test keeps them equal.
+SIM_DEFAULTS = {"max_train": 2500, "generations": 3, "epochs": 1, "lr": 0.01, "batch_size": 32}
+PRETRAIN_DEFAULTS = {"steps": 1500}
 
 DatasetsDirOpt = Annotated[
     Path | None,
@@ -30,29 +35,70 @@ def _csv_strs(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+StemOpt = Annotated[
+    Stem,
+    typer.Option(
+        help="ResNet stem: imagenet (7x7/2 + max-pool, fastest on a CPU), small (3x3/1, "
+        "MedMNIST v2's layout, ~8x slower), strided (3x3/2), auto (small up to 64 px)."
+    ),
+]
+
+
 @app.command()
 def simulate(
-    dataset: Annotated[str, typer.Option(help="Target MedMNIST set (comma list with --sweep).")] = (
-        "pneumoniamnist"
-    ),
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="Any MedMNIST 2D .npz name in the datasets folder (comma list: --sweep)."
+        ),
+    ] = "pneumoniamnist",
     hospitals: Annotated[
         str, typer.Option(help="Number of hospitals (comma list with --sweep).")
     ] = "5",
     arch: Annotated[
         str, typer.Option(help="resnet18, flra_resnet18 ... (comma list with --sweep).")
     ] = "resnet18",
+    stem: StemOpt = Stem.imagenet,
     alpha: Annotated[
         float | None, typer.Option(min=0.0, help="Dirichlet non-IID split with this alpha.")
     ] = None,
     max_train: Annotated[
         int, typer.Option(min=1, help="Train images used (all hospitals).")
-    ] = 1500,
+    ] = SIM_DEFAULTS["max_train"],
     max_test: Annotated[int | None, typer.Option(min=1, help="Cap on test images.")] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Local epochs per hospital.")] = 1,
-    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    pretrain_samples: Annotated[int, typer.Option(min=1, help="OrganAMNIST images.")] = 3000,
-    pretrain_epochs: Annotated[int, typer.Option(min=1)] = 1,
+    generations: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Generations (rounds): hospitals restart from the promoted model."
+        ),
+    ] = SIM_DEFAULTS["generations"],
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Local epochs per hospital and generation.")
+    ] = SIM_DEFAULTS["epochs"],
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="Local optimiser steps per generation (instead of --epochs)."),
+    ] = None,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (SGD, cosine).")] = (
+        SIM_DEFAULTS["lr"]
+    ),
+    batch_size: Annotated[int, typer.Option(min=1)] = SIM_DEFAULTS["batch_size"],
+    calibrate: Annotated[
+        bool,
+        typer.Option(help="Recompute merged models' BatchNorm statistics on validation images."),
+    ] = True,
+    pretrain_steps: Annotated[
+        int, typer.Option(min=1, help="Optimiser steps of the base's pretraining (cached).")
+    ] = PRETRAIN_DEFAULTS["steps"],
+    pretrain_sources: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of pretraining sets (default: the known ones but the target)."
+        ),
+    ] = None,
+    pretrain_samples: Annotated[
+        int | None, typer.Option(min=1, help="Cap on images per pretraining set.")
+    ] = None,
     sweep: Annotated[bool, typer.Option(help="Run the grid of every comma list.")] = False,
     seed: int = 0,
     output_dir: Annotated[
@@ -62,7 +108,10 @@ def simulate(
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Simulate hospitals fine-tuning one base and compare merge strategies.
+    """Simulate hospitals fine-tuning one base over generations and compare merge strategies
+    with their local models and pooled training (test split; every choice on validation).
+
+    The base is pretrained once on the other MedMNIST sets and cached in OUTPUT/cache.
 
     Example: medvec simulate --dataset bloodmnist --hospitals 10 --alpha 0.5
     Example: medvec simulate --sweep --dataset pneumoniamnist,bloodmnist --hospitals 5,10
@@ -75,9 +124,12 @@ def simulate(
         alpha=alpha or 0.5,
         max_train=max_train,
         max_test=max_test,
+        generations=generations,
         epochs=epochs,
+        steps=steps,
         lr=lr,
         batch_size=batch_size,
+        calibrate=calibrate,
         seed=seed,
     )
     datasets, counts, archs = _csv_strs(dataset), _csv_ints(hospitals), _csv_strs(arch)
@@ -88,7 +140,13 @@ def simulate(
         hospitals=counts,
         archs=archs,
         point=point,
-        pretrain=PretrainConfig(max_samples=pretrain_samples, epochs=pretrain_epochs, seed=seed),
+        stem=stem.value,
+        pretrain=PretrainConfig(
+            steps=pretrain_steps,
+            max_samples=pretrain_samples,
+            seed=seed,
+            **({"sources": _csv_strs(pretrain_sources)} if pretrain_sources else {}),
+        ),
     )
     with output.progress_steps() as bar:
         task = bar.add_task("simulate", total=None, info="")

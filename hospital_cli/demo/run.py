@@ -234,7 +234,7 @@ def run_demo(settings: DemoSettings, ui: Ui, make_base: Callable[[int], Path]) -
         max_test=settings.max_test,
         seed=settings.seed,
     )
-    ui.phase("making the base model (pretrained on OrganAMNIST, cached)")
+    ui.phase("making the base model (pretrained on other MedMNIST sets, cached)")
     base_file = make_base(data.num_classes)
     demo = DemoRun(settings, data, base_file, ui)
     central = Background(lambda: train_centralized(settings, data, base_file, demo.score, ui))

@@ -23,13 +23,14 @@ class DemoSettings:
     max_val: int | None = 300
     max_test: int | None = 1000
     epochs: int = 1
-    lr: float = 1e-3
+    lr: float = 0.01
     batch_size: int = 16
     max_delay: float = 6.0
     concurrency: int = 2
     strategies: tuple[str, ...] = STRATEGIES
-    pretrain_samples: int | None = 3000
-    pretrain_epochs: int = 1
+    pretrain_samples: int | None = None
+    pretrain_steps: int = 1500
+    stem: str = "imagenet"
     checkpoint: Path | None = None
     seed: int = 0
     datasets_dir: Path | None = None

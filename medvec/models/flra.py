@@ -25,7 +25,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from medvec.errors import ModelError
 from medvec.models.attention import AttentionFactory, MultiHeadSelfAttention2d
 from medvec.models.registry import register_model
-from medvec.models.resnet import build_resnet
+from medvec.models.resnet import Stem, build_resnet
 
 __all__ = [
     "BlockWithArgs",
@@ -146,6 +146,7 @@ def build_flra_resnet(
     num_classes: int,
     in_channels: int = 3,
     image_size: int = 28,
+    stem: Stem = "auto",
     heads: int = 4,
     kv_stride: int = 2,
 ) -> ResNet:
@@ -165,20 +166,25 @@ def build_flra_resnet(
         num_classes=num_classes,
         in_channels=in_channels,
         image_size=image_size,
+        stem=stem,
     )
 
 
 @register_model()
-def flra_resnet18(*, num_classes: int, in_channels: int = 3, image_size: int = 28) -> ResNet:
+def flra_resnet18(
+    *, num_classes: int, in_channels: int = 3, image_size: int = 28, stem: Stem = "auto"
+) -> ResNet:
     """ResNet-18 with attention fused into each block's first 3x3 conv (4 heads)."""
     return build_flra_resnet(
-        18, num_classes=num_classes, in_channels=in_channels, image_size=image_size
+        18, num_classes=num_classes, in_channels=in_channels, image_size=image_size, stem=stem
     )
 
 
 @register_model()
-def flra_resnet50(*, num_classes: int, in_channels: int = 3, image_size: int = 28) -> ResNet:
+def flra_resnet50(
+    *, num_classes: int, in_channels: int = 3, image_size: int = 28, stem: Stem = "auto"
+) -> ResNet:
     """ResNet-50 with attention fused into each bottleneck's 3x3 conv (4 heads)."""
     return build_flra_resnet(
-        50, num_classes=num_classes, in_channels=in_channels, image_size=image_size
+        50, num_classes=num_classes, in_channels=in_channels, image_size=image_size, stem=stem
     )

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 from torch import nn
 
 from medvec.errors import ModelError
@@ -32,7 +40,12 @@ B = TypeVar("B", bound=ModelBuilder)
 
 
 class ModelSpec(BaseModel):
-    """What is needed to rebuild a model: architecture name and its config."""
+    """What is needed to rebuild a model: architecture name and its config.
+
+    ``stem`` is left out of the serialised spec when it is ``"auto"``, so files
+    written before the field existed and files of the default stem read and hash
+    the same; builders receive it only when it is set.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -40,14 +53,27 @@ class ModelSpec(BaseModel):
     num_classes: int = Field(ge=1)
     in_channels: int = Field(default=3, ge=1)
     image_size: int = Field(default=28, ge=8)
+    stem: Literal["auto", "small", "strided", "imagenet"] = "auto"
 
-    def builder_kwargs(self) -> dict[str, int]:
+    @model_serializer(mode="wrap")
+    def _omit_auto_stem(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("stem") == "auto":
+            data.pop("stem")
+        return data
+
+    def builder_kwargs(self) -> dict[str, Any]:
         """The keyword arguments a registered builder takes (everything but ``arch``)."""
-        return {
+        kwargs: dict[str, Any] = {
             "num_classes": self.num_classes,
             "in_channels": self.in_channels,
             "image_size": self.image_size,
         }
+        if self.stem != "auto":
+            kwargs["stem"] = self.stem
+        return kwargs
 
 
 class ModelRegistry:

@@ -1,18 +1,27 @@
-"""In-process simulation of MedVec's merging: N hospitals, one base, every strategy.
+"""In-process simulation of MedVec's merging: N hospitals, G generations, every strategy.
 
-No registry and no worker: the reproduction sweep (``benchmarks/reproduce.py`` and
-``medvec simulate``) needs hundreds of fine-tunings, so it runs them in one process
-with the same core functions the system uses (``fine_tune``, ``compute_vector``,
-``merge_state_dicts``, ``evaluate_model``). One run:
+No registry and no worker: the reproduction sweep (``benchmarks/reproduce.py``,
+``benchmarks/learning.py`` and ``medvec simulate``) needs hundreds of fine-tunings,
+so it runs them in one process with the same core functions the system uses
+(``fine_tune``, ``compute_vector``, ``merge_state_dicts``, ``recalibrate_bn``,
+``evaluate_model``). One run:
 
 1. take (a seeded subset of) the target's train split and split it across N
    hospitals, IID or Dirichlet(alpha) non-IID over the labels;
-2. fine-tune the base on each hospital's part; its data vector is fine-tuned - base;
-3. merge the N vectors with each strategy; task arithmetic's lambda is chosen on
-   the validation split from a grid of multiples of 1/N (1/N is the plain mean);
-4. train one model on the union of the parts (centralized, the upper reference);
-5. evaluate every local model, every merged model and the centralized model on
-   the test split: accuracy, macro AUC, macro F1.
+2. **local models**: each hospital fine-tunes the base on its own part alone, with
+   the budget it spends over all generations (G x the per-generation epochs or
+   steps): what a hospital has without MedVec;
+3. **generations**: in generation g every hospital fine-tunes the current global
+   model (the base, then the version promoted in g - 1) on its part; the data
+   vectors are merged with each strategy; every merged model gets its BatchNorm
+   statistics recomputed on the validation images (calibration); task arithmetic's
+   lambda is chosen on the validation split from ``lambda_multiples / N`` (1/N is
+   the plain mean, larger values a server step beyond it); the strategy with the
+   best validation accuracy is promoted and starts generation g + 1;
+4. **centralized**: one model trained on the union of the parts with the same
+   total budget (the pooled-training reference);
+5. every model is evaluated on the test split (accuracy, macro AUC, macro F1),
+   which is never used to choose anything.
 """
 
 from __future__ import annotations
@@ -31,20 +40,23 @@ from medvec.models import load_model_file
 
 __all__ = [
     "DEFAULT_STRATEGIES",
+    "LAMBDA_MULTIPLES",
     "SimulationConfig",
     "SimulationResult",
+    "mean_pairwise_cosine",
     "run_simulation",
     "summary_row",
 ]
 
 DEFAULT_STRATEGIES = ("weighted_mean", "task_arithmetic", "ties", "median")
-LAMBDA_MULTIPLES = (0.5, 1.0, 1.5, 2.0)
+LAMBDA_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 EventFn = Callable[[str, dict[str, Any]], None]
+State = dict[str, torch.Tensor]
 
 
 class SimulationConfig(BaseModel):
-    """One point of the sweep: dataset, hospitals, split and training settings."""
+    """One point of the sweep: dataset, hospitals, split, generations and training."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -52,14 +64,17 @@ class SimulationConfig(BaseModel):
     hospitals: int = Field(default=5, ge=1)
     partition: str = Field(default="iid", pattern="^(iid|dirichlet)$")
     alpha: float = Field(default=0.5, gt=0)
-    max_train: int | None = Field(default=1500, ge=1)
+    max_train: int | None = Field(default=2500, ge=1)
     max_val: int | None = Field(default=500, ge=1)
     max_test: int | None = Field(default=None, ge=1)
+    generations: int = Field(default=3, ge=1)
     epochs: int = Field(default=1, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
+    steps: int | None = Field(default=None, ge=1)
+    lr: float = Field(default=0.01, gt=0)
     batch_size: int = Field(default=32, ge=1)
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     lambda_multiples: tuple[float, ...] = LAMBDA_MULTIPLES
+    calibrate: bool = True
     centralized: bool = True
     seed: int = 0
     eval_batch_size: int = Field(default=256, ge=1)
@@ -74,20 +89,38 @@ class SimulationResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
-    def merged(self, strategy: str) -> dict[str, Any]:
-        return next(r for r in self.rows if r["kind"] == "merged" and r["strategy"] == strategy)
+    def merged(self, strategy: str, generation: int | None = None) -> dict[str, Any]:
+        """The merged row of ``strategy`` in ``generation`` (default: the last)."""
+        wanted = generation or self.config.generations
+        return next(
+            r
+            for r in self.rows
+            if r["kind"] == "merged" and r["strategy"] == strategy and r["generation"] == wanted
+        )
+
+    def promoted(self, generation: int | None = None) -> dict[str, Any]:
+        wanted = generation or self.config.generations
+        return next(
+            r
+            for r in self.rows
+            if r["kind"] == "merged" and r["generation"] == wanted and r["promoted"]
+        )
 
     def local_mean(self, metric: str = "accuracy") -> float:
         values = [r[metric] for r in self.rows if r["kind"] == "local"]
         return float(sum(values) / len(values))
 
+    def centralized(self) -> dict[str, Any] | None:
+        return next((r for r in self.rows if r["kind"] == "centralized"), None)
 
-def _metric_row(metrics: Any) -> dict[str, float]:
+
+def _metric_row(metrics: Any, prefix: str = "") -> dict[str, float]:
     data = metrics.model_dump() if hasattr(metrics, "model_dump") else dict(metrics)
+    auc, f1 = data.get("auc_macro"), data.get("f1_macro")
     return {
-        "accuracy": float(data["accuracy"]),
-        "auc": float(data.get("auc_macro") or float("nan")),
-        "f1": float(data.get("f1_macro") or float("nan")),
+        f"{prefix}accuracy": float(data["accuracy"]),
+        f"{prefix}auc": float("nan") if auc is None else float(auc),
+        f"{prefix}f1": float("nan") if f1 is None else float(f1),
     }
 
 
@@ -120,12 +153,30 @@ def partition_indices(labels: Any, config: SimulationConfig) -> list[list[int]]:
     return [list(map(int, part)) for part in parts]
 
 
-def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _state(model: torch.nn.Module) -> State:
     return {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
 
 
-def _all_finite(state: dict[str, torch.Tensor]) -> bool:
+def _all_finite(state: State) -> bool:
     return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def mean_pairwise_cosine(vectors: Sequence[State]) -> float | None:
+    """Mean cosine similarity over pairs of vectors (BN running statistics left out).
+
+    How aligned the hospitals' updates are: near 1 they agree and any mean works;
+    near 0 they pull in unrelated directions and a merge averages much of them away.
+    """
+    from medvec.vectors.compute import is_running_stat
+
+    if len(vectors) < 2:
+        return None
+    keys = [k for k in vectors[0] if not is_running_stat(k)]
+    flat = torch.stack([torch.cat([v[k].reshape(-1).double() for k in keys]) for v in vectors])
+    unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    gram = unit @ unit.T
+    n = len(vectors)
+    return float((gram.sum() - gram.diagonal().sum()) / (n * (n - 1)))
 
 
 class _Runner:
@@ -155,68 +206,121 @@ class _Runner:
         self.val = split("val", config.max_val, config.seed + 1)
         self.test = split("test", config.max_test, config.seed + 2)
 
-    def fresh_model(self, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
-        self.model.load_state_dict(state or self.base_state)
+    def load(self, state: State) -> torch.nn.Module:
+        self.model.load_state_dict(state)
         return self.model
 
-    def train_on(self, indices: Sequence[int], epochs: int, seed: int) -> dict[str, torch.Tensor]:
+    def train_on(
+        self, start: State, indices: Sequence[int], rounds: int, seed: int, scale: int = 1
+    ) -> State:
+        """Fine-tune ``start`` on ``indices`` for ``rounds`` generations' worth of work.
+
+        ``scale`` multiplies a step budget (the centralized model takes as many steps
+        as all hospitals together).
+        """
         from torch.utils.data import Subset
 
         from medvec.training import TrainConfig, fine_tune
 
-        model = self.fresh_model()
+        config = self.config
         train_config = TrainConfig(
-            epochs=epochs, lr=self.config.lr, batch_size=self.config.batch_size, seed=seed
+            epochs=config.epochs * rounds,
+            steps=None if config.steps is None else config.steps * rounds * scale,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            seed=seed,
         )
+        model = self.load(start)
         fine_tune(model, Subset(self.train, list(indices)), train_config, device=self.device)
         return _state(model)
 
-    def evaluate(self, state: dict[str, torch.Tensor], split: str = "test") -> dict[str, float]:
+    def calibrated(self, state: State) -> State:
+        from medvec.calibration import recalibrate_bn
+
+        model = self.load(state)
+        recalibrate_bn(model, self.val, device=self.device, batch_size=self.config.eval_batch_size)
+        return _state(model)
+
+    def evaluate(self, state: State, split: str = "test") -> dict[str, float]:
         from medvec.evaluation import evaluate_model
 
         dataset = self.test if split == "test" else self.val
-        model = self.fresh_model(state)
         metrics = evaluate_model(
-            model, dataset, device=self.device, batch_size=self.config.eval_batch_size
+            self.load(state), dataset, device=self.device, batch_size=self.config.eval_batch_size
         )
-        return _metric_row(metrics)
+        return _metric_row(metrics, "" if split == "test" else "val_")
+
+
+@dataclass
+class _Candidate:
+    """One strategy's merged model of a generation, as chosen on validation."""
+
+    strategy: str
+    state: State
+    val: dict[str, float]
+    val_uncalibrated: float
+    lam: float | None = None
 
 
 def _merge(
-    runner: _Runner,
-    vectors: list[dict[str, torch.Tensor]],
+    start: State,
+    vectors: list[State],
     weights: list[float],
     strategy: str,
+    seed: int,
     params: dict[str, Any] | None = None,
-) -> dict[str, torch.Tensor]:
+) -> State:
     from medvec.merging import merge_state_dicts
 
     return merge_state_dicts(
-        runner.base_state,
+        start,
         vectors,
         strategy=strategy,
         params=params,
-        seed=runner.config.seed,
+        seed=seed,
         num_samples=[int(w) for w in weights] if strategy == "weighted_mean" else None,
     )
 
 
-def tune_task_arithmetic(
-    runner: _Runner, vectors: list[dict[str, torch.Tensor]]
-) -> tuple[float, dict[str, torch.Tensor]]:
-    """Lambda with the best validation accuracy among ``multiples / N``, and its model."""
-    best: tuple[float, float, dict[str, torch.Tensor]] | None = None
-    for multiple in runner.config.lambda_multiples:
+def _candidate(runner: _Runner, strategy: str, merged: State, lam: float | None) -> _Candidate:
+    """The merged model, BN-recalibrated when the config asks, with its validation scores."""
+    plain = runner.evaluate(merged, "val")
+    if not runner.config.calibrate:
+        return _Candidate(strategy, merged, plain, plain["val_accuracy"], lam)
+    state = runner.calibrated(merged)
+    return _Candidate(strategy, state, runner.evaluate(state, "val"), plain["val_accuracy"], lam)
+
+
+def _tuned_task_arithmetic(runner: _Runner, start: State, vectors: list[State]) -> _Candidate:
+    """Lambda with the best validation accuracy among ``multiples / N`` (ties: smaller)."""
+    best: _Candidate | None = None
+    for multiple in sorted(runner.config.lambda_multiples):
         lam = multiple / len(vectors)
-        state = _merge(runner, vectors, [], "task_arithmetic", {"lambda": lam})
-        if not _all_finite(state):
+        merged = _merge(start, vectors, [], "task_arithmetic", runner.config.seed, {"lambda": lam})
+        if not _all_finite(merged):
             continue
-        accuracy = runner.evaluate(state, "val")["accuracy"]
-        if best is None or accuracy > best[0]:
-            best = (accuracy, lam, state)
+        candidate = _candidate(runner, "task_arithmetic", merged, lam)
+        if best is None or candidate.val["val_accuracy"] > best.val["val_accuracy"]:
+            best = candidate
     if best is None:
         raise ValueError("every lambda of the grid gave non-finite weights")
-    return best[1], best[2]
+    return best
+
+
+def _generation(
+    runner: _Runner,
+    start: State,
+    vectors: list[State],
+    weights: list[float],
+) -> list[_Candidate]:
+    candidates = []
+    for strategy in runner.config.strategies:
+        if strategy == "task_arithmetic":
+            candidates.append(_tuned_task_arithmetic(runner, start, vectors))
+        else:
+            merged = _merge(start, vectors, weights, strategy, runner.config.seed)
+            candidates.append(_candidate(runner, strategy, merged, None))
+    return candidates
 
 
 def run_simulation(
@@ -237,50 +341,82 @@ def run_simulation(
     result = SimulationResult(config=config, arch=runner.spec.arch)
     common = {"dataset": config.dataset, "arch": runner.spec.arch, "hospitals": config.hospitals}
     parts = [p for p in partition_indices(_labels_of(runner.train), config) if p]
-    vectors: list[dict[str, torch.Tensor]] = []
+    weights = [float(len(p)) for p in parts]
+    rounds = config.generations
     for number, part in enumerate(parts):
         emit("local", {"hospital": number, "of": len(parts), "samples": len(part)})
-        state = runner.train_on(part, config.epochs, config.seed + number)
-        vectors.append(compute_vector(runner.base_state, state))
+        state = runner.train_on(runner.base_state, part, rounds, config.seed + number)
         row = {"kind": "local", "strategy": "", "hospital": number, "samples": len(part)}
-        result.rows.append({**common, **row, **runner.evaluate(state)})
-    weights = [float(len(p)) for p in parts]
-    for strategy in config.strategies:
-        emit("merge", {"strategy": strategy})
-        lam: float | None = None
-        if strategy == "task_arithmetic":
-            lam, state = tune_task_arithmetic(runner, vectors)
-        else:
-            state = _merge(runner, vectors, weights, strategy)
-        row = {"kind": "merged", "strategy": strategy, "lambda": lam, "samples": sum(weights)}
-        result.rows.append({**common, **row, **runner.evaluate(state)})
+        metrics = {**runner.evaluate(state), **runner.evaluate(state, "val")}
+        result.rows.append({**common, **row, **metrics})
+    current = runner.base_state
+    for generation in range(1, rounds + 1):
+        vectors = []
+        for number, part in enumerate(parts):
+            emit("hospital", {"generation": generation, "hospital": number, "of": len(parts)})
+            seed = config.seed + number + 1000 * (generation - 1)
+            vectors.append(compute_vector(current, runner.train_on(current, part, 1, seed)))
+        emit("merge", {"generation": generation})
+        cosine = mean_pairwise_cosine(vectors)
+        candidates = _generation(runner, current, vectors, weights)
+        chosen = max(candidates, key=lambda c: c.val["val_accuracy"])  # first wins ties
+        for candidate in candidates:
+            row = {
+                "kind": "merged",
+                "strategy": candidate.strategy,
+                "generation": generation,
+                "lambda": candidate.lam,
+                "samples": sum(weights),
+                "promoted": candidate is chosen,
+                "cosine": cosine,
+                "val_accuracy_uncalibrated": candidate.val_uncalibrated,
+            }
+            metrics = {**candidate.val, **runner.evaluate(candidate.state)}
+            result.rows.append({**common, **row, **metrics})
+        current = chosen.state
     if config.centralized:
         emit("centralized", {"samples": int(sum(weights))})
         union = [i for part in parts for i in part]
-        state = runner.train_on(union, config.epochs, config.seed)
+        state = runner.train_on(runner.base_state, union, rounds, config.seed, scale=len(parts))
         row = {"kind": "centralized", "strategy": "", "samples": len(union)}
-        result.rows.append({**common, **row, **runner.evaluate(state)})
+        metrics = {**runner.evaluate(state), **runner.evaluate(state, "val")}
+        result.rows.append({**common, **row, **metrics})
     result.seconds = time.perf_counter() - started
     return result
 
 
 def summary_row(result: SimulationResult) -> dict[str, Any]:
-    """One wide row per run: mean local, each merged strategy, centralized (accuracy)."""
+    """One wide row per run: mean local, each strategy and the promoted model in the last
+    generation, the weighted mean in the first, centralized (test accuracy; ``*_auc``:
+    macro AUC)."""
+    config = result.config
     row: dict[str, Any] = {
-        "dataset": result.config.dataset,
+        "dataset": config.dataset,
         "arch": result.arch,
-        "hospitals": result.config.hospitals,
-        "partition": result.config.partition
-        + (f"({result.config.alpha:g})" if result.config.partition == "dirichlet" else ""),
+        "hospitals": config.hospitals,
+        "partition": config.partition
+        + (f"({config.alpha:g})" if config.partition == "dirichlet" else ""),
+        "generations": config.generations,
         "local_mean": result.local_mean(),
+        "local_auc": result.local_mean("auc"),
+        "local_best": max(r["accuracy"] for r in result.rows if r["kind"] == "local"),
     }
     for r in result.rows:
-        if r["kind"] == "merged":
+        if r["kind"] == "merged" and r["generation"] == config.generations:
             row[r["strategy"]] = r["accuracy"]
             if r.get("lambda") is not None:
                 row["ta_lambda"] = r["lambda"]
-        elif r["kind"] == "centralized":
-            row["centralized"] = r["accuracy"]
+    if "weighted_mean" in config.strategies:
+        row["wm_gen1"] = result.merged("weighted_mean", 1)["accuracy"]
+        row["wm_auc"] = result.merged("weighted_mean")["auc"]
+    promoted = result.promoted()
+    row["promoted"] = promoted["accuracy"]
+    row["promoted_strategy"] = promoted["strategy"]
+    row["cosine"] = promoted["cosine"]
+    central = result.centralized()
+    if central is not None:
+        row["centralized"] = central["accuracy"]
+        row["central_auc"] = central["auc"]
     row["seconds"] = round(result.seconds, 1)
     return {
         k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,13 +29,21 @@ SUMMARY_COLUMNS = [
     "arch",
     "hospitals",
     "partition",
+    "generations",
     "local_mean",
+    "local_best",
+    "wm_gen1",
     "weighted_mean",
     "task_arithmetic",
     "ta_lambda",
     "ties",
     "median",
+    "promoted",
     "centralized",
+    "local_auc",
+    "wm_auc",
+    "central_auc",
+    "cosine",
     "seconds",
 ]
 
@@ -54,6 +62,7 @@ class SweepConfig(BaseModel):
     pretrain: PretrainConfig = PretrainConfig()
     image_size: int = Field(default=28, ge=8)
     in_channels: int = Field(default=3, ge=1)
+    stem: Literal["auto", "small", "strided", "imagenet"] = "auto"
 
 
 @dataclass
@@ -107,8 +116,16 @@ def run_sweep(
                 num_classes=num_classes,
                 in_channels=config.in_channels,
                 image_size=config.image_size,
+                stem=config.stem,
             )
-            pretrain = config.pretrain.model_copy(update={"arch": pretrain_arch(arch)})
+            pretrain = config.pretrain.excluding(dataset).model_copy(
+                update={
+                    "arch": pretrain_arch(arch),
+                    "stem": config.stem,
+                    "in_channels": config.in_channels,
+                    "image_size": config.image_size,
+                }
+            )
             emit("base", {"dataset": dataset, "arch": arch})
             base = ensure_base(
                 spec, cache_dir, config=pretrain, datasets_dir=datasets_dir, device=device

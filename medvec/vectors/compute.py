@@ -14,12 +14,29 @@ from torch import Tensor
 
 from medvec.vectors.errors import VectorDtypeError, VectorKeysError, VectorShapeError
 
-__all__ = ["apply_vector", "compute_vector", "floating_keys"]
+__all__ = [
+    "RUNNING_STAT_SUFFIXES",
+    "apply_vector",
+    "compute_vector",
+    "floating_keys",
+    "is_running_stat",
+]
+
+RUNNING_STAT_SUFFIXES = (".running_mean", ".running_var")
 
 
 def floating_keys(state: Mapping[str, Tensor]) -> list[str]:
     """Names of the floating-point tensors of a state dict, in its order."""
     return [k for k, v in state.items() if torch.is_floating_point(v)]
+
+
+def is_running_stat(key: str) -> bool:
+    """Whether ``key`` names a BatchNorm running statistic (a buffer, not a weight).
+
+    Such tensors describe a network's activations; they are averaged, never trimmed,
+    sign-elected or scaled, and recomputed on calibration images after a merge.
+    """
+    return key.endswith(RUNNING_STAT_SUFFIXES)
 
 
 def _check_pair(key: str, base: Tensor, other: Tensor, what: str) -> None:
