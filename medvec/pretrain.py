@@ -105,6 +105,16 @@ def _capped(pixels: torch.Tensor, labels: torch.Tensor, cap: int | None, seed: i
     return pixels[order], labels[order]
 
 
+def _with_channels(pixels: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 pixels with ``channels`` channels (grey repeated, RGB averaged), so that
+    grey and RGB sources stack into one set."""
+    from medvec.data import match_channels
+
+    if pixels.shape[1] == channels:
+        return pixels
+    return match_channels(pixels.float(), channels).round().to(torch.uint8).contiguous()
+
+
 def joint_training_set(config: PretrainConfig, folder: Path) -> Any:
     """The union of the sources' train splits, labels offset into one joint label space."""
     from medvec.data import ImageArrayDataset, load_medmnist
@@ -124,7 +134,7 @@ def joint_training_set(config: PretrainConfig, folder: Path) -> Any:
         pixels, targets = _capped(
             data.pixels, data.labels, config.max_samples, config.seed + number
         )
-        images.append(pixels)
+        images.append(_with_channels(pixels, config.in_channels))
         labels.append(targets + classes)
         classes += data.num_classes
     # ImageArrayDataset takes channels-last arrays, as the .npz files store them
