@@ -11,7 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["TrainConfig"]
+__all__ = ["Optimizer", "Schedule", "TrainConfig"]
+
+Optimizer = Literal["adam", "adamw", "sgd"]
+Schedule = Literal["cosine", "constant"]
 
 
 class TrainConfig(BaseModel):
@@ -32,11 +35,11 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=64, ge=1)
     augment: bool = True
     seed: int = 0
-    optimizer: Literal["adam", "adamw", "sgd"] = "sgd"
+    optimizer: Optimizer = "sgd"
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(default=5e-4, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Schedule = "cosine"
     warmup: float = Field(default=0.05, ge=0, lt=1)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     num_workers: int = Field(default=0, ge=0)

@@ -20,6 +20,7 @@ from hospital_cli.client import RegistryClient
 from hospital_cli.downloads import cached_or_download
 from hospital_cli.local import TrainRequest, train_vector
 from hospital_cli.uploads import ResumeStore, Uploader
+from medvec.training_config import TrainConfig
 
 StatusFn = Callable[[str, str, float | None, float | None], None]
 ScoreFn = Callable[[Path], dict[str, float]]
@@ -126,11 +127,10 @@ class HospitalRun(threading.Thread):
             data=spec.data,
             out=spec.workdir / f"vector-g{plan.generation}.safetensors",
             hospital=spec.name,
-            epochs=plan.epochs,
-            lr=plan.lr,
-            batch_size=plan.batch_size,
+            recipe=TrainConfig(
+                epochs=plan.epochs, lr=plan.lr, batch_size=plan.batch_size, seed=plan.seed
+            ),
             val_fraction=0.0,
-            seed=plan.seed,
             device=plan.device,
             save_model=spec.workdir / f"model-g{plan.generation}.safetensors",
             extra={"demo_generation": str(plan.generation)},
