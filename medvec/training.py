@@ -170,7 +170,7 @@ def lr_factor(step: int, total: int, config: TrainConfig) -> float:
     Linear warm-up over the first ``warmup`` fraction of the steps, then a cosine
     decay to zero at the last step (or a constant rate with ``schedule="constant"``).
     """
-    warm = math.ceil(config.warmup * total)
+    warm = math.ceil(round(config.warmup * total, 9))  # 0.07 * 100 is 7.000000000000001
     if step < warm:
         return (step + 1) / (warm + 1)
     if config.schedule == "constant":
