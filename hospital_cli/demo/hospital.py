@@ -54,7 +54,6 @@ class RoundPlan:
     generation: int
     base: dict[str, Any]
     epochs: int
-    lr: float
     batch_size: int
     seed: int
     max_delay: float
@@ -127,9 +126,7 @@ class HospitalRun(threading.Thread):
             data=spec.data,
             out=spec.workdir / f"vector-g{plan.generation}.safetensors",
             hospital=spec.name,
-            recipe=TrainConfig(
-                epochs=plan.epochs, lr=plan.lr, batch_size=plan.batch_size, seed=plan.seed
-            ),
+            recipe=TrainConfig(epochs=plan.epochs, batch_size=plan.batch_size, seed=plan.seed),
             val_fraction=0.0,
             device=plan.device,
             save_model=spec.workdir / f"model-g{plan.generation}.safetensors",

@@ -62,7 +62,6 @@ def train_centralized(
     )
     config = TrainConfig(
         epochs=settings.epochs * settings.generations,
-        lr=settings.lr,
         batch_size=settings.batch_size,
         seed=settings.seed,
     )
