@@ -114,12 +114,18 @@ def ensure_pretrained(
     )
     torch.manual_seed(config.seed)
     model = build_model(spec)
+    # the recipe the cache key stands for, spelled out: TrainConfig's defaults may change
+    # without changing the key (a cached base would then differ from a fresh one)
     train_config = TrainConfig(
         epochs=config.epochs,
         lr=config.lr,
         batch_size=config.batch_size,
         seed=config.seed,
         augment=False,
+        optimizer="adam",
+        weight_decay=0.0,
+        schedule="constant",
+        warmup=0.0,
     )
     train_set = _subset(dataset, config.max_samples, config.seed)
     fine_tune(model, train_set, train_config, device=resolve_device(device), on_step=on_step)
