@@ -93,6 +93,7 @@ class DemoRun:
                 generation=number,
                 base=base,
                 epochs=self.settings.epochs,
+                lr=self.settings.lr,
                 batch_size=self.settings.batch_size,
                 seed=self.settings.seed + 1000 * number + index,
                 max_delay=self.settings.max_delay,

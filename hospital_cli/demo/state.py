@@ -22,7 +22,8 @@ class DemoSettings:
     max_train: int | None = 1500
     max_val: int | None = 300
     max_test: int | None = 1000
-    epochs: int = 1  # the rest of the training recipe is TrainConfig's
+    epochs: int = 1
+    lr: float = 1e-3
     batch_size: int = 16
     max_delay: float = 6.0
     concurrency: int = 2
