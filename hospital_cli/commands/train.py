@@ -57,9 +57,11 @@ def train(
         str | None, typer.Option(help="Hospital name (default: asked from the registry).")
     ] = None,
     epochs: Annotated[
-        int, typer.Option(help="Passes over the training data (unless --steps is given).")
+        int, typer.Option(min=1, help="Passes over the training data (unless --steps is given).")
     ] = _default("epochs"),
-    steps: Annotated[int | None, typer.Option(metavar="N", help=STEPS_HELP)] = _default("steps"),
+    steps: Annotated[int | None, typer.Option(min=1, metavar="N", help=STEPS_HELP)] = _default(
+        "steps"
+    ),
     optimizer: Annotated[Optimizer, typer.Option(help=OPTIMIZER_HELP)] = _default("optimizer"),
     lr: Annotated[
         float, typer.Option("--lr", help="Peak learning rate (reached after the warm-up).")

@@ -239,7 +239,7 @@ def test_recipe_options_are_recorded_in_the_vector(
 def test_refused_recipes_name_their_option(offline: Cli, pneumonia: Path, tmp_path: Path) -> None:
     common = ["train", "--data", pneumonia, "--device", "cpu", "-o", tmp_path / "x.safetensors"]
     assert_one_line_error(offline(*common, "--warmup", "1.5"), 1, "--warmup", "less than 1")
-    assert_one_line_error(offline(*common, "--steps", "0"), 1, "--steps")
+    assert_one_line_error(offline(*common, "--label-smoothing", "1"), 1, "--label-smoothing")
     dp = ["--dp-sgd", "--dp-clip", "1.0", "--dp-noise", "1.0", "--steps", "10"]
     assert_one_line_error(offline(*common, *dp), 1, "DP-SGD budgets are in epochs", "steps")
     assert not (tmp_path / "x.safetensors").exists()
