@@ -93,13 +93,12 @@ def _queue_evaluations(app: MedVecCelery, version_id: str, job_id: str) -> None:
     with session_scope(app.resources.sessions) as session:
         job = session.get(MergeJob, job_id)
         benchmark_id = job.benchmark_id if job is not None else None
-        existing = set(
-            session.execute(
-                select(Evaluation.benchmark_id, Evaluation.split).where(
-                    Evaluation.version_id == version_id
-                )
-            ).tuples()
+        rows = session.execute(
+            select(Evaluation.benchmark_id, Evaluation.split).where(
+                Evaluation.version_id == version_id
+            )
         )
+        existing = {(benchmark, split) for benchmark, split in rows}
         wanted = [
             session.get(Benchmark, b) for b in benchmarks_for(session, version_id, benchmark_id)
         ]
