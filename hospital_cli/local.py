@@ -16,23 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from hospital_cli.errors import CliError
+from medvec.training_config import TrainConfig
 
 DP_DELTA = 1e-5
 
 
 @dataclass(frozen=True)
 class TrainRequest:
+    """One `medvec train` run. ``recipe`` holds the training settings; the ``dp_*``
+    fields are the command's privacy options: DP-SGD in the loop with ``dp_sgd``,
+    otherwise clipping (and noising) of the finished vector."""
+
     base: Path
     base_record: dict[str, Any]
     data: Path
     out: Path
     hospital: str
-    epochs: int = 1
-    lr: float = 1e-3
-    batch_size: int = 64
-    augment: bool = False
+    recipe: TrainConfig = field(default_factory=TrainConfig)
     val_fraction: float = 0.1
-    seed: int = 0
     device: str | None = None
     max_samples: int | None = None
     dp_clip: float | None = None
@@ -41,6 +42,13 @@ class TrainRequest:
     dp_delta: float = DP_DELTA
     save_model: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.train_config()  # a combination the loop refuses fails before any work
+
+    def train_config(self) -> TrainConfig:
+        """What ``fine_tune`` runs and the vector records: the recipe, plus DP-SGD when asked."""
+        return TrainConfig.model_validate({**self.recipe.model_dump(), **_dp_sgd_settings(self)})
 
 
 @dataclass
@@ -93,7 +101,7 @@ def _dp_vector(
     tensors = clip_by_l2(tensors, clip)
     privacy: dict[str, Any] = {"dp_sgd": False, "dp_clip": clip}
     if request.dp_noise:
-        tensors = add_gaussian_noise(tensors, request.dp_noise * clip, request.seed)
+        tensors = add_gaussian_noise(tensors, request.dp_noise * clip, request.recipe.seed)
         privacy.update(
             dp_noise=request.dp_noise,
             noise_std=request.dp_noise * clip,
@@ -125,7 +133,7 @@ def train_vector(
     from medvec.data import load_dataset
     from medvec.evaluation import evaluate_model
     from medvec.models import load_model_file, save_model_file
-    from medvec.training import TrainConfig, fine_tune, resolve_device
+    from medvec.training import fine_tune, resolve_device
     from medvec.vectors import VectorMetadata, compute_vector, save_vector
 
     device = resolve_device(request.device)
@@ -138,15 +146,8 @@ def train_vector(
     n_total = len(dataset)
     if request.max_samples:
         n_total = min(n_total, request.max_samples)
-    train_idx, val_idx = split_indices(n_total, request.val_fraction, request.seed)
-    config = TrainConfig(
-        epochs=request.epochs,
-        lr=request.lr,
-        batch_size=request.batch_size,
-        augment=request.augment,
-        seed=request.seed,
-        **_dp_sgd_settings(request),
-    )
+    config = request.train_config()
+    train_idx, val_idx = split_indices(n_total, request.val_fraction, config.seed)
     result = fine_tune(model, Subset(dataset, train_idx), config, device=device, on_step=on_step)
     model = model.to("cpu")
     tensors = compute_vector(base_state, model.state_dict())
@@ -156,7 +157,7 @@ def train_vector(
     metrics: dict[str, Any] = {}
     if val_idx:
         val_metrics = evaluate_model(
-            model, Subset(dataset, val_idx), device=device, batch_size=request.batch_size
+            model, Subset(dataset, val_idx), device=device, batch_size=config.batch_size
         )
         metrics = (
             val_metrics.model_dump() if hasattr(val_metrics, "model_dump") else dict(val_metrics)

@@ -34,7 +34,7 @@ _PUBLIC: dict[str, str] = {
     "merge_state_dicts": "medvec.merging",
     "load_dataset": "medvec.data",
     "load_medmnist": "medvec.data",
-    "TrainConfig": "medvec.training",
+    "TrainConfig": "medvec.training_config",
     "fine_tune": "medvec.training",
     "evaluate_model": "medvec.evaluation",
     "compute_metrics": "medvec.metrics",
@@ -79,7 +79,8 @@ if TYPE_CHECKING:
         load_model_file,
         save_model_file,
     )
-    from medvec.training import TrainConfig, fine_tune
+    from medvec.training import fine_tune
+    from medvec.training_config import TrainConfig
     from medvec.vectors import (
         VectorMetadata,
         apply_vector,

@@ -6,8 +6,8 @@ running mean and variance of each BatchNorm layer must describe the activations 
 network's activations on another data mix, and the mismatch compounds with depth
 (Jordan et al., "REPAIR", ICLR 2023). As in SWA's ``update_bn`` (Izmailov et al.,
 2018), the statistics are reset and recomputed as the cumulative average of the
-batch statistics of forward passes over calibration images. Labels are not used, so a benchmark's validation
-images or any unlabelled set from the same task serve.
+batch statistics of forward passes over calibration images. Labels are not used, so
+a benchmark's validation images or any unlabelled set from the same task serve.
 """
 
 from __future__ import annotations

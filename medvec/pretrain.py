@@ -66,6 +66,7 @@ class PretrainConfig(BaseModel):
     max_samples: int | None = Field(default=None, ge=1)
     steps: int = Field(default=1500, ge=1)
     lr: float = Field(default=0.1, gt=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
     batch_size: int = Field(default=128, ge=1)
     seed: int = 0
 
@@ -162,8 +163,20 @@ def ensure_pretrained(
     spec = config.spec(train_set.num_classes)
     torch.manual_seed(config.seed)
     model = build_model(spec)
+    # the recipe the cache key stands for, spelled out: TrainConfig's defaults may change
+    # without changing the key (a cached base would then differ from a fresh one)
     train_config = TrainConfig(
-        steps=config.steps, lr=config.lr, batch_size=config.batch_size, seed=config.seed
+        steps=config.steps,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        optimizer="sgd",
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+        schedule="cosine",
+        warmup=0.05,
+        augment=True,
     )
     result = fine_tune(
         model, train_set, train_config, device=resolve_device(device), on_step=on_step

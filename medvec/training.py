@@ -17,17 +17,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from medvec.data.arrays import batch_arrays
 from medvec.data.transforms import match_channels, train_transform
 from medvec.errors import DatasetError, MedVecError, PrivacyError
+from medvec.training_config import TrainConfig
 
 __all__ = [
     "RunningStats",
@@ -45,48 +46,6 @@ __all__ = [
 
 StepFn = Callable[..., None]
 PROGRESS_EVERY = 10
-
-
-class TrainConfig(BaseModel):
-    """Training settings; recorded as they are in every data vector's metadata.
-
-    The defaults are the fine-tuning recipe measured in docs/results.md ("Training
-    recipe"): SGD with Nesterov momentum, weight decay, a linear warm-up then a
-    cosine decay to zero, flips and crops. ``steps`` fixes the budget in optimiser
-    steps instead of epochs, so that a hospital with little data still trains
-    enough: the loop then cycles over the data as often as it takes.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    epochs: int = Field(default=1, ge=1)
-    steps: int | None = Field(default=None, ge=1)
-    lr: float = Field(default=0.01, gt=0)
-    batch_size: int = Field(default=64, ge=1)
-    augment: bool = True
-    seed: int = 0
-    optimizer: Literal["adam", "adamw", "sgd"] = "sgd"
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(default=5e-4, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    warmup: float = Field(default=0.05, ge=0, lt=1)
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    num_workers: int = Field(default=0, ge=0)
-    amp: bool = True
-    channels_last: bool = True
-    dp_sgd: bool = False
-    dp_clip: float | None = Field(default=None, gt=0)
-    dp_noise: float | None = Field(default=None, ge=0)
-    dp_delta: float = Field(default=1e-5, gt=0, lt=1)
-
-    @model_validator(mode="after")
-    def _dp_settings(self) -> TrainConfig:
-        if self.dp_sgd and (self.dp_clip is None or self.dp_noise is None):
-            raise ValueError("dp_sgd needs dp_clip (per-sample bound) and dp_noise (multiplier)")
-        if self.dp_sgd and self.steps is not None:
-            raise ValueError("DP-SGD budgets are in epochs (the accountant's unit); drop steps")
-        return self
 
 
 class TrainResult(BaseModel):
@@ -211,7 +170,7 @@ def lr_factor(step: int, total: int, config: TrainConfig) -> float:
     Linear warm-up over the first ``warmup`` fraction of the steps, then a cosine
     decay to zero at the last step (or a constant rate with ``schedule="constant"``).
     """
-    warm = math.ceil(config.warmup * total)
+    warm = math.ceil(round(config.warmup * total, 9))  # 0.07 * 100 is 7.000000000000001
     if step < warm:
         return (step + 1) / (warm + 1)
     if config.schedule == "constant":

@@ -140,6 +140,12 @@ def evaluate_version(
     return metrics
 
 
+def splits_for(benchmark: Benchmark) -> list[str]:
+    """The splits a new version is evaluated on: test (what is reported) and, when the
+    benchmark has one, val (what a version is chosen by, so that test stays unbiased)."""
+    return ["test"] + (["val"] if benchmark.sizes.get("val") else [])
+
+
 def benchmarks_for(session: Session, version_id: str, benchmark_id: str | None) -> list[str]:
     """The benchmarks a new version is evaluated on: the one asked for, or every one whose
     class count matches the version's base."""

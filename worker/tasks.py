@@ -3,7 +3,8 @@ failures into retriable (``self.retry`` with exponential backoff) and terminal (
 ends ``failed`` with the reason). Task names are the contract with the API:
 
 - ``medvec.merge.run(job_id)``, ``medvec.tune.run(job_id)``: run a merge job
-- ``medvec.evaluate.run(version_id, benchmark_id, split="test")``
+- ``medvec.evaluate.run(version_id, benchmark_id, split="test")``: a merge queues it for
+  the test split and, where the benchmark has one, the val split
 - ``medvec.policy.check(base_id=None)``: the auto-merge policy (beat, and after a vector)
 - ``medvec.vectors.accepted(vector_id, base_id, ...)``: the registry's hook → policy check
 - ``medvec.sweep.run()``: re-send jobs that lost their message
@@ -20,10 +21,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
 from app.jobs import VECTOR_ACCEPTED
-from app.models import DataVector, Evaluation, MergeJob
+from app.models import Benchmark, DataVector, Evaluation, MergeJob
 from app.services.merges import EVALUATE_TASK, MERGE_TASK, POLICY_TASK, TUNE_TASK
 from worker.errors import JobGone, TerminalJobError, describe, is_retriable
-from worker.evaluate import benchmarks_for, evaluate_version, mark_evaluation_failed
+from worker.evaluate import benchmarks_for, evaluate_version, mark_evaluation_failed, splits_for
 from worker.merge import MergeOutcome, mark_failed, mark_queued, run_merge
 from worker.policy import check_policy
 from worker.queue import CeleryJobQueue
@@ -86,23 +87,32 @@ def _run_job(task: Task, app: MedVecCelery, job_id: str, function: JobFunction) 
 
 
 def _queue_evaluations(app: MedVecCelery, version_id: str, job_id: str) -> None:
-    """Queue the version's test evaluations that do not exist yet (a redelivered task
-    thus repairs a crash between the version's commit and this send)."""
+    """Queue the version's test and val evaluations that do not exist yet (a redelivered
+    task thus repairs a crash between the version's commit and this send; a tuned
+    version already has its val row)."""
     with session_scope(app.resources.sessions) as session:
         job = session.get(MergeJob, job_id)
         benchmark_id = job.benchmark_id if job is not None else None
-        wanted = benchmarks_for(session, version_id, benchmark_id)
-        existing = set(
-            session.scalars(
-                select(Evaluation.benchmark_id).where(
-                    Evaluation.version_id == version_id, Evaluation.split == "test"
-                )
+        rows = session.execute(
+            select(Evaluation.benchmark_id, Evaluation.split).where(
+                Evaluation.version_id == version_id
             )
         )
-        benchmarks = [b for b in wanted if b not in existing]
+        existing = {(benchmark, split) for benchmark, split in rows}
+        wanted = [
+            session.get(Benchmark, b) for b in benchmarks_for(session, version_id, benchmark_id)
+        ]
+        missing = [
+            (benchmark.id, split)
+            for benchmark in wanted
+            if benchmark is not None
+            for split in splits_for(benchmark)
+            if (benchmark.id, split) not in existing
+        ]
     queue = job_queue(app)
-    for benchmark in benchmarks:
-        queue.enqueue(EVALUATE_TASK, {"version_id": version_id, "benchmark_id": benchmark})
+    for benchmark, split in missing:
+        payload = {"version_id": version_id, "benchmark_id": benchmark, "split": split}
+        queue.enqueue(EVALUATE_TASK, payload)
 
 
 def _safely(action: Callable[[], None]) -> None:

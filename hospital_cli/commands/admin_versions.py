@@ -196,7 +196,8 @@ def generation(
 
 
 def _metrics(evaluations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The test split's metrics (versions also have a val evaluation, to choose by)."""
     for evaluation in evaluations:
-        if evaluation.get("metrics"):
+        if evaluation.get("split") == "test" and evaluation.get("metrics"):
             return {k: evaluation["metrics"].get(k) for k in ("accuracy", "auc_macro", "f1_macro")}
     return {}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from hospital_cli import output
 from hospital_cli.bases import local_base
@@ -22,8 +23,27 @@ from hospital_cli.options import (
     TokenOpt,
     make_client,
 )
+from medvec.training_config import Optimizer, Schedule, TrainConfig
 
 app = typer.Typer()
+
+
+def _default(name: str) -> Any:
+    """The recipe's default for a setting: the options never restate them."""
+    return TrainConfig.model_fields[name].default
+
+
+STEPS_HELP = (
+    "Train for exactly N optimiser steps, cycling over the data as often as it takes "
+    "(instead of --epochs; not with --dp-sgd, whose budget is in epochs)."
+)
+OPTIMIZER_HELP = (
+    f"sgd (Nesterov momentum {_default('momentum')}), adam, or adamw (decoupled weight decay)."
+)
+SCHEDULE_HELP = (
+    "cosine: after the warm-up, decay the learning rate to zero along a half cosine; "
+    "constant: keep it at --lr."
+)
 
 
 @app.command()
@@ -36,12 +56,39 @@ def train(
     hospital: Annotated[
         str | None, typer.Option(help="Hospital name (default: asked from the registry).")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
-    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-3,
-    batch_size: BatchOpt = 64,
-    augment: Annotated[bool, typer.Option(help="Random flips and crops.")] = False,
-    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.1,
-    seed: int = 0,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Passes over the training data (unless --steps is given).")
+    ] = _default("epochs"),
+    steps: Annotated[int | None, typer.Option(min=1, metavar="N", help=STEPS_HELP)] = _default(
+        "steps"
+    ),
+    optimizer: Annotated[Optimizer, typer.Option(help=OPTIMIZER_HELP)] = _default("optimizer"),
+    lr: Annotated[
+        float, typer.Option("--lr", help="Peak learning rate (reached after the warm-up).")
+    ] = _default("lr"),
+    weight_decay: Annotated[
+        float,
+        typer.Option(help="Weight decay: an L2 penalty with sgd and adam, decoupled with adamw."),
+    ] = _default("weight_decay"),
+    schedule: Annotated[Schedule, typer.Option(help=SCHEDULE_HELP)] = _default("schedule"),
+    warmup: Annotated[
+        float,
+        typer.Option(help="Fraction of the steps over which the learning rate rises to --lr."),
+    ] = _default("warmup"),
+    label_smoothing: Annotated[
+        float,
+        typer.Option(help="Share of each target spread evenly over all classes (0 turns it off)."),
+    ] = _default("label_smoothing"),
+    batch_size: BatchOpt = _default("batch_size"),
+    augment: Annotated[
+        bool, typer.Option(help="Random horizontal flips and 2-pixel shifts (crops).")
+    ] = _default("augment"),
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share of the data held out to validate.")
+    ] = 0.1,
+    seed: Annotated[
+        int, typer.Option(help="Seeds the validation split, shuffling, augmentation and noise.")
+    ] = _default("seed"),
     max_samples: Annotated[
         int | None, typer.Option(min=1, help="Use only the first N samples (quick runs).")
     ] = None,
@@ -69,6 +116,7 @@ def train(
 
     Examples:
       medvec train --data pneumoniamnist.npz --epochs 3
+      medvec train --data small-ward.npz --steps 500 --label-smoothing 0.1
       medvec train --data xrays/ --dp-clip 1.0 --dp-noise 0.5 -o vectors/xrays.safetensors
     """
     if not data.exists():
@@ -81,27 +129,38 @@ def train(
     hospital = hospital or _hospital_name(profile, server, token)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     target = out or Path("vectors") / f"{hospital}-{data.stem}-{stamp}.safetensors"
-    request = TrainRequest(
-        base=base_path,
-        base_record=base_record,
-        data=data,
-        out=target,
-        hospital=hospital,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        augment=augment,
-        val_fraction=val_fraction,
-        seed=seed,
-        device=device,
-        max_samples=max_samples,
-        dp_clip=dp_clip,
-        dp_noise=dp_noise,
-        dp_sgd=dp_sgd,
-        dp_delta=dp_delta,
-        save_model=save_model,
-        extra=_parse_meta(meta or []),
-    )
+    try:
+        request = TrainRequest(
+            base=base_path,
+            base_record=base_record,
+            data=data,
+            out=target,
+            hospital=hospital,
+            recipe=TrainConfig(
+                epochs=epochs,
+                steps=steps,
+                optimizer=optimizer,
+                lr=lr,
+                weight_decay=weight_decay,
+                schedule=schedule,
+                warmup=warmup,
+                label_smoothing=label_smoothing,
+                batch_size=batch_size,
+                augment=augment,
+                seed=seed,
+            ),
+            val_fraction=val_fraction,
+            device=device,
+            max_samples=max_samples,
+            dp_clip=dp_clip,
+            dp_noise=dp_noise,
+            dp_sgd=dp_sgd,
+            dp_delta=dp_delta,
+            save_model=save_model,
+            extra=_parse_meta(meta or []),
+        )
+    except ValidationError as exc:
+        raise _invalid_options(exc) from exc
     with output.progress_steps() as bar:
         task = bar.add_task("train", total=None, info="")
 
@@ -137,6 +196,16 @@ def _summary(vector: Path, metadata: dict[str, Any], metrics: dict[str, Any]) ->
         )
     elif privacy:
         output.note(f"privacy: clipped to L2 norm {privacy.get('dp_clip')} (no noise: no epsilon)")
+
+
+def _invalid_options(exc: ValidationError) -> CliError:
+    """A refused recipe, each problem named by its option (``--label-smoothing``, not the field)."""
+    problems = []
+    for error in exc.errors():
+        option = "--" + "-".join(str(part) for part in error["loc"]).replace("_", "-")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{option}: {message}" if error["loc"] else message)
+    return CliError("invalid training settings: " + "; ".join(problems))
 
 
 def _hospital_name(profile: str | None, server: str | None, token: str | None) -> str:

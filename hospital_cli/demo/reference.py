@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hospital_cli.demo.data import DemoData
+from hospital_cli.demo.hospital import demo_recipe
 from hospital_cli.demo.state import DemoSettings, Ui
 
 
@@ -49,7 +50,7 @@ def train_centralized(
 
     from medvec.data import ImageArrayDataset
     from medvec.models import load_model_file, save_model_file
-    from medvec.training import TrainConfig, fine_tune, resolve_device
+    from medvec.training import fine_tune, resolve_device
 
     images, labels = [], []
     for shard in data.shards:
@@ -60,7 +61,7 @@ def train_centralized(
     union = ImageArrayDataset(
         np.concatenate(images), np.concatenate(labels), spec.in_channels, spec.image_size
     )
-    config = TrainConfig(
+    config = demo_recipe(
         epochs=settings.epochs * settings.generations,
         lr=settings.lr,
         batch_size=settings.batch_size,

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from hospital_cli.demo.state import DemoReport, MergedVersion
 
-COLUMNS = ["generation", "model", "detail", "accuracy", "auc", "f1"]
-METRICS = ("accuracy", "auc", "f1")
+COLUMNS = ["generation", "model", "detail", "accuracy", "auc", "f1", "val_accuracy"]
+METRICS = ("accuracy", "auc", "f1")  # test split; val_accuracy is what promotion chose by
 
 
 def _lambda(params: dict[str, Any]) -> str:
@@ -47,9 +47,9 @@ def result_rows(report: DemoReport) -> list[dict[str, Any]]:
             rows.append(_row(generation, "mean of local models", f"{len(local)} hospitals", mean))
         for v in report.versions:
             if v.generation == generation and v.metrics:
-                rows.append(
-                    _row(generation, f"merged: {v.strategy}", _version_detail(v), v.metrics)
-                )
+                model = f"merged: {v.strategy}"
+                val = v.val_metrics.get("accuracy")
+                rows.append(_row(generation, model, _version_detail(v), v.metrics, val))
     if report.centralized:
         detail = "all hospitals' images, same epochs"
         rows.append(_row(None, "centralized (union)", detail, report.centralized))
@@ -57,13 +57,18 @@ def result_rows(report: DemoReport) -> list[dict[str, Any]]:
 
 
 def _row(
-    generation: int | None, model: str, detail: str, metrics: dict[str, float]
+    generation: int | None,
+    model: str,
+    detail: str,
+    metrics: dict[str, float],
+    val_accuracy: float | None = None,
 ) -> dict[str, Any]:
     return {
         "generation": generation,
         "model": model,
         "detail": detail,
         **{k: metrics.get(k) for k in METRICS},
+        "val_accuracy": val_accuracy,
     }
 
 
@@ -76,7 +81,8 @@ def _fmt(value: Any) -> str:
 def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for column in COLUMNS:
-        table.add_column(column, justify="right" if column in METRICS else "left")
+        numeric = column in METRICS or column == "val_accuracy"
+        table.add_column(column, justify="right" if numeric else "left")
     for row in rows:
         style = "bold" if row["model"].startswith(("mean", "centralized")) else None
         if row.get("detail", "").endswith("PRODUCTION"):

@@ -4,8 +4,9 @@ Per generation: every hospital thread pulls the current base, fine-tunes and pus
 whenever it is ready; the registry's auto-merge policy turns arrivals into interim
 versions as they come; when the last hospital has pushed, the admin asks for one merge
 per strategy (task arithmetic with lambda tuned on the benchmark's validation split);
-the worker evaluates every version on the benchmark's test split; the best version is
-promoted to production and starts the next generation as its base.
+the worker evaluates every version on the benchmark's validation and test splits; the
+version best on validation is promoted to production (its test metrics are what the
+table reports, untouched by the choice) and starts the next generation as its base.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from hospital_cli.errors import CliError
 JOB_TIMEOUT_S = 900.0
 POLL_S = 1.0
 LAMBDA_MULTIPLES = (0.5, 1.0, 1.5, 2.0)
+SPLITS = ("val", "test")  # promotion chooses on val, the report shows test
 
 
 def _settled(evaluations: list[dict[str, Any]]) -> bool:
-    """A version is settled once its test evaluation has finished, well or not."""
-    return bool(pick_metrics(evaluations)) or any(
-        e.get("split") == "test" and e.get("status") == "failed" for e in evaluations
+    """A version is settled once its val and test evaluations have finished, well or not."""
+    return all(
+        pick_metrics(evaluations, split)
+        or any(e.get("split") == split and e.get("status") == "failed" for e in evaluations)
+        for split in SPLITS
     )
 
 
@@ -183,6 +187,7 @@ class DemoRun:
                 continue
             vid = str(version["id"])
             inputs = version.get("inputs") or version.get("lineage") or []
+            evaluations = admin.version_evaluations(vid)
             self.report.versions.append(
                 MergedVersion(
                     generation=number,
@@ -191,7 +196,8 @@ class DemoRun:
                     trigger="admin" if vid in requested else "auto-merge",
                     params=dict(version.get("params") or {}),
                     vectors=len(inputs),
-                    metrics=pick_metrics(admin.version_evaluations(vid)),
+                    metrics=pick_metrics(evaluations, "test"),
+                    val_metrics=pick_metrics(evaluations, "val"),
                     status=str(version.get("status")),
                 )
             )
@@ -202,11 +208,11 @@ class DemoRun:
         candidates = [
             v
             for v in self.report.versions
-            if v.generation == number and v.version_id in finished.values() and v.metrics
+            if v.generation == number and v.version_id in finished.values() and v.val_metrics
         ]
         if not candidates:
-            raise CliError(f"generation {number}: no evaluated version to promote")
-        best = max(candidates, key=lambda v: v.metrics["accuracy"])
+            raise CliError(f"generation {number}: no version evaluated on validation to promote")
+        best = max(candidates, key=lambda v: v.val_metrics["accuracy"])
         admin.promote(best.version_id, "production")
         best.status = "production"
         self.report.promoted.append(best.version_id)

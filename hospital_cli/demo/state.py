@@ -23,7 +23,7 @@ class DemoSettings:
     max_val: int | None = 300
     max_test: int | None = 1000
     epochs: int = 1
-    lr: float = 0.01
+    lr: float = 1e-3
     batch_size: int = 16
     max_delay: float = 6.0
     concurrency: int = 2
@@ -45,7 +45,8 @@ class MergedVersion:
     trigger: str
     params: dict[str, Any]
     vectors: int
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # test: what is reported
+    val_metrics: dict[str, float] = field(default_factory=dict)  # val: what promotion uses
     status: str = "candidate"
 
 

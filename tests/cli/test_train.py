@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from rich.progress import Progress
 
+from hospital_cli import output
 from medvec.hashing import sha256_file
+from medvec.training_config import TrainConfig
 from medvec.vectors import load_vector, read_vector_metadata
 from tests.cli.conftest import CliResult, Hospital, Registry, assert_one_line_error, login
 
@@ -22,6 +25,10 @@ pytestmark = pytest.mark.slow
 
 TRAIN = ["--epochs", "2", "--lr", "0.01", "--batch-size", "64", "--device", "cpu"]
 Cli = Callable[..., CliResult]
+RECIPE_OPTIONS = (
+    "optimizer", "schedule", "lr", "weight_decay", "warmup", "label_smoothing", "augment",
+    "batch_size",
+)  # fmt: skip
 
 
 @pytest.fixture()
@@ -185,6 +192,61 @@ def test_dp_sgd_records_the_accountants_epsilon(
     assert privacy["epsilon"] == pytest.approx(independent, rel=0.15)
 
 
+def test_step_budget_drives_the_run_and_its_progress(
+    offline: Cli, pneumonia: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bars: list[Progress] = []
+    make_bar = output.progress_steps
+
+    def recording_bar(**kwargs: Any) -> Progress:
+        bars.append(make_bar(**kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(output, "progress_steps", recording_bar)
+    out = tmp_path / "steps.safetensors"
+    result = offline(
+        "train", "--data", pneumonia, "--max-samples", "300", "--batch-size", "64",
+        "--steps", "25", "--device", "cpu", "-o", out, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    training = read_vector_metadata(out).training
+    assert training["steps"] == 25 and training["epochs"] == 1
+    # 270 training images are 5 batches: one epoch would be 5 steps, the budget is 5 passes
+    (task,) = bars[0].tasks
+    assert task.total == task.completed == 25
+
+
+def test_recipe_options_are_recorded_in_the_vector(
+    offline: Cli, pneumonia: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "recipe.safetensors"
+    result = offline(
+        "train", "--data", pneumonia, "--max-samples", "200", "--device", "cpu", "-o", out,
+        "--optimizer", "adamw", "--schedule", "constant", "--lr", "0.002",
+        "--weight-decay", "0.05", "--warmup", "0.2", "--label-smoothing", "0.1",
+        "--no-augment", "--batch-size", "32", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    training = read_vector_metadata(out).training
+    assert set(TrainConfig.model_fields) <= set(training)  # the whole recipe, defaults too
+    assert {k: training[k] for k in RECIPE_OPTIONS} == {
+        "optimizer": "adamw", "schedule": "constant", "lr": 0.002, "weight_decay": 0.05,
+        "warmup": 0.2, "label_smoothing": 0.1, "augment": False, "batch_size": 32,
+    }  # fmt: skip
+    assert training["steps"] is None and training["momentum"] == TrainConfig().momentum
+
+
+def test_refused_recipes_name_their_option(offline: Cli, pneumonia: Path, tmp_path: Path) -> None:
+    common = ["train", "--data", pneumonia, "--device", "cpu", "-o", tmp_path / "x.safetensors"]
+    assert_one_line_error(offline(*common, "--warmup", "1.5"), 1, "--warmup", "less than 1")
+    assert_one_line_error(offline(*common, "--label-smoothing", "1"), 1, "--label-smoothing")
+    dp = ["--dp-sgd", "--dp-clip", "1.0", "--dp-noise", "1.0", "--steps", "10"]
+    assert_one_line_error(offline(*common, *dp), 1, "DP-SGD budgets are in epochs", "steps")
+    assert not (tmp_path / "x.safetensors").exists()
+    wrong = offline(*common, "--optimizer", "rmsprop")
+    assert wrong.exit_code == 2 and "rmsprop" in wrong.stderr
+
+
 def _write_pngs(images: np.ndarray, labels: np.ndarray, root: Path) -> list[Path]:
     paths = []
     for i, (image, label) in enumerate(zip(images, labels, strict=True)):
@@ -202,14 +264,14 @@ def test_train_on_an_image_folder(offline: Cli, pneumonia: Path, tmp_path: Path)
     out = tmp_path / "folder.safetensors"
     result = offline(
         "train", "--data", tmp_path / "xrays", "-o", out, *TRAIN, "--val-fraction", "0.25",
-        "--augment", "--seed", "3", "--json",
+        "--no-augment", "--seed", "3", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     meta = read_vector_metadata(out)
     assert meta.num_samples == 180
     assert sum(meta.label_histogram.values()) == 180
     assert meta.training["data"] == "xrays"
-    assert meta.training["augment"] is True and meta.training["seed"] == 3
+    assert meta.training["augment"] is False and meta.training["seed"] == 3
 
 
 def test_train_on_dicom_with_a_labels_csv(offline: Cli, pneumonia: Path, tmp_path: Path) -> None:

@@ -50,8 +50,14 @@ def test_quick_demo_merges_better_than_the_mean_local_model(
         best = max(v["metrics"]["accuracy"] for v in mine)
         assert best > sum(local) / len(local), (generation, best, local)
     assert len(result["promoted"]) == generations
-    promoted = {v["version_id"]: v for v in versions}[result["promoted"][-1]]
-    assert promoted["status"] == "production"
+    by_id = {v["version_id"]: v for v in versions}
+    for generation, version_id in enumerate(result["promoted"], start=1):
+        # chosen on validation among the admin's merges (test is only reported)
+        admin = [v for v in versions if v["generation"] == generation and v["trigger"] == "admin"]
+        assert all(v["val_metrics"] and v["metrics"] for v in admin), admin
+        best_val = max(v["val_metrics"]["accuracy"] for v in admin)
+        assert by_id[version_id]["val_metrics"]["accuracy"] == best_val, (generation, admin)
+    assert by_id[result["promoted"][-1]]["status"] == "production"
     assert 0.0 < result["centralized"]["accuracy"] <= 1.0
 
     with (out / "results.csv").open() as handle:
@@ -60,5 +66,6 @@ def test_quick_demo_merges_better_than_the_mean_local_model(
     assert any(m.startswith("hospital-") for m in models)
     assert any(m.startswith("merged: ") for m in models)
     assert "centralized (union)" in models and "mean of local models" in models
+    assert all(row["val_accuracy"] for row in rows if row["model"].startswith("merged: "))
     png = (out / "accuracy.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000

@@ -63,7 +63,8 @@ def test_merge_then_evaluate_matches_an_independent_computation(
         v["id"]: float(v["num_samples"]) for v in world.vectors
     }
 
-    rows = registry.wait(f"/versions/{version['id']}/evaluations", _evaluated({"test"}))
+    # test is reported; val, which a version is chosen by, is evaluated as well
+    rows = registry.wait(f"/versions/{version['id']}/evaluations", _evaluated({"test", "val"}))
     metrics = next(r for r in rows if r["split"] == "test")["metrics"]
     model_file = registry.tmp / "merged.safetensors"
     download = registry.client.get(
@@ -79,6 +80,10 @@ def test_merge_then_evaluate_matches_an_independent_computation(
     assert np.trace(confusion) / 1000 == pytest.approx(accuracy, abs=1e-9)
     for key in ("balanced_accuracy", "auc_macro", "f1_macro", "sensitivity", "specificity", "ece"):
         assert key in metrics
+    val = next(r for r in rows if r["split"] == "val")["metrics"]
+    val_accuracy, val_n = factories.accuracy_by_hand(model_file, world.benchmark_path, "val")
+    assert val["n"] == val_n == 300 and val["accuracy"] == pytest.approx(val_accuracy, abs=1e-9)
+    assert len(rows) == 2  # one row per split, each evaluated once
 
     board = registry.call("GET", "/leaderboard", params={"metric": "accuracy"})
     assert version["id"] in [row["version_id"] for row in board]
@@ -89,7 +94,10 @@ def test_merge_then_evaluate_matches_an_independent_computation(
     assert hidden.status_code == 404  # hospitals see the production model's only
     registry.call("POST", f"/versions/{version['id']}/promote", json={"stage": "production"})
     seen = registry.call("GET", "/versions/production/evaluations", who=hospital)
-    assert [r["metrics"]["accuracy"] for r in seen] == [metrics["accuracy"]]
+    assert {r["split"]: r["metrics"]["accuracy"] for r in seen} == {
+        "test": metrics["accuracy"],
+        "val": val["accuracy"],
+    }
 
 
 def test_same_request_is_one_job_and_duplicate_delivery_one_version(

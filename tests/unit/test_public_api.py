@@ -21,7 +21,15 @@ def test_unknown_name_is_an_attribute_error() -> None:
         _ = medvec.nope  # type: ignore[attr-defined]
 
 
-def test_importing_errors_and_hashing_does_not_load_torch() -> None:
-    code = "import sys, medvec.errors, medvec.hashing; print('torch' in sys.modules)"
+@pytest.mark.parametrize(
+    "modules",
+    [
+        "medvec.errors, medvec.hashing",
+        "medvec.training_config",  # the CLI reads the recipe's defaults when it starts
+        "hospital_cli.main",  # every command registered: `medvec login` stays instant
+    ],
+)
+def test_light_imports_do_not_load_torch(modules: str) -> None:
+    code = f"import sys, {modules}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -3,6 +3,7 @@ progress, and trains with DP-SGD under a real accountant."""
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,21 @@ from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
+import medvec.training
+import medvec.training_dp
 from medvec.data import ImageArrayDataset, load_medmnist
+from medvec.data.transforms import eval_transform
 from medvec.errors import MedVecError, PrivacyError
 from medvec.evaluation import evaluate_model
 from medvec.privacy import dp_sgd_epsilon
-from medvec.training import TrainConfig, fine_tune, model_in_channels, resolve_device
+from medvec.training import (
+    TrainConfig,
+    fine_tune,
+    lr_factor,
+    make_optimizer,
+    model_in_channels,
+    resolve_device,
+)
 
 N_TRAIN = 500
 
@@ -43,21 +54,32 @@ def pneumonia(datasets_dir: Path) -> tuple[ImageArrayDataset, ImageArrayDataset]
     return train, load_medmnist("pneumoniamnist", "test", datasets_dir)
 
 
+def _tensor_dataset(dataset: ImageArrayDataset, n: int) -> TensorDataset:
+    """The first ``n`` items as a plain map-style dataset (trained through a DataLoader)."""
+    items = [dataset[i] for i in range(n)]
+    return TensorDataset(torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
+
+
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def test_fine_tune_improves_held_out_accuracy(pneumonia: Any) -> None:
+    """The default recipe (SGD, warm-up + cosine, augmentation) learns from scratch when it
+    is given enough steps: a step budget, as a hospital with little data would use."""
     train, test = pneumonia
     model = tiny_cnn()
     before = evaluate_model(model, test, device="cpu")
-    config = TrainConfig(epochs=8, lr=0.01, batch_size=32, seed=0)
+    config = TrainConfig(steps=300, batch_size=32, seed=0)
     result = fine_tune(model, Subset(train, range(N_TRAIN)), config, device="cpu")
     after = evaluate_model(model, test, device="cpu")
     assert after.accuracy > before.accuracy + 0.05
     assert after.auc_macro is not None and before.auc_macro is not None
     assert after.auc_macro > before.auc_macro + 0.1
-    assert result.samples == 8 * N_TRAIN and result.steps == 8 * math.ceil(N_TRAIN / 32)
+    per_epoch = math.ceil(N_TRAIN / 32)  # 16 batches: 15 of 32 and one of 20
+    full_epochs, rest = divmod(300, per_epoch)  # 18 passes, then 12 steps of full batches
+    assert result.steps == 300 and result.epochs == full_epochs + 1
+    assert result.samples == full_epochs * N_TRAIN + rest * 32
     assert result.device == "cpu" and not result.amp and result.privacy == {}
     assert 0 < result.loss < 1 and 0.5 < result.accuracy <= 1
     assert result.images_per_second > 0 and result.epsilon is None
@@ -112,8 +134,7 @@ def test_grey_data_feeds_one_and_three_channel_models(pneumonia: Any) -> None:
 
 def test_any_map_style_dataset_trains(pneumonia: Any) -> None:
     train, _ = pneumonia
-    items = [train[i] for i in range(96)]
-    dataset = TensorDataset(torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
+    dataset = _tensor_dataset(train, 96)
     result = fine_tune(tiny_cnn(in_channels=1), dataset, TrainConfig(batch_size=32), device="cpu")
     assert result.samples == 96 and result.steps == 3
 
@@ -133,6 +154,98 @@ def test_dp_knobs_without_dp_sgd_are_refused(pneumonia: Any) -> None:
     train, _ = pneumonia
     with pytest.raises(PrivacyError, match="DP-SGD only"):
         fine_tune(tiny_cnn(), Subset(train, range(10)), TrainConfig(dp_clip=1.0), device="cpu")
+
+
+def test_lr_factor_warms_up_linearly_then_decays_along_a_cosine() -> None:
+    config = TrainConfig(warmup=0.2)  # 100 steps: 20 of warm-up, then 80 of decay
+    factors = [lr_factor(step, 100, config) for step in range(101)]
+    assert factors[:20] == pytest.approx([(step + 1) / 21 for step in range(20)])
+    assert factors[20] == 1.0  # the peak, right after the warm-up
+    quarter = 0.5 * (1 + math.cos(math.pi / 4))
+    assert [factors[40], factors[60], factors[80]] == pytest.approx([quarter, 0.5, 1 - quarter])
+    assert all(a > b for a, b in zip(factors[20:], factors[21:], strict=False))
+    assert 0 < factors[99] < 1e-3  # the last step's rate is all but zero ...
+    assert factors[100] == pytest.approx(0.0, abs=1e-12)  # ... and zero once it is taken
+
+
+def test_lr_factor_constant_schedule_and_no_warm_up() -> None:
+    constant = TrainConfig(schedule="constant", warmup=0.2)
+    assert [lr_factor(step, 10, constant) for step in range(10)] == [1 / 3, 2 / 3] + [1.0] * 8
+    assert lr_factor(0, 10, TrainConfig(warmup=0)) == 1.0
+    # the warm-up is a whole number of steps even where the fraction is inexact in binary
+    inexact = TrainConfig(warmup=0.07, schedule="constant")
+    assert [lr_factor(step, 100, inexact) for step in (5, 6, 7)] == [6 / 8, 7 / 8, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("steps", "map_style", "epochs"),
+    [(7, False, 3), (7, True, 3), (2, False, 1)],
+    ids=["cycles", "cycles-dataloader", "stops-inside-an-epoch"],
+)
+def test_step_budget_is_honoured_exactly(
+    pneumonia: Any, steps: int, map_style: bool, epochs: int
+) -> None:
+    train, _ = pneumonia
+    dataset: Any = Subset(train, range(96))  # 3 batches of 32 per epoch
+    if map_style:
+        dataset = _tensor_dataset(train, 96)
+    calls: list[tuple[int, int]] = []
+
+    def on_step(step: int, total: int, **_: float) -> None:
+        calls.append((step, total))
+
+    config = TrainConfig(steps=steps, epochs=5, batch_size=32)  # steps override epochs
+    result = fine_tune(tiny_cnn(), dataset, config, device="cpu", on_step=on_step)
+    assert result.steps == steps and result.epochs == epochs and result.samples == 32 * steps
+    assert calls == [(step, steps) for step in range(1, steps + 1)]
+
+
+@pytest.mark.parametrize("dp_sgd", [False, True], ids=["plain", "dp-sgd"])
+def test_optimizer_steps_at_the_scheduled_rate(
+    pneumonia: Any, monkeypatch: pytest.MonkeyPatch, dp_sgd: bool
+) -> None:
+    """The rate each optimiser step really uses, read from the optimiser as it steps."""
+    train, _ = pneumonia
+    rates: list[float] = []
+
+    def recording_optimizer(params: Any, config: TrainConfig) -> Any:
+        optimizer = make_optimizer(params, config)
+        optimizer.register_step_pre_hook(lambda opt, *_: rates.append(opt.param_groups[0]["lr"]))
+        return optimizer
+
+    monkeypatch.setattr(medvec.training, "make_optimizer", recording_optimizer)
+    monkeypatch.setattr(medvec.training_dp, "make_optimizer", recording_optimizer)
+    # 96 images in batches of 16: 6 steps an epoch (DP-SGD: 6 Poisson draws), 12 in all
+    budget = {"epochs": 2, "dp_sgd": True, "dp_clip": 1.0, "dp_noise": 1.0} if dp_sgd else {}
+    config = TrainConfig(lr=0.2, warmup=0.25, batch_size=16, **(budget or {"steps": 12}))
+    result = fine_tune(tiny_cnn(), Subset(train, range(96)), config, device="cpu")
+    assert result.steps == len(rates) == 12
+    assert rates[:4] == pytest.approx([0.05, 0.1, 0.15, 0.2])  # 3 warm-up steps, then the peak
+    assert rates == pytest.approx([0.2 * lr_factor(step, 12, config) for step in range(12)])
+
+
+def test_label_smoothing_is_in_the_loss(pneumonia: Any) -> None:
+    """One step on one full batch: the reported loss is the smoothed cross-entropy of the
+    untrained model's outputs, computed here from its log-probabilities."""
+    train, _ = pneumonia
+    model = tiny_cnn()
+    images, labels = eval_transform(train.pixels[:64], 3), train.labels[:64]
+    with torch.no_grad():  # a copy: the forward pass in train mode moves BatchNorm's statistics
+        log_p = copy.deepcopy(model).train()(images).log_softmax(1)
+    nll = float(-log_p[torch.arange(64), labels].mean())
+    uniform = float(-log_p.mean())
+    losses = []
+    for smoothing in (0.0, 0.3):
+        config = TrainConfig(steps=1, batch_size=64, augment=False, label_smoothing=smoothing)
+        result = fine_tune(copy.deepcopy(model), Subset(train, range(64)), config, device="cpu")
+        assert result.loss == pytest.approx((1 - smoothing) * nll + smoothing * uniform, rel=1e-5)
+        losses.append(result.loss)
+    assert losses[1] != pytest.approx(losses[0], rel=1e-3)
+
+
+def test_dp_sgd_refuses_a_step_budget() -> None:
+    with pytest.raises(ValidationError, match="DP-SGD budgets are in epochs"):
+        TrainConfig(steps=100, dp_sgd=True, dp_clip=1.0, dp_noise=1.0)
 
 
 def test_resolve_device() -> None:
