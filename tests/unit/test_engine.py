@@ -10,7 +10,13 @@ from torch import nn
 
 from medvec.errors import IncompatibleBaseError, MergeError
 from medvec.hashing import sha256_file
-from medvec.merging import list_strategies, merge_files, merge_state_dicts
+from medvec.merging import (
+    list_strategies,
+    mean_pairwise_cosine,
+    merge_files,
+    merge_state_dicts,
+    pairwise_dots,
+)
 from medvec.merging.masks import RANDOM_BLOCK
 from medvec.models import (
     ModelSpec,
@@ -223,3 +229,28 @@ def test_running_statistics_are_averaged_bit_for_bit_in_both_paths(
         mean = sum(w * t[key].double() for w, (t, _) in zip(weights, loaded, strict=True))
         by_hand = base_state[key].double() + mean / sum(weights)
         torch.testing.assert_close(merged[key].double(), by_hand, rtol=1e-6, atol=1e-7)
+
+
+def test_mean_pairwise_cosine_streams_and_leaves_running_statistics_out(
+    files: tuple[Path, list[Path]],
+) -> None:
+    _base, vectors = files
+    flat = []
+    for path in vectors:
+        tensors, _ = load_vector(path)
+        flat.append(
+            torch.cat(
+                [t.double().reshape(-1) for k, t in tensors.items() if not is_running_stat(k)]
+            )
+        )
+    by_hand = [
+        float(torch.nn.functional.cosine_similarity(flat[i], flat[j], dim=0))
+        for i in range(4)
+        for j in range(i + 1, 4)
+    ]
+    # a small buffer forces several chunks per large tensor
+    got = mean_pairwise_cosine(vectors, buffer_bytes=4 * 4 * 1000)
+    assert got == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-9)
+    gram = pairwise_dots(vectors[:2])
+    assert float(gram[0, 1]) == pytest.approx(float(flat[0] @ flat[1]), rel=1e-9)
+    assert mean_pairwise_cosine(vectors[:1]) is None
