@@ -229,6 +229,7 @@ class RegistryClient(httpx.Client):
         params: Json | None = None,
         selection: Json | None = None,
         benchmark_id: str | None = None,
+        calibration: str = "auto",
     ) -> Json:
         body = {
             "base_id": base_id,
@@ -236,6 +237,7 @@ class RegistryClient(httpx.Client):
             "params": params or {},
             "selection": selection or {},
             "benchmark_id": benchmark_id,
+            "calibration": calibration,
         }
         return dict(self._json("POST", "/merges", json=body))
 

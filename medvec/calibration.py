@@ -31,11 +31,16 @@ worth of a typical validation split), and the cost stays a small share of a merg
 
 
 class CalibrationRecord(BaseModel):
-    """What a recalibration did; stored in a merged version's lineage."""
+    """What a recalibration did; stored in a merged version's lineage.
+
+    ``source`` names the image set (a benchmark id, a file name) and ``split`` the
+    part of it used; ``images`` counts the images that went through the network.
+    """
 
     layers: int
     images: int
     source: str = ""
+    split: str = ""
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -73,6 +78,7 @@ def recalibrate_bn(
     batch_size: int = 256,
     max_images: int | None = CALIBRATION_MAX_IMAGES,
     source: str = "",
+    split: str = "",
 ) -> CalibrationRecord:
     """Reset every BatchNorm's running statistics and recompute them on ``images``.
 
@@ -84,7 +90,7 @@ def recalibrate_bn(
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not layers:
         model.eval()
-        return CalibrationRecord(layers=0, images=0, source=source)
+        return CalibrationRecord(layers=0, images=0, source=source, split=split)
     pixels = _calibration_pixels(images, max_images)
     channels = model_in_channels(model)
     model.to(target)
@@ -93,14 +99,16 @@ def recalibrate_bn(
         layer.reset_running_stats()
         layer.momentum = None  # cumulative moving average: the exact mean over batches
     model.train()
+    seen = 0
     try:
         for start in range(0, pixels.shape[0], batch_size):
             batch = pixels[start : start + batch_size].to(target, non_blocking=True)
             if batch.shape[0] == 1 and pixels.shape[0] > 1:
                 continue  # BatchNorm cannot take a lone image in train mode
             model(eval_transform(batch, channels))
+            seen += int(batch.shape[0])
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
         model.eval()
-    return CalibrationRecord(layers=len(layers), images=int(pixels.shape[0]), source=source)
+    return CalibrationRecord(layers=len(layers), images=seen, source=source, split=split)

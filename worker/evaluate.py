@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,8 +27,23 @@ from worker.session import session_scope
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class SplitRef:
+    """One split of a benchmark, detached from any database session."""
+
+    benchmark_id: str
+    name: str
+    sha256: str
+    num_classes: int
+    split: str
+
+    @classmethod
+    def of(cls, benchmark: Benchmark, split: str) -> SplitRef:
+        return cls(benchmark.id, benchmark.name, benchmark.sha256, benchmark.num_classes, split)
+
+
 def load_benchmark_split(
-    store: BlobStore, benchmark: Benchmark, split: str, spec: ModelSpec
+    store: BlobStore, benchmark: Benchmark | SplitRef, split: str, spec: ModelSpec
 ) -> ImageArrayDataset:
     """The benchmark's ``split`` shaped for ``spec`` (channels and image size)."""
     if benchmark.num_classes != spec.num_classes:

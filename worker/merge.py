@@ -6,7 +6,10 @@ visible while it runs and a crash at any point is safe:
 1. claim: lock the job row; ``succeeded``/``failed`` → nothing to do; count the
    delivery in ``attempts`` and give up past ``max_attempts``; mark ``running``.
 2. compute (no transaction): the streaming engine writes into the blob store's
-   staging area; the blob is renamed into place only when complete.
+   staging area; the input vectors' mean pairwise cosine is measured; where the job
+   names calibration images the merged model's BatchNorm statistics are recomputed
+   on them and the final file written (``worker.calibrate``); the blob is renamed
+   into place only when complete.
 3. finish: lock the job row again; if another delivery finished first, keep its
    version; otherwise insert the version and its lineage and mark ``succeeded``
    in one commit. A version row therefore never exists without its blob, and one
@@ -27,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import utcnow
 from app.models import (
     BaseModelRecord,
+    Benchmark,
     DataVector,
     JobStatus,
     MergeJob,
@@ -36,11 +40,14 @@ from app.models import (
 )
 from app.security import Actor
 from app.services import audit
+from app.services.calibration import VALIDATION_SPLIT, validation_benchmark
 from app.services.merges import strategy_params
 from app.storage import BlobStore
 from medvec.hashing import sha256_file
+from worker.calibrate import recalibrate_merged
 from worker.config import WorkerSettings
-from worker.errors import JobGone
+from worker.errors import JobGone, TerminalJobError
+from worker.evaluate import SplitRef
 from worker.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,18 @@ class MergePlan:
     provenance: dict[str, Any]
     base_sha256: str = ""
     stale: tuple[int, ...] = ()
+    calibration: SplitRef | None = None
+    validation: SplitRef | None = None
+
+
+@dataclass(frozen=True)
+class Computed:
+    """The stored blob of a merge and what was measured while making it."""
+
+    sha256: str
+    size: int
+    calibration: dict[str, Any] | None
+    mergeability: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,7 @@ def _plan(session: Session, store: BlobStore, job: MergeJob) -> MergePlan:
     if missing:
         raise JobGone(f"vectors {missing} of merge job {job.id} no longer exist")
     lineage = [{"vector_id": i["vector_id"], "weight": i["weight"]} for i in inputs]
+    validation = validation_benchmark(session, base, job.benchmark_id)
     return MergePlan(
         job_id=job.id,
         base_id=base.id,
@@ -127,6 +147,8 @@ def _plan(session: Session, store: BlobStore, job: MergeJob) -> MergePlan:
         weights=[float(i["weight"]) for i in inputs],
         base_sha256=base.sha256,
         stale=tuple(n for n, i in enumerate(inputs) if int(i.get("staleness", 0)) > 0),
+        calibration=_calibration_images(session, job),
+        validation=SplitRef.of(validation, VALIDATION_SPLIT) if validation else None,
         provenance={
             "merge_job_id": job.id,
             "base_id": base.id,
@@ -140,11 +162,27 @@ def _plan(session: Session, store: BlobStore, job: MergeJob) -> MergePlan:
     )
 
 
-def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> tuple[str, int]:
-    """Merge into the staging area and commit the blob; ``(sha256, size)``."""
-    from medvec.merging import merge_files
+def _calibration_images(session: Session, job: MergeJob) -> SplitRef | None:
+    """The split the job recalibrates on (chosen at request time), or ``None``."""
+    source = job.params.get("calibration")
+    if not source:
+        return None
+    benchmark = session.get(Benchmark, source["benchmark_id"])
+    if benchmark is None:
+        raise TerminalJobError(
+            f"calibration benchmark {source['benchmark_id']} of merge job {job.id} no longer "
+            "exists: request the merge again"
+        )
+    return SplitRef.of(benchmark, str(source["split"]))
 
-    staged = store.staging_path(f"merge-{plan.job_id}-{time.monotonic_ns()}.safetensors")
+
+def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> Computed:
+    """Merge into the staging area, measure, recalibrate, and commit the final blob."""
+    from medvec.merging import mean_pairwise_cosine, merge_files
+
+    stamp = f"{plan.job_id}-{time.monotonic_ns()}"
+    staged = store.staging_path(f"merge-{stamp}.safetensors")
+    calibrated = store.staging_path(f"calibrated-{stamp}.safetensors")
     delay = settings.merge_tensor_delay_s
     rebased = [rebase_vector(plan, store, n) for n in plan.stale]
     paths = list(plan.vector_paths)
@@ -162,13 +200,27 @@ def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> tupl
             provenance=plan.provenance,
             progress=(lambda *_a, **_k: time.sleep(delay)) if delay > 0 else None,
         )
-        digest = sha256_file(staged)
-        info = store.commit(staged, digest)
+        cosine = mean_pairwise_cosine(paths)
+        final = recalibrate_merged(
+            staged,
+            calibrated,
+            store,
+            calibration=plan.calibration,
+            validation=plan.validation,
+            batch_size=settings.eval_batch_size,
+        )
+        digest = sha256_file(final.path)
+        info = store.commit(final.path, digest)
     finally:
-        staged.unlink(missing_ok=True)
-        for path in rebased:
+        for path in (staged, calibrated, *rebased):
             path.unlink(missing_ok=True)
-    return info.sha256, info.size
+    mergeability = {
+        "mean_cosine": cosine,
+        "validation_benchmark_id": plan.validation.benchmark_id if plan.validation else None,
+        "val_accuracy_combined": final.val_accuracy_combined,
+        "val_accuracy_recalibrated": final.val_accuracy_recalibrated,
+    }
+    return Computed(info.sha256, info.size, final.calibration, mergeability)
 
 
 def _uses_weights(strategy: str) -> bool:
@@ -199,7 +251,7 @@ def rebase_vector(plan: MergePlan, store: BlobStore, index: int) -> Path:
     return save_vector(out, tensors, relabelled)
 
 
-def finish(session: Session, plan: MergePlan, sha256: str, size: int) -> MergeOutcome:
+def finish(session: Session, plan: MergePlan, computed: Computed) -> MergeOutcome:
     """Record the version and mark the job succeeded, unless a twin delivery already did."""
     job = _locked_job(session, plan.job_id)
     if job.status is JobStatus.SUCCEEDED:
@@ -209,9 +261,11 @@ def finish(session: Session, plan: MergePlan, sha256: str, size: int) -> MergeOu
         name=f"{plan.strategy}-{plan.job_id[:8]}",
         strategy=plan.strategy,
         params={**job.params, "merge_job_id": job.id},
-        sha256=sha256,
-        size=size,
+        sha256=computed.sha256,
+        size=computed.size,
         status=VersionStatus.CANDIDATE,
+        calibration=computed.calibration,
+        mergeability=computed.mergeability,
     )
     session.add(version)
     session.flush()
@@ -229,7 +283,8 @@ def finish(session: Session, plan: MergePlan, sha256: str, size: int) -> MergeOu
         target_id=version.id,
         merge_job_id=job.id,
         strategy=job.strategy,
-        sha256=sha256,
+        sha256=computed.sha256,
+        recalibrated=computed.calibration is not None,
     )
     return MergeOutcome(job.id, version.id, job.status, ran=True)
 
@@ -276,9 +331,9 @@ def run_merge(
         log.info("merge job %s: nothing to do (%s)", job_id, claimed.status.value)
         return claimed
     started = time.perf_counter()
-    sha256, size = compute(claimed, store, settings)
+    computed = compute(claimed, store, settings)
     with session_scope(sessions) as session:
-        outcome = finish(session, claimed, sha256, size)
+        outcome = finish(session, claimed, computed)
     log.info(
         "merge job %s: %s in %.2fs (version %s)",
         job_id,

@@ -3,9 +3,13 @@
 Task arithmetic is linear in lambda: ``theta(lambda) = base + lambda * S`` with
 ``S = sum_i w_i tau_i``. The streaming engine computes ``base + S`` once (memory
 O(one model) whatever the number of vectors); each grid point is then a cheap
-``base + lambda * S`` evaluated on the validation split. The chosen lambda is
-merged for real by the same engine, stored as the version, and its validation
-metrics are kept beside the test metrics the evaluate step adds.
+``base + lambda * S`` (BatchNorm running statistics stay the weighted mean: lambda
+never scales them). Where the job has calibration images, each grid point's
+BatchNorm statistics are recomputed on them before it is evaluated on the
+validation split, so lambda is chosen for the model that will be stored. The chosen
+lambda is merged for real by the same engine (and recalibrated the same way),
+stored as the version, and its validation metrics are kept beside the test metrics
+the evaluate step adds. The test split is never looked at here.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from app.models import Benchmark, MergeJob
 from app.storage import BlobStore
 from medvec.models import build_model
 from medvec.models.registry import ModelSpec
+from medvec.vectors import is_running_stat
+from worker.calibrate import recalibrate_on
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
 from worker.evaluate import evaluate_model_on, load_benchmark_split, store_metrics
@@ -49,7 +55,8 @@ def _tuning_inputs(session: Session, job_id: str) -> tuple[list[float], Benchmar
 def _summed_state(
     plan: MergePlan, store: BlobStore
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """``(base, S)``: the base state and the weighted sum of the deltas (lambda = 1)."""
+    """``(base, S)``: the base state and the merged delta at lambda = 1 (the weighted sum of
+    the deltas; the weighted mean for running statistics)."""
     from medvec.merging import merge_files
 
     staged = store.staging_path(f"tune-{plan.job_id}.safetensors")
@@ -78,14 +85,19 @@ def scan_grid(
     grid: list[float],
     evaluate: Any,
 ) -> dict[float, dict[str, Any]]:
-    """Metrics of ``base + lambda * delta`` for each lambda of ``grid``."""
+    """``evaluate(model)`` of ``base + lambda * delta`` for each lambda of ``grid``; running
+    statistics are ``base + delta`` at every lambda, as the engine merges them."""
     model = build_model(spec)
     results: dict[float, dict[str, Any]] = {}
     for lam in grid:
-        state = {k: v + lam * delta[k] if k in delta else v for k, v in base.items()}
+        state = {k: v + _scale(k, lam) * delta[k] if k in delta else v for k, v in base.items()}
         model.load_state_dict(state, strict=True)
         results[lam] = evaluate(model)
     return results
+
+
+def _scale(key: str, lam: float) -> float:
+    return 1.0 if is_running_stat(key) else lam
 
 
 def best_lambda(results: dict[float, dict[str, Any]], metric: str = TUNING_METRIC) -> float:
@@ -105,19 +117,22 @@ def tune_merge(
         grid, benchmark = _tuning_inputs(session, job_id)
     spec = _spec_of(claimed)
     val = load_benchmark_split(store, benchmark, "val", spec)
+    source = claimed.calibration
+    images = load_benchmark_split(store, source, source.split, spec) if source else None
+
+    def score(model: torch.nn.Module) -> dict[str, Any]:
+        if source is not None and images is not None:
+            recalibrate_on(model, images, source, settings.eval_batch_size)
+        return evaluate_model_on(model, val, settings.eval_batch_size).model_dump()
+
     base, delta = _summed_state(claimed, store)
-    results = scan_grid(
-        base,
-        delta,
-        spec,
-        grid,
-        lambda model: evaluate_model_on(model, val, settings.eval_batch_size).model_dump(),
-    )
+    results = scan_grid(base, delta, spec, grid, score)
     chosen = best_lambda(results)
     tuning = {
         "metric": TUNING_METRIC,
         "split": "val",
         "benchmark_id": benchmark.id,
+        "recalibrated_on": source.benchmark_id if source else None,
         "scores": {str(lam): results[lam][TUNING_METRIC] for lam in grid},
         "lambda": chosen,
     }
@@ -127,12 +142,12 @@ def tune_merge(
         params={**claimed.params, "lambda": chosen},
         provenance={**claimed.provenance, "params": {**claimed.params, "lambda": chosen}},
     )
-    sha256, size = compute(plan, store, settings)
+    computed = compute(plan, store, settings)
     with session_scope(sessions) as session:
         job = session.get(MergeJob, job_id)
         assert job is not None
         job.params = {**job.params, "lambda": chosen, "tuning": tuning}
-        outcome = finish(session, plan, sha256, size)
+        outcome = finish(session, plan, computed)
         if outcome.ran and outcome.version_id:
             store_metrics(session, outcome.version_id, benchmark.id, "val", results[chosen])
     return outcome

@@ -25,6 +25,9 @@ class ModelVersion(IdMixin, TimestampMixin, Base):
 
     ``production_at`` is when it last became production; ``rolled_back_at`` marks a
     version taken out of production by a rollback, so a second rollback goes further back.
+    ``calibration`` says on which images its BatchNorm statistics were recomputed (``None``:
+    they are the merge's average); ``mergeability`` holds the mean pairwise cosine of its
+    input vectors and its validation accuracy as combined and recalibrated.
     """
 
     __tablename__ = "model_versions"
@@ -40,6 +43,8 @@ class ModelVersion(IdMixin, TimestampMixin, Base):
     status: Mapped[VersionStatus] = mapped_column(text_enum(VersionStatus), index=True)
     production_at: Mapped[datetime | None]
     rolled_back_at: Mapped[datetime | None]
+    calibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    mergeability: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     inputs: Mapped[list[VersionInput]] = relationship(
         back_populates="version", lazy="raise", order_by="VersionInput.vector_id"

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from app.schemas.versions import CalibrationRead, MergeabilityRead
+
 #: metrics a leaderboard can rank by (higher is better, except ``ece``)
 RANKABLE_METRICS = ("accuracy", "balanced_accuracy", "auc_macro", "f1_macro", "ece")
 
@@ -39,3 +41,5 @@ class LeaderboardRow(BaseModel):
     value: float
     metrics: dict[str, Any]
     created_at: datetime
+    calibration: CalibrationRead | None = None
+    mergeability: MergeabilityRead | None = None

@@ -8,8 +8,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-#: lambdas tried by ``"lambda": "tune"`` when the request names no ``lambda_grid``
+#: lambdas tried by ``"lambda": "tune"`` when the request names no ``lambda_grid``, together
+#: with ``LAMBDA_MULTIPLES / N`` for N vectors
 DEFAULT_LAMBDA_GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+#: ``m / N`` reaches from half the plain mean (m = 0.5) to eight times it: after BatchNorm
+#: recalibration the best task-arithmetic scale is often well above the mean's ``1 / N``
+LAMBDA_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0)
+#: ``MergeCreate.calibration`` values besides a benchmark id
+CALIBRATION_AUTO = "auto"
+CALIBRATION_NONE = "none"
 
 
 class StalePolicy(enum.StrEnum):
@@ -55,6 +62,16 @@ class MergeCreate(BaseModel):
     selection: Selection = Field(default_factory=Selection)
     benchmark_id: str | None = Field(
         default=None, description="evaluate on it; default: every benchmark of matching classes"
+    )
+    calibration: str = Field(
+        default=CALIBRATION_AUTO,
+        min_length=1,
+        description=(
+            "images on which the merged model's BatchNorm statistics are recomputed: 'auto' "
+            "(the val split of benchmark_id, else of the first benchmark of the base's task "
+            "that has one; nothing when none has), 'none', or a benchmark id (its val split, "
+            "else its train split; never test)"
+        ),
     )
     seed: int = 0
 

@@ -11,6 +11,28 @@ from app.models.version import VersionStatus
 from app.schemas.common import ReadModel
 
 
+class CalibrationRead(BaseModel):
+    """The images a version's BatchNorm statistics were recomputed on after the merge."""
+
+    benchmark_id: str
+    split: str
+    images: int
+    layers: int
+
+
+class MergeabilityRead(BaseModel):
+    """How well a version's inputs merged: the mean pairwise cosine similarity of the input
+    vectors (BatchNorm running statistics left out; ``None`` for a single vector) and the
+    validation accuracy of the merge as combined (averaged BatchNorm statistics) and after
+    recalibration (``None`` when it was not recalibrated), on ``validation_benchmark_id``'s
+    ``val`` split (``None`` when no benchmark of the base's task has one)."""
+
+    mean_cosine: float | None = None
+    validation_benchmark_id: str | None = None
+    val_accuracy_combined: float | None = None
+    val_accuracy_recalibrated: float | None = None
+
+
 class VersionInputRead(ReadModel):
     vector_id: str
     weight: float
@@ -30,6 +52,8 @@ class VersionRead(ReadModel):
     created_at: datetime
     updated_at: datetime
     inputs: list[VersionInputRead] = []
+    calibration: CalibrationRead | None = None
+    mergeability: MergeabilityRead | None = None
 
 
 class PromoteRequest(BaseModel):

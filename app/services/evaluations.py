@@ -94,6 +94,8 @@ def leaderboard(
             value=value,
             metrics=evaluation.metrics,
             created_at=version.created_at,
+            calibration=version.calibration,
+            mergeability=version.mergeability,
         )
         for rank, (value, evaluation, version, benchmark) in enumerate(scored[:limit], start=1)
     ]

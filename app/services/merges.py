@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 from app.errors import InvalidInput, NotFound
 from app.jobs import defer_job
 from app.models import BaseModelRecord, Benchmark, JobStatus, MergeJob
-from app.schemas.merges import DEFAULT_LAMBDA_GRID, MergeCreate, MergeRead
+from app.schemas.merges import DEFAULT_LAMBDA_GRID, LAMBDA_MULTIPLES, MergeCreate, MergeRead
 from app.security import Actor
 from app.services import audit
+from app.services.calibration import calibration_source
 from app.services.selection import Chosen, resolve_selection
 
 MERGE_TASK = "medvec.merge.run"
@@ -30,7 +31,7 @@ EVALUATE_TASK = "medvec.evaluate.run"
 POLICY_TASK = "medvec.policy.check"
 
 #: keys of ``MergeJob.params`` that steer the job and are not the strategy's own
-JOB_KEYS = frozenset({"seed", "lambda_grid", "tuning"})
+JOB_KEYS = frozenset({"seed", "lambda_grid", "tuning", "calibration"})
 
 
 def current_base(session: Session) -> BaseModelRecord:
@@ -66,14 +67,20 @@ def _check_strategy(strategy: str, params: dict[str, Any]) -> None:
         ) from exc
 
 
-def _job_params(request: MergeCreate) -> dict[str, Any]:
+def default_lambda_grid(num_vectors: int) -> list[float]:
+    """``DEFAULT_LAMBDA_GRID`` and ``LAMBDA_MULTIPLES / N``, sorted, without repeats."""
+    points = {*DEFAULT_LAMBDA_GRID, *(m / num_vectors for m in LAMBDA_MULTIPLES)}
+    return sorted({round(float(x), 9) for x in points})
+
+
+def _job_params(request: MergeCreate, num_vectors: int) -> dict[str, Any]:
     """The request's params, with lambda tuning spelled out as a grid."""
     params = dict(request.params)
     tuning = request.strategy == "task_arithmetic" and (
         params.get("lambda") == "tune" or "lambda_grid" in params
     )
     if tuning:
-        grid = params.pop("lambda_grid", None) or list(DEFAULT_LAMBDA_GRID)
+        grid = params.pop("lambda_grid", None) or default_lambda_grid(num_vectors)
         params.pop("lambda", None)
         if not request.benchmark_id:
             raise InvalidInput(
@@ -145,15 +152,19 @@ def request_merge(session: Session, request: MergeCreate, *, actor: Actor) -> tu
     """Create (or find) the job for ``request`` and defer its task; ``(job, queued_now)``.
 
     Everything is checked here, before any work: base, benchmark, strategy and params,
-    every selected vector.
+    every selected vector, the calibration images (recorded as ``params["calibration"]``).
     """
     base = session.get(BaseModelRecord, request.base_id) if request.base_id else None
     if request.base_id and base is None:
         raise NotFound(f"no base {request.base_id}", hint="list bases with GET /api/v1/bases")
     base = base or current_base(session)
     _benchmark(session, request.benchmark_id, base)
-    params = _job_params(request)
+    _check_strategy(request.strategy, {})
     chosen = resolve_selection(session, base, request.selection, request.strategy)
+    params = _job_params(request, len(chosen))
+    params["calibration"] = calibration_source(
+        session, base, request.calibration, request.benchmark_id
+    )
     digest = inputs_hash(base, request.strategy, params, chosen, request.benchmark_id)
     job = session.scalars(select(MergeJob).where(MergeJob.inputs_hash == digest)).first()
     if job is not None:

@@ -39,6 +39,13 @@ def merge(
         str | None,
         typer.Option(help="Comma-separated vector ids (default: each hospital's latest)."),
     ] = None,
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="Images to recompute BatchNorm statistics on: auto (a benchmark's val "
+            "split), none, or a benchmark id."
+        ),
+    ] = "auto",
     wait: Annotated[float, typer.Option(help="Seconds to wait for the job (0: don't).")] = 0.0,
     profile: ProfileOpt = None,
     server: ServerOpt = None,
@@ -50,6 +57,7 @@ def merge(
     Examples:
       medvec admin merge --strategy ties --params '{"lambda": 1.0, "density": 0.2}' --wait 600
       medvec admin merge --strategy task_arithmetic --params '{"lambda": "tune"}' --benchmark B
+      medvec admin merge --strategy ties --calibration none
     """
     try:
         parsed = json.loads(params)
@@ -61,7 +69,12 @@ def merge(
     with make_client(profile, server, token) as client:
         base = base_id or str(client.get_base("current")["id"])
         accepted = client.request_merge(
-            base, strategy, params=parsed, selection=selection, benchmark_id=benchmark
+            base,
+            strategy,
+            params=parsed,
+            selection=selection,
+            benchmark_id=benchmark,
+            calibration=calibration,
         )
         job_id = str(accepted.get("job_id") or accepted.get("id"))
         job = {**client.get_merge(job_id), "job_id": job_id}
@@ -167,14 +180,25 @@ def leaderboard(
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rank the evaluated versions by a metric.
+    """Rank the evaluated versions by a metric, with how well each merge's inputs merged.
+
+    cosine is the mean pairwise cosine similarity of the input vectors; val_combined and
+    val_recalibrated the validation accuracy with averaged and with recomputed BatchNorm
+    statistics (empty when not measured).
 
     Example: medvec admin leaderboard --metric auc_macro --json
     """
     with make_client(profile, server, token) as client:
         rows = client.leaderboard(metric, benchmark)
+    if as_json:
+        output.print_json(rows)
+        return
+    table = [{**row, **_mergeability(row.get("mergeability"))} for row in rows]
     columns = ["rank", "version_id", "version_status", "strategy", "benchmark_name", "split"]
-    output.listing(rows, [*columns, "value"], as_json=as_json, title=f"leaderboard: {metric}")
+    merge_columns = ["cosine", "val_combined", "val_recalibrated"]
+    output.listing(
+        table, [*columns, "value", *merge_columns], as_json=False, title=f"leaderboard: {metric}"
+    )
 
 
 @app.command()
@@ -193,6 +217,20 @@ def generation(
         record = client.start_generation(version_id)
     message = f"base {record.get('id')} (generation {record.get('generation')}) is now current"
     output.record(record, as_json, message)
+
+
+def _mergeability(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The leaderboard's mergeability columns, rounded for reading."""
+    record = record or {}
+    names = {
+        "cosine": "mean_cosine",
+        "val_combined": "val_accuracy_combined",
+        "val_recalibrated": "val_accuracy_recalibrated",
+    }
+    return {
+        column: None if record.get(key) is None else round(float(record[key]), 4)
+        for column, key in names.items()
+    }
 
 
 def _metrics(evaluations: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,7 +12,15 @@ from hospital_cli import output
 from hospital_cli.errors import CliError
 from hospital_cli.options import JsonOpt
 
+if TYPE_CHECKING:
+    from medvec.calibration import CalibrationRecord
+    from medvec.data import ImageArrayDataset
+    from medvec.models import ModelSpec
+
 app = typer.Typer()
+
+#: splits ``--calibration`` takes by default, in order of preference (never test)
+CALIBRATION_SPLITS = ("val", "train")
 
 # The names of medvec.merging.list_strategies(), spelled out so that `medvec --help`
 # does not import torch; a test keeps the two lists equal.
@@ -31,6 +39,58 @@ def parse_weights(text: str | None) -> list[float] | None:
             f"--weights {text!r} is not a comma-separated list of numbers",
             hint="e.g. --weights 1200,800,400",
         ) from None
+
+
+def calibration_images(
+    path: Path, split: str | None, spec: ModelSpec
+) -> tuple[ImageArrayDataset, str]:
+    """The calibration images of a MedMNIST-style ``.npz`` shaped for ``spec``, and the split
+    used: ``split`` when given, else ``val``, else ``train``."""
+    import zipfile
+
+    import numpy as np
+
+    from medvec.data import load_npz
+
+    if not path.is_file():
+        raise CliError(
+            f"--calibration {path}: no such file",
+            hint="give a MedMNIST-style .npz with val_images (or train_images)",
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = set(archive.files)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CliError(
+            f"--calibration {path} is not a readable .npz file ({exc})",
+            hint="give a MedMNIST-style .npz with val_images (or train_images)",
+        ) from exc
+    candidates = [split] if split else list(CALIBRATION_SPLITS)
+    chosen = next((c for c in candidates if f"{c}_images" in names), None)
+    if chosen is None:
+        present = sorted(n.removesuffix("_images") for n in names if n.endswith("_images"))
+        raise CliError(
+            f"--calibration {path} has no {' or '.join(candidates)} images "
+            f"(splits: {', '.join(present) or 'none'})",
+            hint="name one with --calibration-split",
+        )
+    images = load_npz(path, chosen, in_channels=spec.in_channels, image_size=spec.image_size)
+    return images, chosen
+
+
+def recalibrate_file(
+    path: Path, images: ImageArrayDataset, source: str, split: str
+) -> CalibrationRecord:
+    """Recompute the BatchNorm statistics of the model file ``path`` on ``images`` and
+    rewrite it (atomically) with a ``calibration`` record added to its provenance."""
+    from medvec.calibration import recalibrate_bn
+    from medvec.models import load_model_file, read_model_provenance, save_model_file
+
+    model, spec = load_model_file(path)
+    record = recalibrate_bn(model, images, source=source, split=split)
+    provenance = {**read_model_provenance(path), "calibration": record.model_dump()}
+    save_model_file(path, model, spec, provenance)
+    return record
 
 
 @app.command("merge")
@@ -65,6 +125,19 @@ def merge(
         typer.Option("--trim-fraction", help="Fraction trimmed at each end [0, 0.5)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of random strategies (DARE).")] = 0,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="MedMNIST-style .npz whose images recompute the merged model's BatchNorm "
+            "statistics (labels unused).",
+        ),
+    ] = None,
+    calibration_split: Annotated[
+        str | None,
+        typer.Option(
+            "--calibration-split", help="Split of --calibration (default: val, else train)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Merge data vectors onto their base and write the merged full model.
@@ -74,10 +147,19 @@ def merge(
     takes the disjoint mean; dare drops with --drop-rate and rescales; median and
     trimmed_mean are coordinate-wise and robust to outliers.
 
+    The merge averages BatchNorm running statistics; --calibration recomputes them
+    on the given images afterwards and records it in the model's provenance.
+
     Example: medvec merge --base base.safetensors --strategy ties --density 0.2
-    --lambda 1.0 -o merged.safetensors v1.safetensors v2.safetensors v3.safetensors
+    --lambda 1.0 --calibration val.npz -o merged.safetensors v1.safetensors v2.safetensors
     """
+    from medvec.hashing import sha256_file
     from medvec.merging import merge_files
+    from medvec.models import read_model_spec
+
+    images, split = None, ""
+    if calibration is not None:  # checked before any work, so a bad file costs nothing
+        images, split = calibration_images(calibration, calibration_split, read_model_spec(base))
 
     given = {
         "lambda": lambda_,
@@ -100,14 +182,24 @@ def merge(
                 task, completed=done, total=total, info=key
             ),
         )
+        record = None
+        if calibration is not None and images is not None:
+            bar.update(task, info=f"recalibrating BatchNorm on {calibration.name} ({split})")
+            record = recalibrate_file(out, images, calibration.name, split)
+            result = result.model_copy(update={"sha256": sha256_file(out)})
     if as_json:
-        output.print_json(result.model_dump(mode="json"))
+        output.print_json(
+            {**result.model_dump(mode="json"), "calibration": record and record.model_dump()}
+        )
         return
     output.success(
         f"wrote {result.path} ({result.num_tensors} tensors, sha256 {result.sha256[:12]}…) "
         f"in {result.seconds:.2f}s"
     )
-    output.key_values(
-        {"strategy": result.strategy, "params": result.params, "weights": result.weights},
-        title="merge",
-    )
+    summary = {"strategy": result.strategy, "params": result.params, "weights": result.weights}
+    if record is not None:
+        summary["calibration"] = (
+            f"{record.images} images of {record.source} ({record.split}), {record.layers} "
+            "BatchNorm layers"
+        )
+    output.key_values(summary, title="merge")

@@ -8,6 +8,7 @@ from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext
 from medvec.merging.engine import DEFAULT_BUFFER_BYTES, MergeResult, merge_files
 from medvec.merging.memory import merge_state_dicts
 from medvec.merging.registry import STRATEGIES, get_strategy, list_strategies
+from medvec.merging.similarity import mean_pairwise_cosine, pairwise_dots
 from medvec.merging.weighting import (
     check_weights,
     resolve_weights,
@@ -26,8 +27,10 @@ __all__ = [
     "check_weights",
     "get_strategy",
     "list_strategies",
+    "mean_pairwise_cosine",
     "merge_files",
     "merge_state_dicts",
+    "pairwise_dots",
     "resolve_weights",
     "sample_weights",
     "staleness_weights",

@@ -1,4 +1,11 @@
-"""The step the streaming engine and the in-memory merge share: one chunk in, weights out."""
+"""The step the streaming engine and the in-memory merge share: one chunk in, weights out.
+
+Running statistics of normalisation layers (``*.running_mean``, ``*.running_var``) are
+not weights: trimming, dropping, sign-electing or scaling them yields statistics of no
+network at all. Whatever the strategy, they are combined as the plain weighted mean of
+the deltas (weights normalised to sum 1, uniform for strategies that take none), and
+recomputed on calibration images afterwards where such images exist.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,17 @@ import torch
 from torch import Tensor
 
 from medvec.errors import MergeError
+from medvec.merging import masks
 from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext
+from medvec.vectors.compute import is_running_stat
 
-__all__ = ["add_to_base", "combine_chunk", "compute_dtype", "vector_stats"]
+__all__ = [
+    "add_to_base",
+    "combine_chunk",
+    "compute_dtype",
+    "linear_coefficients",
+    "vector_stats",
+]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -19,14 +34,25 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def vector_stats(
-    strategy: MergeStrategy, params: StrategyParams, rows: Iterable[Tensor]
+def linear_coefficients(
+    strategy: MergeStrategy, params: StrategyParams, key: str, weights: Tensor
 ) -> Tensor | None:
-    """Per-vector statistics over whole tensors, for strategies that ask for them.
+    """``c`` such that tensor ``key``'s merged delta is ``sum_i c_i tau_i``; ``None`` if the
+    strategy is not linear. A running statistic always gets ``w_i / sum_j w_j``."""
+    if is_running_stat(key):
+        return weights / weights.sum()
+    return strategy.coefficients(weights, params)
+
+
+def vector_stats(
+    strategy: MergeStrategy, params: StrategyParams, key: str, rows: Iterable[Tensor]
+) -> Tensor | None:
+    """Per-vector statistics over whole tensors, for strategies that ask for them (none
+    for running statistics, which are averaged).
 
     ``rows`` is consumed one at a time, so it may reuse one buffer.
     """
-    if not strategy.needs_stats:
+    if not strategy.needs_stats or is_running_stat(key):
         return None
     values = [strategy.vector_stat(row.reshape(-1).to(torch.float32), params) for row in rows]
     return torch.tensor(values, dtype=torch.float64)
@@ -47,9 +73,12 @@ def combine_chunk(
     dtype = compute_dtype(base.dtype)
     work = deltas if deltas.dtype == dtype else deltas.to(dtype)
     base_work = base if base.dtype == dtype else base.to(dtype)
-    delta = strategy.merge_tensor(
-        ctx.key, base_work, work, weights.to(dtype), params=params, ctx=ctx
-    )
+    cast = weights.to(dtype)
+    coefficients = linear_coefficients(strategy, params, ctx.key, cast)
+    if coefficients is not None:
+        delta = masks.linear_combination(work, coefficients)
+    else:
+        delta = strategy.merge_tensor(ctx.key, base_work, work, cast, params=params, ctx=ctx)
     return add_to_base(base, delta, ctx.key)
 
 

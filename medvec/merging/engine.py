@@ -23,7 +23,13 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext
-from medvec.merging.combine import add_to_base, combine_chunk, compute_dtype, vector_stats
+from medvec.merging.combine import (
+    add_to_base,
+    combine_chunk,
+    compute_dtype,
+    linear_coefficients,
+    vector_stats,
+)
 from medvec.merging.inputs import MergeInputs, open_inputs
 from medvec.merging.masks import RANDOM_BLOCK
 from medvec.merging.registry import get_strategy
@@ -136,7 +142,8 @@ def _merge_tensor(
 ) -> None:
     strategy, params, weights, seed = job
     n = len(inputs.vectors)
-    coefficients = strategy.coefficients(weights.to(compute_dtype(info.dtype)), params)
+    cast = weights.to(compute_dtype(info.dtype))
+    coefficients = linear_coefficients(strategy, params, info.name, cast)
     if coefficients is not None:
         _merge_linear(inputs, info, writer, coefficients.tolist(), buffers)
         return
@@ -144,7 +151,7 @@ def _merge_tensor(
     if strategy.needs_stats:
         scratch = buffers.scratch(info.dtype, info.numel)
         rows = (r.read_into(info.name, scratch) for r in inputs.vectors)
-        stats = vector_stats(strategy, params, rows)
+        stats = vector_stats(strategy, params, info.name, rows)
     chunk = _chunk_elements(n, info.dtype.itemsize, info.numel, buffer_bytes)
     for start in range(0, info.numel, chunk):
         count = min(chunk, info.numel - start)

@@ -73,7 +73,7 @@ def merge_state_dicts(
             seed=seed,
             offset=0,
             numel=base.numel(),
-            stats=vector_stats(chosen, parsed, rows),
+            stats=vector_stats(chosen, parsed, key, rows),
         )
         deltas = torch.stack(rows)
         out = combine_chunk(chosen, parsed, base.reshape(-1), deltas, weight_tensor, ctx)

@@ -4,7 +4,7 @@ Compute and apply vectors, write and read them with typed metadata, validate the
 against a base, and read any safetensors file one tensor at a time.
 """
 
-from medvec.vectors.compute import apply_vector, compute_vector, floating_keys
+from medvec.vectors.compute import apply_vector, compute_vector, floating_keys, is_running_stat
 from medvec.vectors.errors import (
     BaseMismatchError,
     HeaderTooLargeError,
@@ -58,6 +58,7 @@ __all__ = [
     "apply_vector",
     "compute_vector",
     "floating_keys",
+    "is_running_stat",
     "load_vector",
     "read_safetensors_header",
     "read_vector_metadata",

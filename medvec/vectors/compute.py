@@ -22,7 +22,9 @@ __all__ = [
     "is_running_stat",
 ]
 
-RUNNING_STAT_SUFFIXES = (".running_mean", ".running_var")
+RUNNING_STAT_SUFFIXES = ("running_mean", "running_var")
+"""Names of normalisation layers' running statistics (BatchNorm, InstanceNorm with
+``track_running_stats``): buffers that describe activations, not learned weights."""
 
 
 def floating_keys(state: Mapping[str, Tensor]) -> list[str]:
@@ -31,12 +33,14 @@ def floating_keys(state: Mapping[str, Tensor]) -> list[str]:
 
 
 def is_running_stat(key: str) -> bool:
-    """Whether ``key`` names a BatchNorm running statistic (a buffer, not a weight).
+    """Whether a state-dict key is a normalisation layer's running mean or variance.
 
-    Such tensors describe a network's activations; they are averaged, never trimmed,
-    sign-elected or scaled, and recomputed on calibration images after a merge.
+    Decided by name so that the streaming engine, which sees files and not modules,
+    applies the same rule as code holding the model. Merges combine these tensors as
+    the plain weighted mean of the deltas whatever the strategy, and the mergeability
+    statistics leave them out.
     """
-    return key.endswith(RUNNING_STAT_SUFFIXES)
+    return key.rsplit(".", 1)[-1] in RUNNING_STAT_SUFFIXES
 
 
 def _check_pair(key: str, base: Tensor, other: Tensor, what: str) -> None:

@@ -77,3 +77,17 @@ def test_embedded_default_migrates_itself(tmp_path: Path) -> None:
 def test_production_refuses_the_embedded_defaults(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="MEDVEC_DATABASE_URL"):
         Settings(environment="production", data_dir=tmp_path)
+
+
+def test_version_calibration_columns_come_and_go_with_their_migration(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = make_engine(url)
+    try:
+        schema.upgrade(engine)
+        columns = {c["name"] for c in inspect(engine).get_columns("model_versions")}
+        assert {"calibration", "mergeability"} <= columns
+        schema.downgrade(engine, "a69d1b20dce7")
+        columns = {c["name"] for c in inspect(engine).get_columns("model_versions")}
+        assert not {"calibration", "mergeability"} & columns
+    finally:
+        engine.dispose()

@@ -171,7 +171,13 @@ def test_merge_promote_pull_and_rollback(
     assert version_id in {row["version_id"] for row in ranked}
     values = [row["value"] for row in ranked]
     assert values == sorted(values, reverse=True)
-    assert cli("admin", "leaderboard").exit_code == 0
+    mine = next(row for row in ranked if row["version_id"] == version_id)
+    assert mine["calibration"]["split"] == "val" and mine["calibration"]["layers"] == 2
+    assert -1.0 <= mine["mergeability"]["mean_cosine"] <= 1.0
+    assert mine["mergeability"]["val_accuracy_recalibrated"] is not None
+    board = cli("admin", "leaderboard", env={"COLUMNS": "250"})
+    assert board.exit_code == 0, board.stderr
+    assert all(c in board.stdout for c in ("cosine", "val_combined", "val_recalibrated"))
 
     new_base = _ok(cli("admin", "generation", version_id, "--json"))
     assert new_base["id"] != base_record["id"]

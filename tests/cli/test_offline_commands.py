@@ -9,13 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from hospital_cli.commands.merge import STRATEGY_NAMES
+from medvec.calibration import recalibrate_bn
+from medvec.data import load_npz
+from medvec.hashing import sha256_file
 from medvec.merging import list_strategies
-from medvec.models import ModelSpec, build_model, load_model_file, save_model_file
-from medvec.vectors import load_vector
+from medvec.models import (
+    ModelSpec,
+    build_model,
+    load_model_file,
+    read_model_provenance,
+    save_model_file,
+)
+from medvec.vectors import is_running_stat, load_vector
 from tests.cli.conftest import CliResult, assert_one_line_error
 
 SPEC = ModelSpec(arch="resnet18", num_classes=2, in_channels=1, image_size=28)
@@ -182,3 +192,73 @@ def test_merge_errors_are_one_line(
 
 def test_cli_offers_every_strategy() -> None:
     assert list(STRATEGY_NAMES) == list_strategies()
+
+
+@pytest.fixture(scope="module")
+def calibration_npz(datasets_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 real PneumoniaMNIST validation images (grey, like the model)."""
+    with np.load(datasets_dir / "pneumoniamnist.npz") as data:
+        arrays = {"val_images": data["val_images"][:200], "val_labels": data["val_labels"][:200]}
+    path = tmp_path_factory.mktemp("calibration") / "calib.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_merge_with_calibration_recomputes_batchnorm_statistics(
+    cli: Cli, models: dict[str, Path], vectors: list[Path], calibration_npz: Path, tmp_path: Path
+) -> None:
+    plain_out, calibrated_out = tmp_path / "plain.safetensors", tmp_path / "cal.safetensors"
+    plain = cli("merge", "--base", models["base"], "-o", plain_out, *vectors)
+    calibrated = cli(
+        "merge", "--base", models["base"], "-o", calibrated_out, *vectors,
+        "--calibration", calibration_npz, "--json",
+    )  # fmt: skip
+    assert plain.exit_code == calibrated.exit_code == 0, calibrated.stderr
+    record = {"layers": 20, "images": 200, "source": "calib.npz", "split": "val"}
+    assert calibrated.json()["calibration"] == record
+    assert calibrated.json()["sha256"] == sha256_file(calibrated_out)
+    provenance = read_model_provenance(calibrated_out)
+    assert provenance["calibration"] == record and provenance["lineage"]["strategy"]
+
+    expected = load_model_file(plain_out)[0]
+    recalibrate_bn(expected, load_npz(calibration_npz, "val", in_channels=1), device="cpu")
+    averaged = load_model_file(plain_out)[0].state_dict()
+    got = load_model_file(calibrated_out)[0].state_dict()
+    for key, value in expected.state_dict().items():
+        if is_running_stat(key):
+            assert torch.equal(got[key], value), key  # recalibrate_bn's own result
+            assert not torch.allclose(got[key], averaged[key]), key  # not the average
+        elif value.is_floating_point():
+            assert torch.equal(got[key], averaged[key]), key  # weights untouched
+
+    train_only = tmp_path / "train-only.npz"
+    with np.load(calibration_npz) as data:
+        np.savez(train_only, train_images=data["val_images"], train_labels=data["val_labels"])
+    fallback = cli(
+        "merge", "--base", models["base"], "-o", tmp_path / "t.safetensors", *vectors,
+        "--calibration", train_only, "--json",
+    )  # fmt: skip
+    assert fallback.exit_code == 0, fallback.stderr
+    assert fallback.json()["calibration"]["split"] == "train"
+
+
+def test_merge_calibration_file_errors_are_one_line(
+    cli: Cli, models: dict[str, Path], vectors: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "x.safetensors"
+    not_npz = tmp_path / "notes.npz"
+    not_npz.write_text("not an archive")
+    test_only = tmp_path / "test-only.npz"
+    np.savez(test_only, test_images=np.zeros((4, 28, 28), np.uint8), test_labels=np.zeros(4))
+    cases = [
+        (tmp_path / "missing.npz", [], "no such file"),
+        (not_npz, [], "is not a readable .npz file"),
+        (test_only, [], "has no val or train images (splits: test)"),
+        (test_only, ["--calibration-split", "val"], "has no val images"),
+    ]
+    for path, extra, message in cases:
+        result = cli(
+            "merge", "--base", models["base"], "-o", out, *vectors, "--calibration", path, *extra
+        )
+        assert_one_line_error(result, 1, message)
+        assert not out.exists()

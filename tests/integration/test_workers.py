@@ -8,10 +8,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from sqlalchemy import text
+from torch.nn import functional as F
 
 from app.db import make_engine
 from app.services.merges import MERGE_TASK, POLICY_TASK
+from medvec.calibration import recalibrate_bn
+from medvec.data import load_npz
+from medvec.evaluation import evaluate_model
+from medvec.merging import merge_files
+from medvec.models import load_model_file, read_model_provenance
+from medvec.vectors import is_running_stat, load_vector
 from tests.integration import factories
 from tests.integration.conftest import Registry, World
 from tests.integration.services import WorkerProcess
@@ -207,6 +215,8 @@ def test_task_arithmetic_lambda_tuned_on_val_and_reported_on_test(
     assert job["status"] == "succeeded", job["error"]
     tuning = job["params"]["tuning"]
     assert set(tuning["scores"]) == {"0.3", "1.0"}
+    # each grid point was scored with its BatchNorm statistics recomputed on val images
+    assert tuning["recalibrated_on"] == world.benchmark["id"]
     best = max(tuning["scores"].items(), key=lambda kv: (kv[1], -float(kv[0])))
     assert job["params"]["lambda"] == tuning["lambda"] == float(best[0])
 
@@ -214,6 +224,10 @@ def test_task_arithmetic_lambda_tuned_on_val_and_reported_on_test(
     val = next(r for r in rows if r["split"] == "val")["metrics"]
     assert val["n"] == 300
     assert val["accuracy"] == pytest.approx(tuning["scores"][str(float(best[0]))])
+    version = registry.call("GET", f"/versions/{job['version_id']}")
+    assert version["calibration"]["benchmark_id"] == world.benchmark["id"]
+    stored = version["mergeability"]["val_accuracy_recalibrated"]
+    assert stored == pytest.approx(val["accuracy"], abs=2 / 300)  # engine vs scan rounding
 
 
 def test_auto_merge_fires_after_k_new_vectors_and_not_before(
@@ -296,3 +310,108 @@ def test_older_generation_vectors_weighted_by_staleness(
     assert excluded.status_code == 202
     only_fresh = registry.call("GET", f"/merges/{excluded.json()['job_id']}")
     assert [i["vector_id"] for i in only_fresh["selection"]["inputs"]] == [fresh["id"]]
+
+
+def _download_version(registry: Registry, version_id: str, name: str) -> Path:
+    path = registry.tmp / name
+    response = registry.client.get(
+        f"/api/v1/versions/{version_id}/download", headers=registry.headers()
+    )
+    assert response.status_code == 200
+    path.write_bytes(response.content)
+    return path
+
+
+def _cosine_by_hand(paths: list[Path]) -> float:
+    flat = []
+    for path in paths:
+        tensors, _ = load_vector(path)
+        flat.append(
+            torch.cat([t.double().ravel() for k, t in tensors.items() if not is_running_stat(k)])
+        )
+    pairs = [(i, j) for i in range(len(flat)) for j in range(i + 1, len(flat))]
+    return sum(float(F.cosine_similarity(flat[i], flat[j], dim=0)) for i, j in pairs) / len(pairs)
+
+
+def test_merged_version_is_recalibrated_and_records_its_mergeability(
+    registry: Registry, world: World
+) -> None:
+    body = {"base_id": world.base["id"], "strategy": "ties", "params": {"density": 0.4}}
+    job_id = registry.call("POST", "/merges", json=body)["job_id"]
+    job = registry.wait(f"/merges/{job_id}", _finished)
+    assert job["status"] == "succeeded", job["error"]
+    bench = world.benchmark["id"]
+    assert job["params"]["calibration"] == {"benchmark_id": bench, "split": "val"}
+    version = registry.call("GET", f"/versions/{job['version_id']}")
+    # ResNet-18: stem, two per basic block (8 blocks), three downsampling shortcuts
+    assert version["calibration"] == {
+        "benchmark_id": bench,
+        "split": "val",
+        "images": 300,
+        "layers": 20,
+    }
+
+    # the same merge without recalibration, by hand: the engine, then recalibrate_bn
+    paths = [registry.tmp / f"v-{index}.safetensors" for index in range(3)]
+    by_hand = registry.tmp / "ties-by-hand.safetensors"
+    merge_files(world.base["path"], paths, by_hand, strategy="ties", params={"density": 0.4})
+    stored = _download_version(registry, version["id"], "ties-stored.safetensors")
+    model, spec = load_model_file(by_hand)
+    val = load_npz(world.benchmark_path, "val", in_channels=3)
+    combined = evaluate_model(model, val, device="cpu").accuracy
+    record = recalibrate_bn(model, val, device="cpu", batch_size=256)
+    recalibrated = evaluate_model(model, val, device="cpu").accuracy
+    assert record.layers == 20
+    got = load_model_file(stored)[0].state_dict()
+    averaged = load_model_file(by_hand)[0].state_dict()
+    for key, value in model.state_dict().items():
+        if is_running_stat(key):  # recomputed, and not the average the engine wrote
+            torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-5)
+            assert not torch.allclose(got[key], averaged[key])
+        elif value.is_floating_point():
+            assert torch.equal(got[key], value), key
+    assert read_model_provenance(stored)["calibration"]["source"] == bench
+
+    merge = version["mergeability"]
+    assert merge["validation_benchmark_id"] == bench
+    assert merge["mean_cosine"] == pytest.approx(_cosine_by_hand(paths), rel=1e-6)
+    assert merge["val_accuracy_combined"] == pytest.approx(combined, abs=1e-9)
+    assert merge["val_accuracy_recalibrated"] == pytest.approx(recalibrated, abs=1 / 300)
+    assert merge["val_accuracy_recalibrated"] == pytest.approx(
+        factories.accuracy_by_hand(stored, world.benchmark_path, "val")[0], abs=1e-9
+    )
+
+    registry.wait(f"/versions/{version['id']}/evaluations", _evaluated({"test"}))
+    board = registry.call("GET", "/leaderboard", params={"metric": "accuracy"})
+    row = next(r for r in board if r["version_id"] == version["id"])
+    assert row["mergeability"] == merge and row["calibration"] == version["calibration"]
+
+
+def test_calibration_none_keeps_the_averaged_statistics_and_a_bad_source_is_refused(
+    registry: Registry, world: World
+) -> None:
+    ids = [world.vectors[0]["id"], world.vectors[2]["id"]]
+    body = {
+        "base_id": world.base["id"],
+        "strategy": "weighted_mean",
+        "selection": {"vector_ids": ids},
+        "calibration": "none",
+    }
+    job_id = registry.call("POST", "/merges", json=body)["job_id"]
+    job = registry.wait(f"/merges/{job_id}", _finished)
+    assert job["status"] == "succeeded", job["error"]
+    version = registry.call("GET", f"/versions/{job['version_id']}")
+    assert version["calibration"] is None
+    merge = version["mergeability"]
+    assert merge["val_accuracy_combined"] is not None
+    assert merge["val_accuracy_recalibrated"] is None
+    stored = _download_version(registry, version["id"], "none-stored.safetensors")
+    assert "calibration" not in read_model_provenance(stored)
+
+    auto = registry.call("POST", "/merges", json={**body, "calibration": "auto"})
+    assert auto["job_id"] != job_id  # other bytes, so another job
+    unknown = registry.client.post(
+        "/api/v1/merges", json={**body, "calibration": "no-such"}, headers=registry.headers()
+    )
+    assert unknown.status_code == 404, unknown.text
+    assert "no benchmark no-such to calibrate on" in unknown.json()["message"]

@@ -10,7 +10,13 @@ from torch import nn
 
 from medvec.errors import IncompatibleBaseError, MergeError
 from medvec.hashing import sha256_file
-from medvec.merging import list_strategies, merge_files, merge_state_dicts
+from medvec.merging import (
+    list_strategies,
+    mean_pairwise_cosine,
+    merge_files,
+    merge_state_dicts,
+    pairwise_dots,
+)
 from medvec.merging.masks import RANDOM_BLOCK
 from medvec.models import (
     ModelSpec,
@@ -21,7 +27,13 @@ from medvec.models import (
     register_model,
     save_model_file,
 )
-from medvec.vectors import VectorMetadata, compute_vector, load_vector, save_vector
+from medvec.vectors import (
+    VectorMetadata,
+    compute_vector,
+    is_running_stat,
+    load_vector,
+    save_vector,
+)
 
 ARCH = "unit_engine_mlp"
 PARAMS: dict[str, dict[str, object]] = {
@@ -186,3 +198,59 @@ def test_vector_of_another_base_is_refused_before_any_work(
         merge_files(base, vectors, out, strategy="nope")
     assert not out.exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("strategy", list_strategies())
+def test_running_statistics_are_averaged_bit_for_bit_in_both_paths(
+    files: tuple[Path, list[Path]], tmp_path: Path, strategy: str
+) -> None:
+    """Whatever the strategy, BatchNorm running statistics are the weighted mean of the
+    deltas (sample weights for weighted_mean, uniform otherwise), identical in the
+    streaming engine (its linear path) and in memory."""
+    base, vectors = files
+    out = merge_files(
+        base,
+        vectors,
+        tmp_path / "m.safetensors",
+        strategy=strategy,
+        params=PARAMS[strategy],
+        seed=7,
+        buffer_bytes=4 * 4 * RANDOM_BLOCK,
+    ).path
+    expected = _in_memory(base, vectors, strategy, params=PARAMS[strategy], seed=7)
+    merged = load_model_file(out)[0].state_dict()
+    base_state = load_model_file(base)[0].state_dict()
+    loaded = [load_vector(p) for p in vectors]
+    weights = [float(m.num_samples) if strategy == "weighted_mean" else 1.0 for _, m in loaded]
+    stats = [k for k in merged if is_running_stat(k)]
+    assert stats == ["2.running_mean", "2.running_var"]
+    for key in stats:
+        assert torch.equal(merged[key], expected[key])
+        mean = sum(w * t[key].double() for w, (t, _) in zip(weights, loaded, strict=True))
+        by_hand = base_state[key].double() + mean / sum(weights)
+        torch.testing.assert_close(merged[key].double(), by_hand, rtol=1e-6, atol=1e-7)
+
+
+def test_mean_pairwise_cosine_streams_and_leaves_running_statistics_out(
+    files: tuple[Path, list[Path]],
+) -> None:
+    _base, vectors = files
+    flat = []
+    for path in vectors:
+        tensors, _ = load_vector(path)
+        flat.append(
+            torch.cat(
+                [t.double().reshape(-1) for k, t in tensors.items() if not is_running_stat(k)]
+            )
+        )
+    by_hand = [
+        float(torch.nn.functional.cosine_similarity(flat[i], flat[j], dim=0))
+        for i in range(4)
+        for j in range(i + 1, 4)
+    ]
+    # a small buffer forces several chunks per large tensor
+    got = mean_pairwise_cosine(vectors, buffer_bytes=4 * 4 * 1000)
+    assert got == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-9)
+    gram = pairwise_dots(vectors[:2])
+    assert float(gram[0, 1]) == pytest.approx(float(flat[0] @ flat[1]), rel=1e-9)
+    assert mean_pairwise_cosine(vectors[:1]) is None

@@ -21,6 +21,7 @@ from medvec.merging.masks import (
 )
 from medvec.merging.registry import build_registry
 from medvec.merging.weighted_mean import WeightedMean
+from medvec.vectors import is_running_stat
 
 BASE = {"w": torch.zeros(4), "steps": torch.tensor(7)}
 
@@ -211,3 +212,80 @@ def test_staleness_weights() -> None:
 def test_non_finite_results_are_refused(bad: float) -> None:
     with pytest.raises(MergeError, match="NaN or infinite"):
         _merge("weighted_mean", [1.0, bad, 0.0, 0.0])
+
+
+# -- BatchNorm running statistics ------------------------------------------
+
+BN_BASE = {
+    "w": torch.zeros(4),
+    "bn.running_mean": torch.zeros(2),
+    "bn.running_var": torch.ones(2),
+    "bn.num_batches_tracked": torch.tensor(7),
+}
+# dyadic values and weights summing to a power of two: every answer below is exact
+BN_VECTORS = [
+    {"w": w, "bn.running_mean": m, "bn.running_var": v}
+    for w, m, v in zip(
+        torch.tensor([[1, -2, 0.5, 0], [2, 1, -4, 0.25], [-1, 3, 0.5, 0.25], [0.5, 0.25, -1, 2]]),
+        torch.tensor([[1.0, -2.0], [3.0, 0.0], [0.0, 4.0], [0.5, 10.0]]),
+        torch.tensor([[0.5, 1.0], [-0.5, 0.25], [0.25, -0.5], [1.0, 0.5]]),
+        strict=True,
+    )
+]
+UNIFORM_MEAN = ([1.125, 3.0], [1.3125, 1.3125])  # running mean, running var (base 1 added)
+WEIGHTED_MEAN = ([0.8125, 6.5], [1.65625, 1.40625])  # weights 1, 1, 1, 5 (sum 8)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kwargs", "weights_result", "stats"),
+    [
+        # TIES, density 0.5: trimmed rows [1,-2,0,0] [2,0,-4,0] [-1,3,0,0] [0,0,-1,2];
+        # elected signs + + - +; disjoint means 1.5, 3, -2.5, 2
+        ("ties", {"params": {"density": 0.5}}, [1.5, 3.0, -2.5, 2.0], UNIFORM_MEAN),
+        # 3 * (v0 + v1 + v2 + v3)
+        ("task_arithmetic", {"params": {"lambda": 3.0}}, [7.5, 6.75, -12.0, 7.5], UNIFORM_MEAN),
+        # 3 * (v0 + v1 + v2 + 5 v3)
+        (
+            "task_arithmetic",
+            {"params": {"lambda": 3.0}, "weights": [1, 1, 1, 5]},
+            [13.5, 9.75, -24.0, 31.5],
+            WEIGHTED_MEAN,
+        ),
+        # mean of the two middle values of each column
+        ("median", {}, [0.75, 0.625, -0.25, 0.25], UNIFORM_MEAN),
+    ],
+)
+def test_running_statistics_are_the_weighted_mean_whatever_the_strategy(
+    strategy: str,
+    kwargs: dict[str, object],
+    weights_result: list[float],
+    stats: tuple[list[float], list[float]],
+) -> None:
+    merged = merge_state_dicts(BN_BASE, BN_VECTORS, strategy=strategy, **kwargs)  # type: ignore[arg-type]
+    assert torch.equal(merged["w"], torch.tensor(weights_result))
+    assert torch.equal(merged["bn.running_mean"], torch.tensor(stats[0]))
+    assert torch.equal(merged["bn.running_var"], torch.tensor(stats[1]))
+    assert torch.equal(merged["bn.num_batches_tracked"], torch.tensor(7))
+
+
+def test_dare_drops_weights_but_averages_running_statistics() -> None:
+    params = {"drop_rate": 0.5, "lambda": 2.0}
+    merged = merge_state_dicts(BN_BASE, BN_VECTORS, strategy="dare", params=params, seed=3)
+    weights_only = merge_state_dicts(
+        {"w": BN_BASE["w"]},
+        [{"w": v["w"]} for v in BN_VECTORS],
+        strategy="dare",
+        params=params,
+        seed=3,
+    )
+    assert torch.equal(merged["w"], weights_only["w"])  # the strategy's own result
+    assert torch.equal(merged["bn.running_mean"], torch.tensor(UNIFORM_MEAN[0]))
+    assert torch.equal(merged["bn.running_var"], torch.tensor(UNIFORM_MEAN[1]))
+
+
+def test_is_running_stat_names_only_running_means_and_variances() -> None:
+    assert is_running_stat("layer1.0.bn1.running_mean")
+    assert is_running_stat("bn.running_var")
+    assert is_running_stat("running_mean")
+    for key in ("bn.weight", "bn.bias", "bn.num_batches_tracked", "fc.running_mean_weight"):
+        assert not is_running_stat(key)

@@ -1,0 +1,72 @@
+"""How alike a merge's input vectors are: pairwise dot products streamed from the files.
+
+The mean pairwise cosine similarity of the vectors is a cheap predictor of how well
+they merge: vectors that point the same way average into a model near each of
+them, vectors at right angles (cosine ~ 0) interfere. It is computed like a merge,
+tensor by tensor and chunk by chunk into an ``(N, chunk)`` buffer of at most
+``buffer_bytes``, so memory does not grow with N. Running statistics are left out
+(they are statistics, not learned directions); integer buffers are not in vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from medvec.errors import MergeError
+from medvec.merging.engine import DEFAULT_BUFFER_BYTES
+from medvec.vectors.compute import is_running_stat
+from medvec.vectors.lazy import LazyTensorReader
+
+__all__ = ["mean_pairwise_cosine", "pairwise_dots"]
+
+
+def pairwise_dots(
+    vector_paths: Sequence[str | Path], *, buffer_bytes: int = DEFAULT_BUFFER_BYTES
+) -> Tensor:
+    """``G[i, j] = <tau_i, tau_j>`` (float64, N x N) over every tensor but running statistics.
+
+    The vectors must hold the same tensor names and shapes (as the vectors of one
+    merge do: the engine checks them against the base first).
+    """
+    if not vector_paths:
+        raise MergeError("no vectors", hint="pass at least one data vector file")
+    n = len(vector_paths)
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    with ExitStack() as stack:
+        readers = [stack.enter_context(LazyTensorReader(p)) for p in vector_paths]
+        for name in readers[0].keys():
+            if is_running_stat(name):
+                continue
+            info = readers[0].info(name)
+            chunk = max(1, min(info.numel, buffer_bytes // (n * info.dtype.itemsize)))
+            stack_buffer = torch.empty(n * chunk, dtype=info.dtype)
+            for start in range(0, info.numel, chunk):
+                count = min(chunk, info.numel - start)
+                rows = stack_buffer[: n * count].view(n, count)
+                for row, reader in zip(rows, readers, strict=True):
+                    reader.read_into(name, row, start)
+                values = rows.to(torch.float64)
+                gram += values @ values.T
+    return gram
+
+
+def mean_pairwise_cosine(
+    vector_paths: Sequence[str | Path], *, buffer_bytes: int = DEFAULT_BUFFER_BYTES
+) -> float | None:
+    """Mean of ``cos(tau_i, tau_j)`` over the pairs ``i < j``; ``None`` with fewer than two
+    vectors or when no pair has two non-zero vectors."""
+    gram = pairwise_dots(vector_paths, buffer_bytes=buffer_bytes)
+    norms = gram.diagonal().sqrt().tolist()
+    cosines = [
+        float(gram[i, j]) / (norms[i] * norms[j])
+        for i in range(len(norms))
+        for j in range(i + 1, len(norms))
+        if norms[i] > 0 and norms[j] > 0
+    ]
+    return math.fsum(cosines) / len(cosines) if cosines else None
