@@ -11,7 +11,7 @@ tensor by tensor and chunk by chunk into an ``(N, chunk)`` buffer of at most
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from medvec.merging.engine import DEFAULT_BUFFER_BYTES
 from medvec.vectors.compute import is_running_stat
 from medvec.vectors.lazy import LazyTensorReader
 
-__all__ = ["mean_pairwise_cosine", "pairwise_dots"]
+__all__ = ["mean_cosine", "mean_pairwise_cosine", "pairwise_dots", "pairwise_dots_in_memory"]
 
 
 def pairwise_dots(
@@ -56,12 +56,20 @@ def pairwise_dots(
     return gram
 
 
-def mean_pairwise_cosine(
-    vector_paths: Sequence[str | Path], *, buffer_bytes: int = DEFAULT_BUFFER_BYTES
-) -> float | None:
-    """Mean of ``cos(tau_i, tau_j)`` over the pairs ``i < j``; ``None`` with fewer than two
-    vectors or when no pair has two non-zero vectors."""
-    gram = pairwise_dots(vector_paths, buffer_bytes=buffer_bytes)
+def pairwise_dots_in_memory(vectors: Sequence[Mapping[str, Tensor]]) -> Tensor:
+    """``pairwise_dots`` of in-memory vectors (the simulation's), tensor by tensor."""
+    n = len(vectors)
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    for name in vectors[0] if vectors else ():
+        if not is_running_stat(name):
+            rows = torch.stack([v[name].reshape(-1).to(torch.float64) for v in vectors])
+            gram += rows @ rows.T
+    return gram
+
+
+def mean_cosine(gram: Tensor) -> float | None:
+    """Mean of ``cos(tau_i, tau_j)`` over the pairs ``i < j`` of a Gram matrix; ``None``
+    with fewer than two vectors or when no pair has two non-zero vectors."""
     norms = gram.diagonal().sqrt().tolist()
     cosines = [
         float(gram[i, j]) / (norms[i] * norms[j])
@@ -70,3 +78,10 @@ def mean_pairwise_cosine(
         if norms[i] > 0 and norms[j] > 0
     ]
     return math.fsum(cosines) / len(cosines) if cosines else None
+
+
+def mean_pairwise_cosine(
+    vector_paths: Sequence[str | Path], *, buffer_bytes: int = DEFAULT_BUFFER_BYTES
+) -> float | None:
+    """``mean_cosine`` of the vector files' Gram matrix, streamed."""
+    return mean_cosine(pairwise_dots(vector_paths, buffer_bytes=buffer_bytes))

@@ -43,7 +43,6 @@ __all__ = [
     "LAMBDA_MULTIPLES",
     "SimulationConfig",
     "SimulationResult",
-    "mean_pairwise_cosine",
     "run_simulation",
     "summary_row",
 ]
@@ -159,24 +158,6 @@ def _state(model: torch.nn.Module) -> State:
 
 def _all_finite(state: State) -> bool:
     return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
-
-
-def mean_pairwise_cosine(vectors: Sequence[State]) -> float | None:
-    """Mean cosine similarity over pairs of vectors (BN running statistics left out).
-
-    How aligned the hospitals' updates are: near 1 they agree and any mean works;
-    near 0 they pull in unrelated directions and a merge averages much of them away.
-    """
-    from medvec.vectors.compute import is_running_stat
-
-    if len(vectors) < 2:
-        return None
-    keys = [k for k in vectors[0] if not is_running_stat(k)]
-    flat = torch.stack([torch.cat([v[k].reshape(-1).double() for k in keys]) for v in vectors])
-    unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    gram = unit @ unit.T
-    n = len(vectors)
-    return float((gram.sum() - gram.diagonal().sum()) / (n * (n - 1)))
 
 
 class _Runner:
@@ -332,6 +313,7 @@ def run_simulation(
     on_event: EventFn | None = None,
 ) -> SimulationResult:
     """Run one simulation (see the module docstring) from the base model file ``base``."""
+    from medvec.merging.similarity import mean_cosine, pairwise_dots_in_memory
     from medvec.training import resolve_device
     from medvec.vectors import compute_vector
 
@@ -357,7 +339,7 @@ def run_simulation(
             seed = config.seed + number + 1000 * (generation - 1)
             vectors.append(compute_vector(current, runner.train_on(current, part, 1, seed)))
         emit("merge", {"generation": generation})
-        cosine = mean_pairwise_cosine(vectors)
+        cosine = mean_cosine(pairwise_dots_in_memory(vectors))
         candidates = _generation(runner, current, vectors, weights)
         chosen = max(candidates, key=lambda c: c.val["val_accuracy"])  # first wins ties
         for candidate in candidates:
