@@ -7,7 +7,7 @@ and the coordinate median, train one centralized model on the union, and report
 test accuracy (mean over the local models, each merge, centralized).
 
 CPU defaults (28x28 inputs, ResNet-18 with the ImageNet stem, 2,500 training
-images, 3 generations of one local epoch, a base pretrained for 1,500 steps on the
+images, 3 generations of 3 local epochs, a base pretrained for 500 steps on the
 other MedMNIST sets) run on a laptop; ``--gpu`` uses the full training sets, the
 MedMNIST stem and a longer-pretrained base. Results go to ``--out`` (summary.csv,
 results.json, table.md).
@@ -49,13 +49,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-val", type=int, default=500, help="validation images (choices)")
     parser.add_argument("--max-test", type=int, default=None)
     parser.add_argument("--generations", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=1, help="local epochs per generation")
+    parser.add_argument("--epochs", type=int, default=3, help="local epochs per generation")
     parser.add_argument("--steps", type=int, default=None, help="local steps per generation")
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--stem", default="imagenet", help="imagenet (CPU), small (MedMNIST)")
     parser.add_argument("--pretrain-samples", type=int, default=None, help="cap per set")
-    parser.add_argument("--pretrain-steps", type=int, default=1500)
+    parser.add_argument("--pretrain-steps", type=int, default=500)
     parser.add_argument(
         "--gpu", action="store_true", help="full data, small stem, longer pretraining, cuda"
     )

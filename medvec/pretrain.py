@@ -64,7 +64,7 @@ class PretrainConfig(BaseModel):
     in_channels: int = Field(default=3, ge=1)
     image_size: int = Field(default=28, ge=8)
     max_samples: int | None = Field(default=None, ge=1)
-    steps: int = Field(default=1500, ge=1)
+    steps: int = Field(default=500, ge=1)
     lr: float = Field(default=0.1, gt=0)
     weight_decay: float = Field(default=5e-4, ge=0)
     batch_size: int = Field(default=128, ge=1)

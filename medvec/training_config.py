@@ -31,7 +31,7 @@ class TrainConfig(BaseModel):
 
     epochs: int = Field(default=1, ge=1)
     steps: int | None = Field(default=None, ge=1)
-    lr: float = Field(default=0.01, gt=0)
+    lr: float = Field(default=0.05, gt=0)
     batch_size: int = Field(default=64, ge=1)
     augment: bool = True
     seed: int = 0

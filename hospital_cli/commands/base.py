@@ -26,7 +26,7 @@ app = typer.Typer(
 
 # PretrainConfig's defaults, spelled out so that `medvec --help` does not import torch;
 # a test keeps them equal.
-PRETRAIN_STEPS = 1500
+PRETRAIN_STEPS = 500
 PRETRAIN_SOURCES = ("organamnist", "pneumoniamnist", "bloodmnist")
 
 

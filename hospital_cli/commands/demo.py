@@ -125,7 +125,7 @@ def demo(
         "max_val": 300,
         "max_test": max_test,
         "pretrain_samples": None,
-        "pretrain_steps": 1500,
+        "pretrain_steps": 500,
         "max_delay": 6.0,
     }
     if quick:

@@ -18,8 +18,8 @@ app = typer.Typer()
 
 # SimulationConfig's and PretrainConfig's defaults, spelled out so that `medvec --help`
 # does not import torch; a test keeps them equal.
-SIM_DEFAULTS = {"max_train": 2500, "generations": 3, "epochs": 1, "lr": 0.01, "batch_size": 32}
-PRETRAIN_DEFAULTS = {"steps": 1500}
+SIM_DEFAULTS = {"max_train": 2500, "generations": 3, "epochs": 3, "lr": 0.05, "batch_size": 32}
+PRETRAIN_DEFAULTS = {"steps": 500}
 
 DatasetsDirOpt = Annotated[
     Path | None,

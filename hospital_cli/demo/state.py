@@ -29,7 +29,7 @@ class DemoSettings:
     concurrency: int = 2
     strategies: tuple[str, ...] = STRATEGIES
     pretrain_samples: int | None = None
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 500
     stem: str = "imagenet"
     checkpoint: Path | None = None
     seed: int = 0

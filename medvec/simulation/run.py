@@ -67,9 +67,9 @@ class SimulationConfig(BaseModel):
     max_val: int | None = Field(default=500, ge=1)
     max_test: int | None = Field(default=None, ge=1)
     generations: int = Field(default=3, ge=1)
-    epochs: int = Field(default=1, ge=1)
+    epochs: int = Field(default=3, ge=1)
     steps: int | None = Field(default=None, ge=1)
-    lr: float = Field(default=0.01, gt=0)
+    lr: float = Field(default=0.05, gt=0)
     batch_size: int = Field(default=32, ge=1)
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     lambda_multiples: tuple[float, ...] = LAMBDA_MULTIPLES
