@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from medvec.data.arrays import batch_arrays
+from medvec.data.arrays import in_memory_arrays
 from medvec.data.transforms import eval_transform
 from medvec.errors import DatasetError
 from medvec.training import model_in_channels, resolve_device
@@ -52,14 +52,7 @@ def _calibration_pixels(dataset: Any, max_images: int | None) -> torch.Tensor:
     if isinstance(dataset, torch.Tensor):
         pixels = dataset
     else:
-        arrays = batch_arrays(dataset)
-        if arrays is None:
-            raise DatasetError(
-                "calibration images must be an in-memory image set (ImageArrayDataset)",
-                hint="load them with medvec.data.load_npz or load_dataset",
-            )
-        base, indices = arrays
-        pixels = base.pixels[indices]
+        pixels, _ = in_memory_arrays(dataset, "BatchNorm recalibration")
     if pixels.shape[0] == 0:
         raise DatasetError("no calibration images", hint="give at least one image")
     if max_images is not None and pixels.shape[0] > max_images:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, TensorDataset
 
-from medvec.data.arrays import batch_arrays
+from medvec.data.arrays import in_memory_arrays
 from medvec.data.transforms import train_transform
 from medvec.errors import DatasetError, PrivacyError
 from medvec.privacy import dp_sgd_epsilon
@@ -74,16 +74,10 @@ def _check_supported(model: nn.Module) -> None:
 
 
 def _pixel_loader(dataset: Any, batch_size: int) -> DataLoader[Any]:
-    arrays = batch_arrays(dataset)
-    if arrays is None:
-        raise DatasetError(
-            "DP-SGD needs an in-memory image dataset (ImageArrayDataset or a Subset of one)",
-            hint="load the data with medvec.data.load_dataset",
-        )
-    base, indices = arrays
-    if indices.numel() == 0:
+    pixels, labels = in_memory_arrays(dataset, "DP-SGD")
+    if labels.numel() == 0:
         raise DatasetError("cannot train on an empty dataset")
-    return DataLoader(TensorDataset(base.pixels[indices], base.labels[indices]), batch_size)
+    return DataLoader(TensorDataset(pixels, labels), batch_size)
 
 
 def fine_tune_dp(

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Subset
 from medvec.data.transforms import eval_transform, resize_batch, to_float
 from medvec.errors import DatasetError
 
-__all__ = ["ImageArrayDataset", "as_label_vector", "batch_arrays", "to_nchw"]
+__all__ = ["ImageArrayDataset", "as_label_vector", "batch_arrays", "in_memory_arrays", "to_nchw"]
 
 RESIZE_CHUNK = 1024
 
@@ -140,3 +140,19 @@ def batch_arrays(dataset: Any) -> tuple[ImageArrayDataset, Tensor] | None:
     if indices is None:
         indices = torch.arange(len(dataset))
     return dataset, indices
+
+
+def in_memory_arrays(dataset: Any, needed_by: str) -> tuple[Tensor, Tensor]:
+    """The uint8 pixels and labels ``dataset`` selects from an in-memory set.
+
+    For loops that need whole tensors rather than items; any other dataset is a
+    ``DatasetError`` that names what needed it.
+    """
+    arrays = batch_arrays(dataset)
+    if arrays is None:
+        raise DatasetError(
+            f"{needed_by} needs an in-memory image dataset (ImageArrayDataset or a Subset of one)",
+            hint="load the data with medvec.data.load_dataset or load_npz",
+        )
+    base, indices = arrays
+    return base.pixels[indices], base.labels[indices]
