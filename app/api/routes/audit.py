@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from app.api.deps import AdminPrincipal, SessionDep
-from app.api.routes.common import errors
+from app.api.routes.common import PageLimit, PageOffset, errors
 from app.schemas.audit import AuditEventRead
 from app.services import audit
 
@@ -20,8 +18,8 @@ def list_audit_events(
     _actor: AdminPrincipal,
     action: str | None = None,
     target_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
 ) -> object:
     """Audit events, newest first: who did what to which object, from which address."""
     return audit.list_events(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
@@ -14,6 +14,17 @@ from app.services.staging import Staged, stage_body
 from app.storage import BlobStore
 
 SHA_HEADER = "X-Content-SHA256"
+
+MAX_INT32 = 2**31 - 1
+"""The bound of a row count or page offset: every database's plain INTEGER holds it."""
+MAX_INT63 = 2**63 - 1
+"""The bound of a byte count: a signed 64-bit BIGINT."""
+
+PageOffset = Annotated[int, Query(ge=0, le=MAX_INT32, description="rows to skip")]
+PageLimit = Annotated[int, Query(ge=1, le=1000, description="rows to return")]
+ByteOffset = Annotated[int, Query(ge=0, le=MAX_INT63, description="byte offset in the file")]
+"""Integer query parameters always come bounded, so an absurd number is a 422 and never
+reaches the database (SQLite and PostgreSQL both fail on integers past 64 bits)."""
 
 RAW_BODY: dict[str, Any] = {
     "requestBody": {

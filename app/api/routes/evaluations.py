@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.api.deps import AdminPrincipal, Principal, SessionDep
-from app.api.routes.common import errors
+from app.api.routes.common import PageLimit, errors
 from app.errors import InvalidInput, NotFound
 from app.schemas.evaluations import EvaluationRead, LeaderboardRow
 from app.services import evaluations
@@ -38,7 +38,7 @@ def leaderboard(
     metric: Annotated[str, Query()] = "accuracy",
     benchmark_id: Annotated[str | None, Query()] = None,
     split: Annotated[str, Query()] = "test",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> list[LeaderboardRow]:
     """Versions ranked by ``metric`` on their completed evaluations, best first."""
     return evaluations.leaderboard(

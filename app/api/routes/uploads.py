@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -15,7 +13,7 @@ from app.api.deps import (
     StorageDep,
     release_connection,
 )
-from app.api.routes.common import RAW_BODY, declared_length, errors
+from app.api.routes.common import RAW_BODY, ByteOffset, declared_length, errors
 from app.config import Settings
 from app.errors import (
     Conflict,
@@ -75,7 +73,7 @@ def start_upload(
 )
 async def put_part(
     upload_id: str,
-    offset: Annotated[int, Query(ge=0)],
+    offset: ByteOffset,
     request: Request,
     session: SessionDep,
     store: StorageDep,
