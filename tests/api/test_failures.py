@@ -4,6 +4,10 @@ and leave nothing half-stored."""
 
 from __future__ import annotations
 
+import io
+import secrets
+
+import numpy as np
 import pytest
 
 from tests.api.conftest import Hospital, Registry
@@ -32,3 +36,47 @@ def test_upload_part_offset_out_of_range_is_422(registry: Registry, hospital: Ho
         )
     assert response.status_code == 422, response.text
     assert error(response)["code"] == "invalid_request"
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+IMAGES = np.zeros((4, 28, 28), np.uint8)
+BAD_BENCHMARKS = {
+    "empty body": (b"", "not a readable .npz"),
+    "zero images": (
+        _npz(test_images=np.zeros((0, 28, 28), np.uint8), test_labels=np.zeros((0, 1), np.int64)),
+        "no images",
+    ),
+    "label 2**62": (
+        _npz(test_images=IMAGES, test_labels=np.array([[0], [1], [0], [2**62]], np.int64)),
+        "classes",
+    ),
+    "float labels": (
+        _npz(test_images=IMAGES, test_labels=np.array([[0.0], [1.0], [0.5], [1.0]])),
+        "integers",
+    ),
+    "pickled object array": (
+        _npz(test_images=IMAGES, test_labels=np.array([[0], [1], [None], [1]], dtype=object)),
+        "not a readable .npz",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BENCHMARKS))
+def test_bad_benchmark_is_422_and_stores_nothing(registry: Registry, case: str) -> None:
+    body, needle = BAD_BENCHMARKS[case]
+    before = registry.snapshot()
+    with registry.admin() as admin:
+        response = admin.post(
+            "/benchmarks",
+            params={"name": f"bad-{secrets.token_hex(4)}"},
+            content=body,
+            headers=OCTET,
+        )
+    assert response.status_code == 422, response.text
+    assert needle in error(response)["message"]
+    assert registry.snapshot() == before
