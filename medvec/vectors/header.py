@@ -178,6 +178,10 @@ def read_safetensors_header(
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _malformed(path, f"header is not JSON ({exc})") from exc
+    except RecursionError:
+        # a hostile header nests arrays or objects deeper than the parser's stack allows;
+        # no real header nests more than a few levels
+        raise _malformed(path, "header JSON is nested too deeply") from None
     if not isinstance(doc, dict):
         raise _malformed(path, "header is not a JSON object")
     metadata = doc.pop(METADATA_KEY, None) or {}

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import io
 import secrets
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.api.conftest import Hospital, Registry
-from tests.api.helpers import OCTET, error
+from tests.api.factories import ModelKit
+from tests.api.helpers import OCTET, error, push, resumable_push
 
 HUGE = 2**63  # one past the largest signed 64-bit integer
 
@@ -80,3 +85,46 @@ def test_bad_benchmark_is_422_and_stores_nothing(registry: Registry, case: str) 
     assert response.status_code == 422, response.text
     assert needle in error(response)["message"]
     assert registry.snapshot() == before
+
+
+def _one_shot(client: Any, path: Path) -> Any:
+    return push(client, path)
+
+
+PATHS: dict[str, Callable[[Any, Path], Any]] = {"one-shot": _one_shot, "resumable": resumable_push}
+
+
+def _deeply_nested(kit: ModelKit, _name: str) -> Path:
+    depth = 100_000
+    return kit.raw(struct.pack("<Q", 2 * depth) + b"[" * depth + b"]" * depth, "nested")
+
+
+HOSTILE_VECTORS: dict[str, tuple[Callable[[ModelKit, str], Path], str]] = {
+    "header nested 100,000 deep": (_deeply_nested, "vector_malformed"),
+}
+
+
+@pytest.mark.parametrize("way", list(PATHS))
+@pytest.mark.parametrize("case", list(HOSTILE_VECTORS))
+def test_hostile_vector_is_422_and_leaves_no_row_and_no_blob(
+    registry: Registry,
+    base: dict[str, Any],
+    kit: ModelKit,
+    hospital: Hospital,
+    case: str,
+    way: str,
+) -> None:
+    make, code = HOSTILE_VECTORS[case]
+    path = make(kit, hospital.name)
+    before = registry.snapshot()
+    with registry.client(hospital.token) as client:
+        response = PATHS[way](client, path)
+        assert response.status_code == 422, response.text
+        assert error(response)["code"] == code
+        assert client.get("/vectors").json() == []
+    after = registry.snapshot()
+    assert after["blobs"] == before["blobs"]
+    assert after["staging_tmp"] == before["staging_tmp"]
+    assert after["rows"]["data_vectors"] == before["rows"]["data_vectors"]
+    if way == "one-shot":
+        assert after == before

@@ -223,6 +223,14 @@ def test_garbage_header_is_malformed(base_path: Path, tmp_path: Path) -> None:
         validate_vector(path, base_path)
 
 
+def test_deeply_nested_header_is_malformed(tmp_path: Path) -> None:
+    depth = 100_000
+    path = tmp_path / "nested.safetensors"
+    path.write_bytes(struct.pack("<Q", 2 * depth) + b"[" * depth + b"]" * depth)
+    with pytest.raises(MalformedFileError, match="nested too deeply"):
+        read_safetensors_header(path)
+
+
 def test_header_over_the_bound(vector_path: Path, base_path: Path, tmp_path: Path) -> None:
     size = read_safetensors_header(vector_path).header_bytes
     with pytest.raises(HeaderTooLargeError) as info:
