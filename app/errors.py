@@ -7,6 +7,7 @@ so services let them propagate.
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -17,8 +18,11 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medvec.errors import MedVecError
+
+log = logging.getLogger(__name__)
 
 
 class ErrorBody(BaseModel):
@@ -111,6 +115,38 @@ def _medvec_body(exc: MedVecError) -> ErrorBody:
     return ErrorBody(code=exc.code, message=message, detail=exc.detail or None)
 
 
+class InternalErrorMiddleware:
+    """An unexpected exception still answers the one error body (500 ``internal_error``),
+    logged with its traceback here; the body names no path or internal detail."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            body = ErrorBody(
+                code="internal_error",
+                message="the registry failed on this request — try again; if it persists, "
+                "give the operator the time of the request (the server log has the cause)",
+            )
+            await JSONResponse(status_code=500, content=body.model_dump())(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render app errors, core errors, validation errors and HTTP errors as one body."""
 
@@ -164,6 +200,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MedVecError, medvec_error)
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_middleware(InternalErrorMiddleware)
 
 
 def responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:

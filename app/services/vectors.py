@@ -3,6 +3,8 @@
 Validation runs before anything is stored: a vector that fails any check leaves no row
 and no blob behind (the client gets 422 with the reason), so status ``rejected`` is
 never stored by the registry itself. Accepted vectors are stored as ``validated``.
+The row (and what it supersedes) is written and flushed before the file moves into the
+blob store, so a row the database refuses never leaves a blob without its row.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.errors import HospitalMismatch, NotFound, UnknownBase
+from app.errors import HospitalMismatch, InvalidInput, NotFound, UnknownBase
 from app.jobs import VECTOR_ACCEPTED, defer_job
 from app.models import BaseModelRecord, DataVector, VectorStatus
 from app.security import Actor
@@ -20,6 +22,9 @@ from app.services.bases import find_base
 from app.services.staging import Staged
 from app.storage import BlobStore
 from medvec.vectors import ValidationReport, read_vector_metadata, validate_vector
+
+MAX_NUM_SAMPLES = 2**31 - 1
+"""``num_samples`` is an INTEGER column: the largest value every database holds."""
 
 
 def find_own(session: Session, hospital_id: str, sha256: str) -> DataVector | None:
@@ -45,6 +50,14 @@ def _validate(
             f"the token belongs to {actor.hospital_name!r}",
             hint="push with your own hospital's token, or recompute the vector with the "
             "hospital name the registry knows (`medvec whoami`)",
+        )
+    if metadata.num_samples > MAX_NUM_SAMPLES:
+        raise InvalidInput(
+            f"the vector says it was trained on {metadata.num_samples} samples, over the "
+            f"registry's bound of {MAX_NUM_SAMPLES}",
+            hint="num_samples counts the training images; recompute the vector with the real count",
+            num_samples=metadata.num_samples,
+            max_num_samples=MAX_NUM_SAMPLES,
         )
     base = find_base(session, metadata.base_id)
     if base is None:
@@ -86,34 +99,35 @@ def accept_vector(
         base, report = _validate(
             session, store, actor, staged, max_norm=max_norm, max_header_bytes=max_header_bytes
         )
+        vector = DataVector(
+            hospital_id=actor.hospital_id,
+            base_id=base.id,
+            sha256=staged.sha256,
+            size=staged.size,
+            norm=report.l2_norm,
+            num_samples=report.metadata.num_samples,
+            meta=report.metadata.model_dump(mode="json"),
+            status=VectorStatus.VALIDATED,
+        )
+        session.add(vector)
+        session.flush()
+        superseded = _supersede_previous(session, actor, vector)
+        audit.record(
+            session,
+            actor,
+            "vector.accepted",
+            target_type="vector",
+            target_id=vector.id,
+            sha256=vector.sha256,
+            base_id=base.id,
+            norm=vector.norm,
+            supersedes=superseded,
+        )
+        session.flush()
     except BaseException:
         staged.discard()
         raise
     store.commit(staged.path, staged.sha256)
-    vector = DataVector(
-        hospital_id=actor.hospital_id,
-        base_id=base.id,
-        sha256=staged.sha256,
-        size=staged.size,
-        norm=report.l2_norm,
-        num_samples=report.metadata.num_samples,
-        meta=report.metadata.model_dump(mode="json"),
-        status=VectorStatus.VALIDATED,
-    )
-    session.add(vector)
-    session.flush()
-    superseded = _supersede_previous(session, actor, vector)
-    audit.record(
-        session,
-        actor,
-        "vector.accepted",
-        target_type="vector",
-        target_id=vector.id,
-        sha256=vector.sha256,
-        base_id=base.id,
-        norm=vector.norm,
-        supersedes=superseded,
-    )
     defer_job(session, VECTOR_ACCEPTED, vector_id=vector.id)
     return vector, True
 

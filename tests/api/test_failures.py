@@ -99,8 +99,14 @@ def _deeply_nested(kit: ModelKit, _name: str) -> Path:
     return kit.raw(struct.pack("<Q", 2 * depth) + b"[" * depth + b"]" * depth, "nested")
 
 
+def _samples(count: int) -> Callable[[ModelKit, str], Path]:
+    return lambda kit, name: kit.vector(name, num_samples=count)
+
+
 HOSTILE_VECTORS: dict[str, tuple[Callable[[ModelKit, str], Path], str]] = {
     "header nested 100,000 deep": (_deeply_nested, "vector_malformed"),
+    "num_samples 2**63": (_samples(2**63), "invalid_input"),
+    "num_samples 2**31": (_samples(2**31), "invalid_input"),
 }
 
 
@@ -128,3 +134,30 @@ def test_hostile_vector_is_422_and_leaves_no_row_and_no_blob(
     assert after["rows"]["data_vectors"] == before["rows"]["data_vectors"]
     if way == "one-shot":
         assert after == before
+
+
+@pytest.mark.parametrize("way", list(PATHS))
+def test_a_row_the_database_refuses_leaves_no_blob(
+    registry: Registry,
+    base: dict[str, Any],
+    kit: ModelKit,
+    hospital: Hospital,
+    way: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Even past validation, the blob only lands once its row has been written."""
+    from app.services import vectors
+
+    monkeypatch.setattr(vectors, "MAX_NUM_SAMPLES", 2**64)  # let the insert itself fail
+    path = kit.vector(hospital.name, num_samples=2**63)
+    before = registry.snapshot()
+    with registry.client(hospital.token) as client:
+        response = PATHS[way](client, path)
+        assert response.status_code == 500, response.text
+        assert client.get("/vectors").json() == []
+    after = registry.snapshot()
+    assert after["blobs"] == before["blobs"]
+    assert after["staging_tmp"] == before["staging_tmp"]
+    assert after["rows"]["data_vectors"] == before["rows"]["data_vectors"]
+    body = error(response)
+    assert body["code"] == "internal_error"
