@@ -231,19 +231,52 @@ def record_part(session: Session, upload: UploadSession, held: int, expiry: time
 def complete_upload(
     session: Session, store: BlobStore, actor: Actor, upload_id: str, limits: UploadLimits
 ) -> tuple[DataVector, bool]:
-    """Verify the sha256 of the received bytes, then accept them as a vector."""
+    """Verify the sha256 of the received bytes, then accept them as a vector.
+
+    Concurrent completions of one session are serialised (the row is locked on
+    PostgreSQL, the part file with ``flock`` everywhere): the first registers the vector,
+    the others answer that same vector (200) or, when the first has not committed yet,
+    409 ``conflict`` — never a half-done completion.
+    """
+    session.get(UploadSession, upload_id, with_for_update=True)  # waits for a running one
     upload = get_upload(session, store, actor, upload_id)
     if upload.status is UploadStatus.COMPLETED and upload.vector_id:
         vector = vectors.get_vector(session, actor, upload.vector_id)
         return vector, False
+    path = part_path(store, upload)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        handle = None
+    try:
+        if handle is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the handle closes
+            if not path.exists():  # a concurrent completion moved the bytes meanwhile
+                raise Conflict(
+                    f"upload {upload_id} was just completed by another request",
+                    hint="send the completion again to get the vector",
+                )
+        return _complete_locked(session, store, actor, upload, path, limits)
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _complete_locked(
+    session: Session,
+    store: BlobStore,
+    actor: Actor,
+    upload: UploadSession,
+    path: Path,
+    limits: UploadLimits,
+) -> tuple[DataVector, bool]:
     if upload.offset != upload.size:
         raise Conflict(
-            f"upload {upload_id} is incomplete: the server holds {upload.offset} of "
+            f"upload {upload.id} is incomplete: the server holds {upload.offset} of "
             f"{upload.size} bytes",
             hint=f"send the rest from offset {upload.offset}",
             offset=upload.offset,
         )
-    path = part_path(store, upload)
     actual = sha256_of(path)
     if actual != upload.sha256:
         path.unlink(missing_ok=True)

@@ -7,16 +7,19 @@ from __future__ import annotations
 import io
 import secrets
 import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
+from medvec.hashing import sha256_file
 from tests.api.conftest import Hospital, Registry
 from tests.api.factories import ModelKit
-from tests.api.helpers import OCTET, error, push, resumable_push
+from tests.api.helpers import OCTET, error, push, put_part, resumable_push
 
 HUGE = 2**63  # one past the largest signed 64-bit integer
 
@@ -161,3 +164,54 @@ def test_a_row_the_database_refuses_leaves_no_blob(
     assert after["rows"]["data_vectors"] == before["rows"]["data_vectors"]
     body = error(response)
     assert body["code"] == "internal_error"
+
+
+def _at_once(count: int, call: Callable[[int], Any]) -> list[Any]:
+    """Run ``call(i)`` for i in range(count) on threads released together."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = call(i)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertions below
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return results
+
+
+def test_concurrent_completions_agree(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    path = kit.vector(hospital.name)
+    size = path.stat().st_size
+    with registry.client(hospital.token) as client:
+        started = client.post("/uploads", json={"sha256": sha256_file(path), "size": size})
+        upload_id = started.json()["id"]
+        assert put_part(client, upload_id, path, 0, size).status_code == 200
+
+    def complete(_i: int) -> httpx.Response:
+        with registry.client(hospital.token) as client:
+            return client.post(f"/uploads/{upload_id}/complete")
+
+    answers = _at_once(6, complete)
+    assert all(isinstance(a, httpx.Response) for a in answers), answers
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(201) == 1, [a.text for a in answers]
+    assert set(statuses) <= {200, 201, 409}, [a.text for a in answers]
+    ids = {a.json()["id"] for a in answers if a.status_code in (200, 201)}
+    assert len(ids) == 1
+    for answer in answers:
+        if answer.status_code == 409:
+            assert error(answer)["code"] == "conflict"
+    with registry.client(hospital.token) as client:
+        again = client.post(f"/uploads/{upload_id}/complete")
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] in ids
+        assert [v["id"] for v in client.get("/vectors").json()] == list(ids)
