@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.errors import HospitalMismatch, InvalidInput, NotFound, UnknownBase
 from app.jobs import VECTOR_ACCEPTED, defer_job
-from app.models import BaseModelRecord, DataVector, VectorStatus
+from app.models import BaseModelRecord, DataVector, Hospital, VectorStatus
 from app.security import Actor
 from app.services import audit
 from app.services.bases import find_base
@@ -109,6 +109,7 @@ def accept_vector(
             meta=report.metadata.model_dump(mode="json"),
             status=VectorStatus.VALIDATED,
         )
+        _lock_hospital(session, actor.hospital_id)
         session.add(vector)
         session.flush()
         superseded = _supersede_previous(session, actor, vector)
@@ -130,6 +131,13 @@ def accept_vector(
     store.commit(staged.path, staged.sha256)
     defer_job(session, VECTOR_ACCEPTED, vector_id=vector.id)
     return vector, True
+
+
+def _lock_hospital(session: Session, hospital_id: str) -> None:
+    """Serialise acceptances of one hospital's vectors until the transaction ends, so
+    concurrent pushes cannot each see no current vector and all stay ``validated``
+    (``FOR UPDATE`` on PostgreSQL; SQLite already serialises its writers)."""
+    session.execute(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update())
 
 
 def _supersede_previous(session: Session, actor: Actor, vector: DataVector) -> list[str]:

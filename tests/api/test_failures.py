@@ -215,3 +215,21 @@ def test_concurrent_completions_agree(
         assert again.status_code == 200, again.text
         assert again.json()["id"] in ids
         assert [v["id"] for v in client.get("/vectors").json()] == list(ids)
+
+
+def test_concurrent_pushes_leave_one_current_vector(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    paths = [kit.vector(hospital.name, scale=1.0 + i / 100) for i in range(10)]
+
+    def send(i: int) -> httpx.Response:
+        with registry.client(hospital.token) as client:
+            return push(client, paths[i])
+
+    answers = _at_once(len(paths), send)
+    assert all(isinstance(a, httpx.Response) for a in answers), answers
+    assert all(a.status_code in (201, 409) for a in answers), [a.text for a in answers]
+    with registry.client(hospital.token) as client:
+        listed = client.get("/vectors", params={"base_id": base["id"]}).json()
+    current = [v for v in listed if v["status"] == "validated"]
+    assert len(current) == 1, [v["status"] for v in listed]
