@@ -82,10 +82,10 @@ def _point(args: argparse.Namespace, seed: int) -> SimulationConfig:
     return SimulationConfig(**values)
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], digits: int = 3) -> str:
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _margins(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -150,10 +150,10 @@ def main() -> None:
                 _mean_std(cells[k])
                 for k in ("local_mean", "local_best", "wm_gen1", "weighted_mean", "promoted")
             )
-            + f" | {_mean_std(cells['centralized'])} | {_mean_std(cells['wm_minus_local'])} | "
+            + f" | {_mean_std(cells['centralized'])} | {_mean_std(cells['wm_minus_local'], 1)} | "
             + (f"+{seed_margin:.1f}" if seed_margin is not None else "")
-            + f" | {_mean_std(cells['auc_gain'])} | {_mean_std(cells['central_minus_wm'])} | "
-            + f"{_mean_std(cells['wm_minus_best'])} | {statistics.mean(cells['seconds']):.0f} |"
+            + f" | {_mean_std(cells['auc_gain'])} | {_mean_std(cells['central_minus_wm'], 1)} | "
+            + f"{_mean_std(cells['wm_minus_best'], 1)} | {statistics.mean(cells['seconds']):.0f} |"
         )
         summary.append({"dataset": dataset, "hospitals": n, "runs": rows})
     text = "\n".join(lines)
