@@ -8,7 +8,10 @@ so services let them propagate.
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 from http import HTTPStatus
+from pathlib import PurePath
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -115,6 +118,50 @@ def _medvec_body(exc: MedVecError) -> ErrorBody:
     return ErrorBody(code=exc.code, message=message, detail=exc.detail or None)
 
 
+def _server_roots(request: Request) -> list[str]:
+    """Directories of this server whose paths an answer must not reveal."""
+    roots = {tempfile.gettempdir()}
+    settings = getattr(request.app.state, "settings", None)
+    data_dir = getattr(settings, "data_dir", None)
+    if data_dir is not None:
+        roots |= {str(data_dir), str(data_dir.resolve())}
+    return sorted((r.rstrip("/") for r in roots if r.strip("/")), key=len, reverse=True)
+
+
+def _is_server_path(value: object) -> bool:
+    if isinstance(value, PurePath):
+        return value.is_absolute()
+    if not isinstance(value, str) or " " in value:
+        return False
+    return value.startswith("/") and "/" in value[1:]
+
+
+def scrub_paths(body: ErrorBody, roots: list[str]) -> ErrorBody:
+    """``body`` without the server's file paths: detail entries holding an absolute path
+    are dropped (the staging file a request was written to means nothing to the client),
+    and a path under one of ``roots`` in a message shrinks to its file name."""
+    pattern = (
+        re.compile("(?:" + "|".join(re.escape(r) for r in roots) + r")/(?:[^\s'\"]*/)?")
+        if roots
+        else None
+    )
+
+    def text(value: str) -> str:
+        return pattern.sub("", value) if pattern else value
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if not _is_server_path(v)}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value if not _is_server_path(v)]
+        if isinstance(value, str):
+            return text(value)
+        return value
+
+    detail = clean(body.detail)
+    return ErrorBody(code=body.code, message=text(body.message), detail=detail or None)
+
+
 class InternalErrorMiddleware:
     """An unexpected exception still answers the one error body (500 ``internal_error``),
     logged with its traceback here; the body names no path or internal detail."""
@@ -150,14 +197,15 @@ class InternalErrorMiddleware:
 def install_error_handlers(app: FastAPI) -> None:
     """Render app errors, core errors, validation errors and HTTP errors as one body."""
 
-    async def app_error(_request: Request, exc: Exception) -> Any:
+    async def app_error(request: Request, exc: Exception) -> Any:
         assert isinstance(exc, AppError)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return _error_response(exc.status_code, exc.render(), headers)
+        body = scrub_paths(exc.render(), _server_roots(request))
+        return _error_response(exc.status_code, body, headers)
 
-    async def medvec_error(_request: Request, exc: Exception) -> Any:
+    async def medvec_error(request: Request, exc: Exception) -> Any:
         assert isinstance(exc, MedVecError)
-        return _error_response(422, _medvec_body(exc))
+        return _error_response(422, scrub_paths(_medvec_body(exc), _server_roots(request)))
 
     async def request_invalid(_request: Request, exc: Exception) -> Any:
         assert isinstance(exc, RequestValidationError)

@@ -140,6 +140,23 @@ def test_hostile_vector_is_422_and_leaves_no_row_and_no_blob(
 
 
 @pytest.mark.parametrize("way", list(PATHS))
+def test_errors_name_no_server_path(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital, way: str
+) -> None:
+    """A refused file's error says what is wrong, never where the server staged it."""
+    path = _deeply_nested(kit, hospital.name)
+    with registry.client(hospital.token) as client:
+        response = PATHS[way](client, path)
+    assert response.status_code == 422, response.text
+    body = error(response)
+    assert body["code"] == "vector_malformed"
+    assert "path" not in (body["detail"] or {}), body
+    data_dir = registry.settings.data_dir
+    for root in {str(data_dir), str(data_dir.resolve()), str(registry.store.staging)}:
+        assert root not in response.text, response.text
+
+
+@pytest.mark.parametrize("way", list(PATHS))
 def test_a_row_the_database_refuses_leaves_no_blob(
     registry: Registry,
     base: dict[str, Any],
