@@ -90,6 +90,10 @@ class InvalidInput(AppError):
     code = "invalid_input"
 
 
+class EmptyPart(InvalidInput):
+    code = "empty_part"
+
+
 class ShaMismatch(InvalidInput):
     code = "sha256_mismatch"
 

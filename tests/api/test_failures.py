@@ -46,6 +46,25 @@ def test_upload_part_offset_out_of_range_is_422(registry: Registry, hospital: Ho
     assert error(response)["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize("body", [None, b""], ids=["no body", "zero bytes"])
+def test_empty_upload_part_is_422(
+    registry: Registry, hospital: Hospital, body: bytes | None
+) -> None:
+    with registry.client(hospital.token) as client:
+        started = client.post("/uploads", json={"sha256": secrets.token_hex(32), "size": 10})
+        assert started.status_code == 201, started.text
+        upload_id = started.json()["id"]
+        before = registry.snapshot()
+        response = client.put(
+            f"/uploads/{upload_id}", params={"offset": 0}, content=body, headers=OCTET
+        )
+        assert response.status_code == 422, response.text
+        assert error(response)["code"] == "empty_part"
+        assert error(response)["detail"] == {"offset": 0}
+        assert client.get(f"/uploads/{upload_id}").json()["offset"] == 0
+    assert registry.snapshot() == before
+
+
 def _npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
