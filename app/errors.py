@@ -16,11 +16,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medvec.errors import MedVecError
@@ -198,6 +199,23 @@ class InternalErrorMiddleware:
             await JSONResponse(status_code=500, content=body.model_dump())(scope, receive, send)
 
 
+METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves on the request's path, and OPTIONS.
+
+    FastAPI makes one route per method, so Starlette's own 405 names only the first
+    route whose path matched; this asks every route about every method instead."""
+    routes = request.app.router.routes
+    served = [
+        method
+        for method in METHOD_ORDER[:-1]
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
+    return [*served, "OPTIONS"]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render app errors, core errors, validation errors and HTTP errors as one body."""
 
@@ -226,12 +244,17 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return _error_response(422, body)
 
-    async def http_error(_request: Request, exc: Exception) -> Any:
+    async def http_error(request: Request, exc: Exception) -> Any:
         assert isinstance(exc, StarletteHTTPException)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+            if request.method == "OPTIONS":  # the path exists: say what it serves
+                return Response(status_code=204, headers=headers)
         phrase = HTTPStatus(exc.status_code).phrase
         message = exc.detail if isinstance(exc.detail, str) else phrase
         body = ErrorBody(code=f"http_{exc.status_code}", message=message)
-        return _error_response(exc.status_code, body, getattr(exc, "headers", None))
+        return _error_response(exc.status_code, body, headers or None)
 
     async def integrity_error(_request: Request, _exc: Exception) -> Any:
         body = ErrorBody(

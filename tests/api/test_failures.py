@@ -65,6 +65,25 @@ def test_empty_upload_part_is_422(
     assert registry.snapshot() == before
 
 
+def _allow(response: httpx.Response) -> set[str]:
+    return {m.strip() for m in response.headers["allow"].split(",")}
+
+
+def test_options_and_405_name_every_method_of_the_path(registry: Registry) -> None:
+    with registry.admin() as admin:
+        options = admin.options("/vectors")
+        wrong = admin.delete("/vectors")
+        single = admin.options("/audit")
+        missing = admin.options("/no-such-thing")
+    assert options.status_code == 204, options.text
+    assert _allow(options) == {"GET", "POST", "OPTIONS"}
+    assert wrong.status_code == 405, wrong.text
+    assert error(wrong)["code"] == "http_405"
+    assert _allow(wrong) == {"GET", "POST", "OPTIONS"}
+    assert _allow(single) == {"GET", "OPTIONS"}
+    assert missing.status_code == 404
+
+
 def _npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
