@@ -235,6 +235,14 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()
         ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            body = ErrorBody(
+                code="invalid_json",
+                message="the request body is not valid JSON — send a JSON object as the API "
+                "reference says",
+                detail=errors,
+            )
+            return _error_response(400, body)
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
         body = ErrorBody(
@@ -276,6 +284,49 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(InternalErrorMiddleware)
+
+
+COMMON_ERRORS: dict[str, str] = {
+    "400": "invalid_json (a JSON body that does not parse), client_disconnected",
+    "422": "invalid_request (a parameter or body field out of its bounds or type)",
+    "500": "internal_error",
+}
+
+
+def document_common_errors(app: FastAPI) -> None:
+    """Add to every operation of the OpenAPI document the errors any route can answer
+    (400 for an unparsable JSON or a broken body, 422 for a bad parameter, 500) with the
+    ErrorBody schema, replacing FastAPI's default 422 model, which is not what we send."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = build()
+        ref = {"$ref": "#/components/schemas/ErrorBody"}
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        for path_item in spec.get("paths", {}).values():
+            for operation in path_item.values():
+                answers = operation.setdefault("responses", {})
+                takes_input = "parameters" in operation or "requestBody" in operation
+                for status, description in COMMON_ERRORS.items():
+                    if status in {"400", "422"} and not takes_input:
+                        continue
+                    entry = answers.setdefault(status, {"description": ""})
+                    content = entry.get("content", {}).get("application/json", {})
+                    if content.get("schema", ref) != ref:  # FastAPI's HTTPValidationError
+                        entry["description"] = ""
+                    entry["content"] = {"application/json": {"schema": ref}}
+                    entry["description"] = ", ".join(
+                        filter(None, [entry["description"], description])
+                    )
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:

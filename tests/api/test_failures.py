@@ -84,6 +84,35 @@ def test_options_and_405_name_every_method_of_the_path(registry: Registry) -> No
     assert missing.status_code == 404
 
 
+def test_unparsable_json_body_is_400(registry: Registry) -> None:
+    before = registry.snapshot()
+    with registry.admin() as admin:
+        response = admin.post(
+            "/hospitals", content=b'{"name": ', headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 400, response.text
+    assert error(response)["code"] == "invalid_json"
+    assert registry.snapshot() == before
+
+
+def test_openapi_lists_every_error_status_with_the_error_body(registry: Registry) -> None:
+    spec = httpx.get(f"{registry.url}/openapi.json").json()
+    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    assert "HTTPValidationError" not in str(spec)
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            answers = operation["responses"]
+            where = f"{method.upper()} {path}"
+            assert "500" in answers, where
+            if "parameters" in operation or "requestBody" in operation:
+                assert {"400", "422"} <= set(answers), where
+            for status, answer in answers.items():
+                if status.startswith(("4", "5")):
+                    assert answer["content"]["application/json"]["schema"] == ref, where
+    assert "413" in spec["paths"]["/api/v1/uploads/{upload_id}"]["put"]["responses"]
+    assert "413" in spec["paths"]["/api/v1/vectors"]["post"]["responses"]
+
+
 def _npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
