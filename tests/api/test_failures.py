@@ -317,3 +317,21 @@ def test_concurrent_pushes_leave_one_current_vector(
         listed = client.get("/vectors", params={"base_id": base["id"]}).json()
     current = [v for v in listed if v["status"] == "validated"]
     assert len(current) == 1, [v["status"] for v in listed]
+
+
+def test_concurrent_pushes_of_the_same_bytes_answer_the_same_vector(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    path = kit.vector(hospital.name, scale=1.5)
+
+    def send(_i: int) -> httpx.Response:
+        with registry.client(hospital.token) as client:
+            return push(client, path)
+
+    answers = _at_once(6, send)
+    assert all(isinstance(a, httpx.Response) for a in answers), answers
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] * 5 + [201], [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    with registry.client(hospital.token) as client:
+        assert len(client.get("/vectors").json()) == 1
