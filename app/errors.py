@@ -8,16 +8,20 @@ so services let them propagate.
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 from http import HTTPStatus
+from pathlib import PurePath
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medvec.errors import MedVecError
@@ -87,6 +91,10 @@ class InvalidInput(AppError):
     code = "invalid_input"
 
 
+class EmptyPart(InvalidInput):
+    code = "empty_part"
+
+
 class ShaMismatch(InvalidInput):
     code = "sha256_mismatch"
 
@@ -113,6 +121,50 @@ def _error_response(status: int, body: ErrorBody, headers: dict[str, str] | None
 def _medvec_body(exc: MedVecError) -> ErrorBody:
     message = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
     return ErrorBody(code=exc.code, message=message, detail=exc.detail or None)
+
+
+def _server_roots(request: Request) -> list[str]:
+    """Directories of this server whose paths an answer must not reveal."""
+    roots = {tempfile.gettempdir()}
+    settings = getattr(request.app.state, "settings", None)
+    data_dir = getattr(settings, "data_dir", None)
+    if data_dir is not None:
+        roots |= {str(data_dir), str(data_dir.resolve())}
+    return sorted((r.rstrip("/") for r in roots if r.strip("/")), key=len, reverse=True)
+
+
+def _is_server_path(value: object) -> bool:
+    if isinstance(value, PurePath):
+        return value.is_absolute()
+    if not isinstance(value, str) or " " in value:
+        return False
+    return value.startswith("/") and "/" in value[1:]
+
+
+def scrub_paths(body: ErrorBody, roots: list[str]) -> ErrorBody:
+    """``body`` without the server's file paths: detail entries holding an absolute path
+    are dropped (the staging file a request was written to means nothing to the client),
+    and a path under one of ``roots`` in a message shrinks to its file name."""
+    pattern = (
+        re.compile("(?:" + "|".join(re.escape(r) for r in roots) + r")/(?:[^\s'\"]*/)?")
+        if roots
+        else None
+    )
+
+    def text(value: str) -> str:
+        return pattern.sub("", value) if pattern else value
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if not _is_server_path(v)}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value if not _is_server_path(v)]
+        if isinstance(value, str):
+            return text(value)
+        return value
+
+    detail = clean(body.detail)
+    return ErrorBody(code=body.code, message=text(body.message), detail=detail or None)
 
 
 class InternalErrorMiddleware:
@@ -147,17 +199,35 @@ class InternalErrorMiddleware:
             await JSONResponse(status_code=500, content=body.model_dump())(scope, receive, send)
 
 
+METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves on the request's path, and OPTIONS.
+
+    FastAPI makes one route per method, so Starlette's own 405 names only the first
+    route whose path matched; this asks every route about every method instead."""
+    routes = request.app.router.routes
+    served = [
+        method
+        for method in METHOD_ORDER[:-1]
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
+    return [*served, "OPTIONS"]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render app errors, core errors, validation errors and HTTP errors as one body."""
 
-    async def app_error(_request: Request, exc: Exception) -> Any:
+    async def app_error(request: Request, exc: Exception) -> Any:
         assert isinstance(exc, AppError)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return _error_response(exc.status_code, exc.render(), headers)
+        body = scrub_paths(exc.render(), _server_roots(request))
+        return _error_response(exc.status_code, body, headers)
 
-    async def medvec_error(_request: Request, exc: Exception) -> Any:
+    async def medvec_error(request: Request, exc: Exception) -> Any:
         assert isinstance(exc, MedVecError)
-        return _error_response(422, _medvec_body(exc))
+        return _error_response(422, scrub_paths(_medvec_body(exc), _server_roots(request)))
 
     async def request_invalid(_request: Request, exc: Exception) -> Any:
         assert isinstance(exc, RequestValidationError)
@@ -165,6 +235,14 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()
         ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            body = ErrorBody(
+                code="invalid_json",
+                message="the request body is not valid JSON — send a JSON object as the API "
+                "reference says",
+                detail=errors,
+            )
+            return _error_response(400, body)
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
         body = ErrorBody(
@@ -174,12 +252,17 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return _error_response(422, body)
 
-    async def http_error(_request: Request, exc: Exception) -> Any:
+    async def http_error(request: Request, exc: Exception) -> Any:
         assert isinstance(exc, StarletteHTTPException)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+            if request.method == "OPTIONS":  # the path exists: say what it serves
+                return Response(status_code=204, headers=headers)
         phrase = HTTPStatus(exc.status_code).phrase
         message = exc.detail if isinstance(exc.detail, str) else phrase
         body = ErrorBody(code=f"http_{exc.status_code}", message=message)
-        return _error_response(exc.status_code, body, getattr(exc, "headers", None))
+        return _error_response(exc.status_code, body, headers or None)
 
     async def integrity_error(_request: Request, _exc: Exception) -> Any:
         body = ErrorBody(
@@ -201,6 +284,49 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(InternalErrorMiddleware)
+
+
+COMMON_ERRORS: dict[str, str] = {
+    "400": "invalid_json (a JSON body that does not parse), client_disconnected",
+    "422": "invalid_request (a parameter or body field out of its bounds or type)",
+    "500": "internal_error",
+}
+
+
+def document_common_errors(app: FastAPI) -> None:
+    """Add to every operation of the OpenAPI document the errors any route can answer
+    (400 for an unparsable JSON or a broken body, 422 for a bad parameter, 500) with the
+    ErrorBody schema, replacing FastAPI's default 422 model, which is not what we send."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = build()
+        ref = {"$ref": "#/components/schemas/ErrorBody"}
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        for path_item in spec.get("paths", {}).values():
+            for operation in path_item.values():
+                answers = operation.setdefault("responses", {})
+                takes_input = "parameters" in operation or "requestBody" in operation
+                for status, description in COMMON_ERRORS.items():
+                    if status in {"400", "422"} and not takes_input:
+                        continue
+                    entry = answers.setdefault(status, {"description": ""})
+                    content = entry.get("content", {}).get("application/json", {})
+                    if content.get("schema", ref) != ref:  # FastAPI's HTTPValidationError
+                        entry["description"] = ""
+                    entry["content"] = {"application/json": {"schema": ref}}
+                    entry["description"] = ", ".join(
+                        filter(None, [entry["description"], description])
+                    )
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:

@@ -23,7 +23,7 @@ from app import schema
 from app.api.router import build_api_router, health_router
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
-from app.errors import install_error_handlers
+from app.errors import document_common_errors, install_error_handlers
 from app.jobs import JobQueue, default_job_queue
 from app.services.hospitals import ensure_bootstrap_admin
 from app.services.uploads import expire_uploads
@@ -101,4 +101,5 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(build_api_router())
+    document_common_errors(app)
     return app

@@ -9,7 +9,7 @@ blob store, so a row the database refuses never leaves a blob without its row.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -110,6 +110,12 @@ def accept_vector(
             status=VectorStatus.VALIDATED,
         )
         _lock_hospital(session, actor.hospital_id)
+        # a concurrent push of the same bytes may have committed while this one validated:
+        # under the lock its row is visible, and the answer is that vector (200), not 409
+        existing = find_own(session, actor.hospital_id, staged.sha256)
+        if existing is not None:
+            staged.discard()
+            return existing, False
         session.add(vector)
         session.flush()
         superseded = _supersede_previous(session, actor, vector)
@@ -135,9 +141,14 @@ def accept_vector(
 
 def _lock_hospital(session: Session, hospital_id: str) -> None:
     """Serialise acceptances of one hospital's vectors until the transaction ends, so
-    concurrent pushes cannot each see no current vector and all stay ``validated``
-    (``FOR UPDATE`` on PostgreSQL; SQLite already serialises its writers)."""
-    session.execute(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update())
+    concurrent pushes cannot each see no current vector and all stay ``validated``, nor
+    both insert the same bytes. ``FOR UPDATE`` on PostgreSQL; SQLite ignores it, so
+    there a no-op write takes the database's write lock (waiting up to busy_timeout) and
+    starts the transaction's snapshot after the previous writer committed."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Hospital).where(Hospital.id == hospital_id).values(id=Hospital.id))
+    else:
+        session.execute(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update())
 
 
 def _supersede_previous(session: Session, actor: Actor, vector: DataVector) -> list[str]:

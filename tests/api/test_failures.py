@@ -46,6 +46,73 @@ def test_upload_part_offset_out_of_range_is_422(registry: Registry, hospital: Ho
     assert error(response)["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize("body", [None, b""], ids=["no body", "zero bytes"])
+def test_empty_upload_part_is_422(
+    registry: Registry, hospital: Hospital, body: bytes | None
+) -> None:
+    with registry.client(hospital.token) as client:
+        started = client.post("/uploads", json={"sha256": secrets.token_hex(32), "size": 10})
+        assert started.status_code == 201, started.text
+        upload_id = started.json()["id"]
+        before = registry.snapshot()
+        response = client.put(
+            f"/uploads/{upload_id}", params={"offset": 0}, content=body, headers=OCTET
+        )
+        assert response.status_code == 422, response.text
+        assert error(response)["code"] == "empty_part"
+        assert error(response)["detail"] == {"offset": 0}
+        assert client.get(f"/uploads/{upload_id}").json()["offset"] == 0
+    assert registry.snapshot() == before
+
+
+def _allow(response: httpx.Response) -> set[str]:
+    return {m.strip() for m in response.headers["allow"].split(",")}
+
+
+def test_options_and_405_name_every_method_of_the_path(registry: Registry) -> None:
+    with registry.admin() as admin:
+        options = admin.options("/vectors")
+        wrong = admin.delete("/vectors")
+        single = admin.options("/audit")
+        missing = admin.options("/no-such-thing")
+    assert options.status_code == 204, options.text
+    assert _allow(options) == {"GET", "POST", "OPTIONS"}
+    assert wrong.status_code == 405, wrong.text
+    assert error(wrong)["code"] == "http_405"
+    assert _allow(wrong) == {"GET", "POST", "OPTIONS"}
+    assert _allow(single) == {"GET", "OPTIONS"}
+    assert missing.status_code == 404
+
+
+def test_unparsable_json_body_is_400(registry: Registry) -> None:
+    before = registry.snapshot()
+    with registry.admin() as admin:
+        response = admin.post(
+            "/hospitals", content=b'{"name": ', headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 400, response.text
+    assert error(response)["code"] == "invalid_json"
+    assert registry.snapshot() == before
+
+
+def test_openapi_lists_every_error_status_with_the_error_body(registry: Registry) -> None:
+    spec = httpx.get(f"{registry.url}/openapi.json").json()
+    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    assert "HTTPValidationError" not in str(spec)
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            answers = operation["responses"]
+            where = f"{method.upper()} {path}"
+            assert "500" in answers, where
+            if "parameters" in operation or "requestBody" in operation:
+                assert {"400", "422"} <= set(answers), where
+            for status, answer in answers.items():
+                if status.startswith(("4", "5")):
+                    assert answer["content"]["application/json"]["schema"] == ref, where
+    assert "413" in spec["paths"]["/api/v1/uploads/{upload_id}"]["put"]["responses"]
+    assert "413" in spec["paths"]["/api/v1/vectors"]["post"]["responses"]
+
+
 def _npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -137,6 +204,23 @@ def test_hostile_vector_is_422_and_leaves_no_row_and_no_blob(
     assert after["rows"]["data_vectors"] == before["rows"]["data_vectors"]
     if way == "one-shot":
         assert after == before
+
+
+@pytest.mark.parametrize("way", list(PATHS))
+def test_errors_name_no_server_path(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital, way: str
+) -> None:
+    """A refused file's error says what is wrong, never where the server staged it."""
+    path = _deeply_nested(kit, hospital.name)
+    with registry.client(hospital.token) as client:
+        response = PATHS[way](client, path)
+    assert response.status_code == 422, response.text
+    body = error(response)
+    assert body["code"] == "vector_malformed"
+    assert "path" not in (body["detail"] or {}), body
+    data_dir = registry.settings.data_dir
+    for root in {str(data_dir), str(data_dir.resolve()), str(registry.store.staging)}:
+        assert root not in response.text, response.text
 
 
 @pytest.mark.parametrize("way", list(PATHS))
@@ -233,3 +317,21 @@ def test_concurrent_pushes_leave_one_current_vector(
         listed = client.get("/vectors", params={"base_id": base["id"]}).json()
     current = [v for v in listed if v["status"] == "validated"]
     assert len(current) == 1, [v["status"] for v in listed]
+
+
+def test_concurrent_pushes_of_the_same_bytes_answer_the_same_vector(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    path = kit.vector(hospital.name, scale=1.5)
+
+    def send(_i: int) -> httpx.Response:
+        with registry.client(hospital.token) as client:
+            return push(client, path)
+
+    answers = _at_once(6, send)
+    assert all(isinstance(a, httpx.Response) for a in answers), answers
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] * 5 + [201], [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    with registry.client(hospital.token) as client:
+        assert len(client.get("/vectors").json()) == 1

@@ -17,6 +17,7 @@ from app.api.routes.common import RAW_BODY, ByteOffset, declared_length, errors
 from app.config import Settings
 from app.errors import (
     Conflict,
+    EmptyPart,
     Gone,
     InvalidInput,
     NotFound,
@@ -69,7 +70,7 @@ def start_upload(
     "/{upload_id}",
     response_model=UploadRead,
     openapi_extra=RAW_BODY,
-    responses=errors(NotFound, Gone, Conflict, OffsetMismatch, PayloadTooLarge),
+    responses=errors(NotFound, Gone, Conflict, OffsetMismatch, PayloadTooLarge, EmptyPart),
 )
 async def put_part(
     upload_id: str,
@@ -82,12 +83,14 @@ async def put_part(
 ) -> UploadSession:
     """Append the raw body at byte ``offset``; answers the new offset.
 
-    409 with ``detail.offset`` when the server holds a different number of bytes.
-    Bytes that arrived before a broken connection are kept.
+    409 with ``detail.offset`` when the server holds a different number of bytes; 422
+    ``empty_part`` when the body holds no bytes. Bytes that arrived before a broken
+    connection are kept.
     """
     upload = await run_in_threadpool(uploads.get_upload, session, store, actor, upload_id)
     part = await run_in_threadpool(uploads.PartWriter, store, upload, offset)
     await release_connection(session)  # the part file's lock guards the session meanwhile
+    disconnected = False
     try:
         part.check_declared(declared_length(request))
         await write_stream(request.stream(), part.writer, part.limit, part.overflow())
@@ -95,9 +98,15 @@ async def put_part(
         await run_in_threadpool(part.rewind)
         raise
     except ClientDisconnect:
-        pass  # keep what arrived: the client resumes from the offset the server holds
+        disconnected = True  # keep what arrived: the client resumes from the server's offset
     finally:
         held = await run_in_threadpool(part.close)
+    if held == part.start and not disconnected:
+        raise EmptyPart(
+            "the part is empty",
+            hint=f"send the file's bytes from offset {part.start} as the request body",
+            offset=part.start,
+        )
     await run_in_threadpool(uploads.record_part, session, upload, held, settings.upload_expiry)
     return upload
 
