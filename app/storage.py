@@ -72,6 +72,10 @@ class BlobStore(Protocol):
         """A path in the staging area (same filesystem as the blobs) for bytes to come."""
         ...
 
+    def staging_files(self) -> list[Path]:
+        """Every file in the staging area (bytes not yet committed, or left by a crash)."""
+        ...
+
     def commit(self, staged: Path, sha256: str, *, verify: bool = False) -> BlobInfo:
         """Move a complete staged file into place under ``sha256``.
 
@@ -127,6 +131,9 @@ class LocalBlobStore:
 
     def staging_path(self, name: str | None = None) -> Path:
         return self.staging / (name or f"{uuid.uuid4().hex}.tmp")
+
+    def staging_files(self) -> list[Path]:
+        return sorted(path for path in self.staging.iterdir() if path.is_file())
 
     def commit(self, staged: Path, sha256: str, *, verify: bool = False) -> BlobInfo:
         target = self._path(sha256)

@@ -65,6 +65,11 @@ class WorkerSettings(Settings):
     stale_queued_s: float = Field(
         default=120.0, gt=0, description="a job queued this long without a worker is re-sent"
     )
+    staging_max_age_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="a staging file untouched this long that no open upload owns is removed",
+    )
 
     @model_validator(mode="after")
     def _visibility_above_longest_task(self) -> Self:

@@ -29,7 +29,7 @@ from worker.merge import MergeOutcome, mark_failed, mark_queued, run_merge
 from worker.policy import check_policy
 from worker.queue import CeleryJobQueue
 from worker.session import session_scope
-from worker.sweeper import sweep
+from worker.sweeper import stale_staging_files, sweep
 from worker.tune import tune_merge
 
 if TYPE_CHECKING:
@@ -178,4 +178,8 @@ def register_tasks(app: MedVecCelery) -> None:
     @app.task(name=SWEEP_TASK)
     def sweep_run() -> list[str]:
         with session_scope(app.resources.sessions, job_queue(app)) as session:
-            return sweep(session, app.settings)
+            resent = sweep(session, app.settings)
+            removed = stale_staging_files(session, app.resources.store, app.settings)
+        if removed:
+            log.info("sweeper: removed %d stale staging files: %s", len(removed), removed[:10])
+        return resent

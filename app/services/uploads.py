@@ -41,8 +41,13 @@ class UploadLimits:
     max_header_bytes: int
 
 
+def part_name(upload_id: str) -> str:
+    """The staging file name of an upload session's bytes (the sweeper spares open ones)."""
+    return f"upload-{upload_id}.part"
+
+
 def part_path(store: BlobStore, upload: UploadSession) -> Path:
-    return store.staging_path(f"upload-{upload.id}.part")
+    return store.staging_path(part_name(upload.id))
 
 
 def held_bytes(store: BlobStore, upload: UploadSession) -> int:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
 
 from app.db import make_engine, make_sessionmaker
 from app.jobs import NullJobQueue
-from app.models import JobStatus, MergeJob
+from app.models import Hospital, JobStatus, MergeJob, UploadSession, UploadStatus
+from app.services.uploads import part_name
+from app.storage import LocalBlobStore
 from tests.integration.conftest import World
 from worker.config import WorkerSettings
 from worker.policy import BaseActivity, is_due
 from worker.session import session_scope
-from worker.sweeper import sweep
+from worker.sweeper import stale_staging_files, sweep
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
@@ -71,4 +78,47 @@ def test_sweeper_resends_a_job_left_queued_and_leaves_fresh_ones(
         with session_scope(sessions) as session:
             for job_id in ids.values():
                 session.delete(session.get(MergeJob, job_id))
+        engine.dispose()
+
+
+def test_sweeper_removes_old_staging_leftovers_but_not_open_uploads_or_fresh_files(
+    settings: WorkerSettings, world: World, tmp_path: Path
+) -> None:
+    """What a killed merge or a cut one-shot upload leaves goes once it is old; an open
+    resumable upload's part and a file being written stay."""
+    engine = make_engine(str(settings.database_url))
+    sessions = make_sessionmaker(engine)
+    store = LocalBlobStore(tmp_path / "blobs")
+    with session_scope(sessions) as session:
+        hospital_id = session.scalars(select(Hospital.id)).first()
+        assert hospital_id is not None
+        upload = UploadSession(
+            hospital_id=hospital_id,
+            sha256="0" * 64,
+            size=10,
+            offset=4,
+            status=UploadStatus.OPEN,
+            expires_at=datetime.now(UTC) + timedelta(days=1),
+        )
+        session.add(upload)
+    hour_ago = time.time() - 2 * settings.staging_max_age_s
+    files = {
+        "merge": store.staging_path(".merge-job-1.tmp"),
+        "cut": store.staging_path(),
+        "open part": store.staging_path(part_name(upload.id)),
+        "fresh": store.staging_path("merge-job-2.safetensors"),
+    }
+    for name, path in files.items():
+        path.write_bytes(b"x" * 16)
+        if name != "fresh":
+            os.utime(path, (hour_ago, hour_ago))
+    try:
+        with session_scope(sessions) as session:
+            removed = stale_staging_files(session, store, settings)
+        assert sorted(removed) == sorted([files["merge"].name, files["cut"].name])
+        assert not files["merge"].exists() and not files["cut"].exists()
+        assert files["open part"].exists() and files["fresh"].exists()
+    finally:
+        with session_scope(sessions) as session:
+            session.delete(session.get(UploadSession, upload.id))
         engine.dispose()
