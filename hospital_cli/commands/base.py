@@ -123,15 +123,14 @@ def pretrain(
     Example: medvec base pretrain --dataset bloodmnist
     Example: medvec base pretrain --dataset pneumoniamnist --stem small --steps 20000 --device cuda
     """
-    from medvec.data import load_medmnist, resolve_datasets_dir
-    from medvec.data.download import ensure_medmnist
+    from medvec.data import resolve_datasets_dir
+    from medvec.data.download import medmnist_num_classes
     from medvec.models import ModelSpec, read_model_provenance
     from medvec.pretrain import PretrainConfig, ensure_base, pretrain_arch
 
     folder = resolve_datasets_dir(datasets_dir)
-    ensure_medmnist(dataset, folder)
-    target = load_medmnist(dataset, "train", folder)
-    spec = ModelSpec(arch=arch, num_classes=target.num_classes, in_channels=3, stem=stem.value)
+    classes = medmnist_num_classes(dataset, folder)
+    spec = ModelSpec(arch=arch, num_classes=classes, in_channels=3, stem=stem.value)
     config = PretrainConfig(
         sources=tuple(part.strip() for part in sources.split(",") if part.strip()),
         arch=pretrain_arch(arch),

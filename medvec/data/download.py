@@ -25,6 +25,7 @@ __all__ = [
     "MEDMNIST_RECORD_URL",
     "dataset_url",
     "ensure_medmnist",
+    "medmnist_num_classes",
 ]
 
 MEDMNIST_RECORD_URL = "https://zenodo.org/records/10519652/files"
@@ -131,3 +132,12 @@ def ensure_medmnist(
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def medmnist_num_classes(name: str, datasets_dir: Path | None = None) -> int:
+    """The class count of a MedMNIST set (from its train labels); fetched first if missing."""
+    from medvec.data.medmnist import load_medmnist, resolve_datasets_dir
+
+    folder = resolve_datasets_dir(datasets_dir)
+    ensure_medmnist(name, folder)
+    return int(load_medmnist(name, "train", folder).num_classes)

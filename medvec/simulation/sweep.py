@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medvec.data.download import medmnist_num_classes
 from medvec.errors import DatasetError
 from medvec.models import ModelSpec
 from medvec.pretrain import PretrainConfig, ensure_base, pretrain_arch
@@ -72,15 +73,6 @@ class SweepOutcome:
     skipped: list[str] = field(default_factory=list)
 
 
-def _num_classes(dataset: str, datasets_dir: Path | None) -> int:
-    from medvec.data import load_medmnist, resolve_datasets_dir
-    from medvec.data.download import ensure_medmnist
-
-    folder = resolve_datasets_dir(datasets_dir)
-    ensure_medmnist(dataset, folder)
-    return int(load_medmnist(dataset, "train", folder).num_classes)
-
-
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
     new = not path.exists()
     with path.open("a", newline="") as handle:
@@ -105,7 +97,7 @@ def run_sweep(
     outcome = SweepOutcome()
     for dataset in config.datasets:
         try:
-            num_classes = _num_classes(dataset, datasets_dir)
+            num_classes = medmnist_num_classes(dataset, datasets_dir)
         except DatasetError as exc:
             outcome.skipped.append(f"{dataset}: {exc}")
             emit("skipped", {"dataset": dataset, "reason": str(exc)})

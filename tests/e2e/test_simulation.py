@@ -171,3 +171,25 @@ def test_simulate_runs_on_any_medmnist_file_in_the_folder(
     assert 0.0 <= row["weighted_mean"] <= 1.0 and 0.0 <= row["centralized"] <= 1.0
     pretrained = list((out / "cache").glob("pretrained-*.safetensors"))
     assert [p.name.split("-")[1] for p in pretrained] == ["organamnist+bloodmnist"]
+
+
+def test_base_pretrain_command_makes_the_base_once(
+    tmp_path: Path, datasets_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`medvec base pretrain` re-heads for the target's classes, never pretrains on the
+    target, and a second call returns the cached file untouched."""
+    arch = ensure_registered()
+    args = [
+        "base", "pretrain", "--dataset", "pneumoniamnist", "--arch", arch, "--stem", "auto",
+        "--steps", "2", "--max-samples", "64", "--output", str(tmp_path / "bases"),
+        "--datasets-dir", str(datasets_dir), "--device", "cpu", "--json",
+    ]  # fmt: skip
+    main(args)
+    first = json.loads(capsys.readouterr().out)
+    assert first["spec"]["num_classes"] == 2
+    assert first["pretraining"]["sources"] == ["organamnist", "bloodmnist"]
+    path = Path(first["path"])
+    mtime = path.stat().st_mtime_ns
+    main(args)
+    again = json.loads(capsys.readouterr().out)
+    assert again["path"] == first["path"] and path.stat().st_mtime_ns == mtime
