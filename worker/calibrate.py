@@ -6,7 +6,8 @@ none of the merged network's activations. Where the job names calibration images
 model is loaded, its statistics are recomputed on them (``medvec.calibration``),
 and the final model file is written with the merge's provenance plus a
 ``calibration`` record. The validation accuracy before and after is kept as part
-of the version's mergeability.
+of the version's mergeability, and the final model's full validation metrics are
+returned so that the version's val evaluation need not run that pass again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Recalibrated:
     calibration: dict[str, Any] | None
     val_accuracy_combined: float | None
     val_accuracy_recalibrated: float | None
+    val_metrics: dict[str, Any] | None = None
+    """The final model's metrics on the validation split (``None`` without one)."""
 
 
 def calibration_read(record: CalibrationRecord) -> dict[str, Any]:
@@ -58,10 +61,14 @@ def recalibrate_on(
     )
 
 
-def _accuracy(
+def _val_metrics(
     model: torch.nn.Module, val: ImageArrayDataset | None, batch_size: int
-) -> float | None:
-    return None if val is None else float(evaluate_model_on(model, val, batch_size).accuracy)
+) -> dict[str, Any] | None:
+    return None if val is None else evaluate_model_on(model, val, batch_size).model_dump()
+
+
+def _accuracy(metrics: dict[str, Any] | None) -> float | None:
+    return None if metrics is None else float(metrics["accuracy"])
 
 
 def recalibrate_merged(
@@ -82,12 +89,14 @@ def recalibrate_merged(
         return Recalibrated(merged, None, None, None)
     model, spec = load_model_file(merged)
     val = load_benchmark_split(store, validation, validation.split, spec) if validation else None
-    combined = _accuracy(model, val, batch_size)
+    combined = _val_metrics(model, val, batch_size)
     if calibration is None or not has_batchnorm(model):
-        return Recalibrated(merged, None, combined, None)
+        return Recalibrated(merged, None, _accuracy(combined), None, combined)
     images = load_benchmark_split(store, calibration, calibration.split, spec)
     record = recalibrate_on(model, images, calibration, batch_size)
     provenance = {**read_model_provenance(merged), "calibration": record.model_dump()}
     save_model_file(out, model, spec, provenance)
-    recalibrated = _accuracy(model, val, batch_size)
-    return Recalibrated(out, calibration_read(record), combined, recalibrated)
+    recalibrated = _val_metrics(model, val, batch_size)
+    return Recalibrated(
+        out, calibration_read(record), _accuracy(combined), _accuracy(recalibrated), recalibrated
+    )

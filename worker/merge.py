@@ -47,7 +47,7 @@ from medvec.hashing import sha256_file
 from worker.calibrate import recalibrate_merged
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
-from worker.evaluate import SplitRef
+from worker.evaluate import SplitRef, store_metrics
 from worker.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class Computed:
     size: int
     calibration: dict[str, Any] | None
     mergeability: dict[str, Any]
+    val_metrics: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> Comp
         "val_accuracy_combined": final.val_accuracy_combined,
         "val_accuracy_recalibrated": final.val_accuracy_recalibrated,
     }
-    return Computed(info.sha256, info.size, final.calibration, mergeability)
+    return Computed(info.sha256, info.size, final.calibration, mergeability, final.val_metrics)
 
 
 def _uses_weights(strategy: str) -> bool:
@@ -271,6 +272,12 @@ def finish(session: Session, plan: MergePlan, computed: Computed) -> MergeOutcom
     session.flush()
     for vector_id, weight in zip(plan.vector_ids, plan.weights, strict=True):
         session.add(VersionInput(version_id=version.id, vector_id=vector_id, weight=weight))
+    if plan.validation is not None and computed.val_metrics is not None:
+        # the stored model was already measured on val: that is its val evaluation
+        validation = plan.validation
+        store_metrics(
+            session, version.id, validation.benchmark_id, validation.split, computed.val_metrics
+        )
     job.status = JobStatus.SUCCEEDED
     job.version_id = version.id
     job.finished_at = utcnow()
