@@ -4,8 +4,10 @@ For N vectors shaped like medvec's ResNet-50 state dict (random values, written 
 temporary directory), each method runs in a fresh subprocess that reports its
 wall time and peak resident memory (``ru_maxrss``):
 
-- ``stream_mean`` / ``stream_median``: ``medvec.merging.merge_files`` (weighted mean
-  by samples / coordinate median), writing the merged model file;
+- ``stream_mean`` / ``stream_median`` / ``stream_trimmed_mean``: ``medvec.merging.merge_files``
+  (weighted mean by samples / coordinate median / trimmed mean), writing the merged model
+  file, given the base's sha256 as the worker gives it (the registry knows it), in a
+  process that never imports torch;
 - ``read_once``: read every file once into a reused buffer: the I/O floor;
 - ``load_all_mean`` / ``load_all_median``: load every vector, then combine;
 - ``flower_mean`` / ``flower_median``: Flower's ``aggregate`` / ``aggregate_median``
@@ -33,7 +35,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-MEDVEC_METHODS = ["read_once", "stream_mean", "stream_median", "load_all_mean", "load_all_median"]
+MEDVEC_METHODS = [
+    "read_once",
+    "stream_mean",
+    "stream_median",
+    "stream_trimmed_mean",
+    "load_all_mean",
+    "load_all_median",
+]
 FLOWER_METHODS = ["flower_mean", "flower_median"]
 READ_CHUNK = 8 * 1024 * 1024
 
@@ -47,6 +56,13 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _cpu_seconds() -> float:
+    """User plus system CPU time of this process, all threads: a measure of the work done
+    that a busy machine's scheduling does not inflate as much as wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _import_for(method: str) -> None:
     """Import what a method needs before the clock starts (imports are not merging)."""
     if method.startswith("flower_"):
@@ -54,6 +70,8 @@ def _import_for(method: str) -> None:
         import safetensors.numpy  # noqa: F401
 
         _flower_functions()
+    elif method.startswith("stream_"):
+        import medvec.merging  # noqa: F401
     elif method != "read_once":
         import safetensors.torch  # noqa: F401
 
@@ -81,8 +99,9 @@ def _work_read_once(base: Path, vectors: list[Path]) -> dict[str, Any]:
 def _work_stream(strategy: str, base: Path, vectors: list[Path], out: Path) -> dict[str, Any]:
     from medvec.merging import merge_files
 
-    result = merge_files(base, vectors, out, strategy=strategy)
-    return {"sha256": result.sha256}
+    sha = (base.parent / "base.sha256").read_text().strip()
+    result = merge_files(base, vectors, out, strategy=strategy, base_sha256=sha)
+    return {"sha256": result.sha256, "torch_imported": "torch" in sys.modules}
 
 
 def _work_load_all(strategy: str, base: Path, vectors: list[Path], out: Path) -> dict[str, Any]:
@@ -154,12 +173,14 @@ def run_worker(method: str, workdir: Path, n: int) -> dict[str, Any]:
     out = workdir / f"out-{method}.safetensors"
     _import_for(method)
     baseline = _peak_rss()
+    cpu_started = _cpu_seconds()
     started = time.perf_counter()
     if method == "read_once":
         extra = _work_read_once(base, vectors)
     elif method.startswith("stream_"):
+        strategy = method.removeprefix("stream_")
         extra = _work_stream(
-            method.removeprefix("stream_").replace("mean", "weighted_mean"), base, vectors, out
+            "weighted_mean" if strategy == "mean" else strategy, base, vectors, out
         )
     elif method.startswith("load_all_"):
         extra = _work_load_all(method.removeprefix("load_all_"), base, vectors, out)
@@ -168,8 +189,15 @@ def run_worker(method: str, workdir: Path, n: int) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown method {method}")
     seconds = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu_started
     out.unlink(missing_ok=True)
-    return {"seconds": seconds, "peak_rss": _peak_rss(), "baseline_rss": baseline, **extra}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "peak_rss": _peak_rss(),
+        "baseline_rss": baseline,
+        **extra,
+    }
 
 
 # -- driver --------------------------------------------------------------------
@@ -190,6 +218,7 @@ def make_files(workdir: Path, n: int, arch: str, num_classes: int, image_size: i
     if not base.exists():  # a kept workdir is reused: its vectors belong to this base
         save_model_file(base, state, spec, {"name": "bench base"})
     sha = sha256_file(base)
+    (workdir / "base.sha256").write_text(sha)
     keys = floating_keys(state)
     gen = torch.Generator().manual_seed(1)
     for i, path in enumerate(_vector_paths(workdir, n)):
@@ -238,8 +267,9 @@ def _row(method: str, r: dict[str, Any]) -> str:
         return f"  {method:<16} {r.get('error') or r.get('skipped')}"
     work = (r["peak_rss"] - r["baseline_rss"]) / 2**20
     agg = f"  (aggregate alone {r['aggregate_seconds']:.2f} s)" if "aggregate_seconds" in r else ""
+    cpu = f"  cpu {r['cpu_seconds']:6.2f} s" if "cpu_seconds" in r else ""
     return (
-        f"  {method:<16} {r['seconds']:8.2f} s  peak RSS {r['peak_rss'] / 2**20:8.0f} MiB"
+        f"  {method:<19} {r['seconds']:8.2f} s{cpu}  peak RSS {r['peak_rss'] / 2**20:8.0f} MiB"
         f"  (+{work:.0f} MiB over start){agg}"
     )
 
@@ -250,26 +280,34 @@ def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> floa
     return float(a[key]) / float(b[key])
 
 
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def report(results: dict[int, dict[str, dict[str, Any]]]) -> None:
-    print("\nratios")
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    print("\nratios")
     for n, by in results.items():
-        mean, med = by.get("stream_mean"), by.get("stream_median")
-        fl_mean, fl_med = by.get("flower_mean"), by.get("flower_median")
-        print(
-            f"  N={n:<3} Flower mean / stream mean time {fmt(_ratio(fl_mean, mean, 'seconds'))}x"
-            f" | stream mean / Flower peak RSS {fmt(_ratio(mean, fl_mean, 'peak_rss'))}"
-            f" | stream mean / read-once time {fmt(_ratio(mean, by.get('read_once'), 'seconds'))}"
-            f" | stream median / stream mean time {fmt(_ratio(med, mean, 'seconds'))}"
-            f" | Flower median / stream median time {fmt(_ratio(fl_med, med, 'seconds'))}x"
-            f" | load-all mean / stream mean time "
-            f"{fmt(_ratio(by.get('load_all_mean'), mean, 'seconds'))}x"
-        )
+        mean = by.get("stream_mean")
+        lines = {
+            "stream_mean/read_once": _ratio(mean, by.get("read_once"), "seconds"),
+            "stream_mean/read_once cpu": _ratio(mean, by.get("read_once"), "cpu_seconds"),
+            "stream_median/stream_mean": _ratio(by.get("stream_median"), mean, "seconds"),
+            "stream_trimmed_mean/stream_mean": _ratio(
+                by.get("stream_trimmed_mean"), mean, "seconds"
+            ),
+            "load_all_mean/stream_mean": _ratio(by.get("load_all_mean"), mean, "seconds"),
+            "flower_mean/stream_mean": _ratio(by.get("flower_mean"), mean, "seconds"),
+            "stream_mean/flower_mean peak RSS": _ratio(mean, by.get("flower_mean"), "peak_rss"),
+        }
+        for label, value in lines.items():
+            print(f"{label} N={n}: {fmt(value)}")
     sizes = sorted(results)
     if len(sizes) > 1:
         low, high = results[sizes[0]].get("stream_mean"), results[sizes[-1]].get("stream_mean")
         print(
-            f"  stream mean peak RSS at N={sizes[-1]} / N={sizes[0]}: "
+            f"stream_mean peak RSS N={sizes[-1]}/N={sizes[0]}: "
             f"{fmt(_ratio(high, low, 'peak_rss'))} (1.00 = flat in N)"
         )
 
@@ -305,6 +343,7 @@ def main() -> None:
     print(f"writing {max(sizes)} {args.arch} vectors to {workdir} ...", flush=True)
     vector_bytes = make_files(workdir, max(sizes), args.arch, args.num_classes, args.image_size)
     print(f"one vector: {vector_bytes / 2**20:.1f} MiB; cpu count {os.cpu_count()}")
+    print(f"load average at start (1, 5, 15 min): {_load()}", flush=True)
     results: dict[int, dict[str, dict[str, Any]]] = {}
     try:
         _measure(sys.executable, "read_once", workdir, max(sizes))  # warm the page cache
@@ -322,6 +361,7 @@ def main() -> None:
                 results[n][method] = result
                 print(_row(method, result), flush=True)
         report(results)
+        print(f"load average at end (1, 5, 15 min): {_load()}")
         if args.json_out:
             args.json_out.write_text(json.dumps(results, indent=2))
     finally:

@@ -4,7 +4,7 @@ A strategy combines, coordinate by coordinate, the deltas of N data vectors for
 one tensor (or one contiguous chunk of it) into one delta. The engine adds that
 delta to the base. Strategies never see files: the streaming engine
 (``engine.merge_files``) and the in-memory path (``memory.merge_state_dicts``)
-feed them the same stacked chunks, so both give the same result.
+feed them the same stacked chunks (numpy arrays), so both give the same result.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError
-from torch import Tensor
 
 from medvec.errors import MergeError
 
-__all__ = ["MergeStrategy", "StrategyParams", "TensorContext", "Weighting"]
+__all__ = ["Array", "MergeStrategy", "StrategyParams", "TensorContext", "Weighting"]
 
 Weighting = Literal["samples", "uniform"]
+Array = NDArray[np.floating]
+"""A numpy float array: strategies compute on numpy, so a merge needs no torch."""
 
 
 class StrategyParams(BaseModel):
@@ -42,7 +45,7 @@ class TensorContext:
     seed: int
     offset: int
     numel: int
-    stats: Tensor | None = None
+    stats: NDArray[np.float64] | None = None
 
 
 class MergeStrategy(ABC):
@@ -80,7 +83,18 @@ class MergeStrategy(ABC):
                 strategy=self.name,
             ) from exc
 
-    def coefficients(self, weights: Tensor, params: StrategyParams) -> Tensor | None:
+    @property
+    def is_linear(self) -> bool:
+        """Whether the merged delta is ``sum_i c_i tau_i`` (see ``coefficients``): such a merge
+        can be built from running sums, tuned by scaling one delta, and undone per vector."""
+        return False
+
+    @property
+    def tunes_lambda(self) -> bool:
+        """Whether ``lambda`` may be chosen on a validation split by scaling one delta."""
+        return self.is_linear and "lambda_" in self.Params.model_fields
+
+    def coefficients(self, weights: Array, params: StrategyParams) -> Array | None:
         """For linear strategies, ``c`` such that the merged delta is ``sum_i c_i tau_i``.
 
         The engine then accumulates one vector at a time into a small buffer that
@@ -88,7 +102,7 @@ class MergeStrategy(ABC):
         """
         return None
 
-    def vector_stat(self, delta: Tensor, params: StrategyParams) -> float:
+    def vector_stat(self, delta: Array, params: StrategyParams) -> float:
         """One number per vector and tensor over the whole flattened tensor (see TIES)."""
         raise NotImplementedError(f"{self.name} uses no per-tensor statistics")
 
@@ -96,11 +110,11 @@ class MergeStrategy(ABC):
     def merge_tensor(
         self,
         key: str,
-        base: Tensor,
-        deltas: Tensor,
-        weights: Tensor,
+        base: Array,
+        deltas: Array,
+        weights: Array,
         *,
         params: StrategyParams,
         ctx: TensorContext,
-    ) -> Tensor:
+    ) -> Array:
         """The combined delta of one chunk."""

@@ -1,48 +1,66 @@
-"""The streaming merge engine: O(one model) memory whatever the number of vectors.
+"""The streaming merge engine: O(one model) memory whatever the number of vectors, no torch.
 
 For each tensor of the base, in file order, the engine reads the same range of
-elements from every vector into one reused ``(N, chunk)`` buffer by plain file
-reads (``LazyTensorReader.read_into``), combines it with the strategy, adds the
-base and appends the result to the output file. The chunk length shrinks as N
-grows so that the buffer stays within ``buffer_bytes``: memory is flat in N.
-Integer buffers (``num_batches_tracked``) are copied from the base. The output
-is a model file written under a temporary name, fsynced and renamed.
+elements from every vector into one reused ``(N, chunk)`` block by plain positional
+file reads (``ArrayReader.read_array_into``), combines it with the strategy on numpy,
+adds the base and appends the result to the output file. The chunk length shrinks as N
+grows so that a block stays within ``buffer_bytes``: memory is flat in N.
+
+Three things run at once, on three threads (the file reads and the hashing release the
+GIL): a reader fills block k+1 while the engine combines block k, and the writer writes
+and hashes block k-1. Two blocks and one output chunk are in memory at any time.
+Integer buffers (``num_batches_tracked``) are copied from the base. The output is a
+model file written under a temporary name, fsynced and renamed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel
-from torch import Tensor
+from threadpoolctl import threadpool_limits
 
-from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext
-from medvec.merging.combine import (
-    add_to_base,
-    combine_chunk,
-    compute_dtype,
-    linear_coefficients,
-    vector_stats,
-)
+from medvec.merging import masks
+from medvec.merging.base import Array, MergeStrategy, StrategyParams, TensorContext
+from medvec.merging.combine import add_to_base, combine_chunk, linear_coefficients, vector_stats
 from medvec.merging.inputs import MergeInputs, open_inputs
 from medvec.merging.masks import RANDOM_BLOCK
 from medvec.merging.registry import get_strategy
 from medvec.merging.weighting import resolve_weights
-from medvec.models.files import FORMAT_KEY, MODEL_FORMAT, PROVENANCE_KEY, SPEC_KEY
+from medvec.models.spec import FORMAT_KEY, MODEL_FORMAT, PROVENANCE_KEY, SPEC_KEY
+from medvec.vectors.floats import storage_dtype, widen_into, work_dtype
 from medvec.vectors.header import TensorInfo
 from medvec.vectors.writer import SafetensorsWriter
 
-__all__ = ["DEFAULT_BUFFER_BYTES", "MergeResult", "Progress", "merge_files"]
+__all__ = [
+    "DEFAULT_BUFFER_BYTES",
+    "MergeResult",
+    "Progress",
+    "merge_files",
+    "one_blas_thread",
+]
 
-DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
-COPY_CHUNK_BYTES = 8 * 1024 * 1024
-LINEAR_CHUNK = 1 << 18  # elements: one row and the accumulator stay in the CPU cache
+DEFAULT_BUFFER_BYTES = 16 * 1024 * 1024
+"""Bytes of one block (N vector rows and the base row); two blocks are in flight."""
+LINEAR_QUANTUM = 1024
+"""Chunk lengths of linear merges are multiples of this (4 KiB of float32)."""
+LINEAR_CHUNK = 1 << 16
+"""Elements a linear merge reads of one vector at a time: the row and the accumulator
+(256 KiB each in float32) stay in the CPU's L2 cache."""
+MIN_PART = 1 << 14
+"""Fewest coordinates a compute thread takes of a chunk (below that, threads cost more)."""
 
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, tensor_name)`` after each tensor is written."""
@@ -63,104 +81,266 @@ class MergeResult(BaseModel):
     lineage: dict[str, Any]
 
 
-def _chunk_elements(n: int, itemsize: int, numel: int, buffer_bytes: int) -> int:
-    """Elements per chunk: a multiple of the random block that keeps N rows within budget."""
-    fit = buffer_bytes // max(1, n * itemsize)
-    return max(RANDOM_BLOCK, fit // RANDOM_BLOCK * RANDOM_BLOCK) if fit < numel else numel
+def _chunk_elements(
+    rows: int, itemsize: int, numel: int, buffer_bytes: int, quantum: int = RANDOM_BLOCK
+) -> int:
+    """Elements per chunk: a multiple of ``quantum`` that keeps ``rows`` rows within budget.
+
+    Non-linear strategies use whole random blocks (DARE draws its masks per block: a chunk
+    that cut blocks would draw them again); linear ones a page's worth of elements, so
+    that a block stays small enough for the CPU cache whatever N.
+    """
+    fit = buffer_bytes // max(1, rows * itemsize)
+    return max(quantum, fit // quantum * quantum) if fit < numel else numel
 
 
-class _Buffers:
-    """One reused ``(N, chunk)`` stack and one base chunk per dtype."""
+@dataclass(frozen=True)
+class _Range:
+    """Elements ``[start, start + count)`` of one tensor; ``merge``: of a floating tensor
+    (read from every vector and the base), else copied from the base."""
+
+    info: TensorInfo
+    start: int
+    count: int
+    merge: bool
+
+
+class _Block:
+    """One reusable buffer; a filled block holds a range of every vector and of the base."""
 
     def __init__(self) -> None:
-        self._stacks: dict[torch.dtype, Tensor] = {}
-        self._bases: dict[torch.dtype, Tensor] = {}
-        self._scratch: dict[torch.dtype, Tensor] = {}
-        self._acc: dict[torch.dtype, Tensor] = {}
+        self._raw = np.empty(0, dtype=np.uint8)
+        self.rows: NDArray = self._raw
+        self.base: NDArray = self._raw
+        self.range: _Range | None = None
 
-    def get(self, dtype: torch.dtype, n: int, count: int) -> tuple[Tensor, Tensor]:
-        stack = self._stacks.get(dtype)
-        if stack is None or stack.numel() < n * count:
-            stack = self._stacks[dtype] = torch.empty(n * count, dtype=dtype)
-        base = self._bases.get(dtype)
-        if base is None or base.numel() < count:
-            base = self._bases[dtype] = torch.empty(count, dtype=dtype)
-        return stack[: n * count].view(n, count), base[:count]
-
-    def accumulator(self, dtype: torch.dtype, count: int) -> Tensor:
-        """A zeroed buffer for linear strategies' running sum."""
-        buffer = self._acc.get(dtype)
-        if buffer is None or buffer.numel() < count:
-            buffer = self._acc[dtype] = torch.empty(count, dtype=dtype)
-        return buffer[:count].zero_()
-
-    def scratch(self, dtype: torch.dtype, count: int) -> Tensor:
-        """A whole-tensor buffer for per-vector statistics (TIES thresholds)."""
-        buffer = self._scratch.get(dtype)
-        if buffer is None or buffer.numel() < count:
-            buffer = self._scratch[dtype] = torch.empty(count, dtype=dtype)
-        return buffer[:count]
+    def fill(self, inputs: MergeInputs, chunk: _Range) -> _Block:
+        info, n = chunk.info, len(inputs.vectors) if chunk.merge else 0
+        dtype = storage_dtype(info.dtype_name)
+        row_bytes = chunk.count * dtype.itemsize
+        if self._raw.size < (n + 1) * row_bytes:
+            self._raw = np.empty((n + 1) * row_bytes, dtype=np.uint8)
+        self.rows = self._raw[: n * row_bytes].view(dtype).reshape(n, chunk.count)
+        self.base = self._raw[n * row_bytes : (n + 1) * row_bytes].view(dtype)
+        for row, reader in zip(self.rows, inputs.vectors if chunk.merge else (), strict=True):
+            reader.read_array_into(info.name, row, chunk.start)
+        inputs.base.read_array_into(info.name, self.base, chunk.start)
+        self.range = chunk
+        return self
 
 
-def _copy_tensor(inputs: MergeInputs, info: TensorInfo, writer: SafetensorsWriter) -> None:
-    buffer = inputs.base.read(info.name)
-    raw = buffer.reshape(-1).view(torch.uint8)
-    for start in range(0, raw.numel(), COPY_CHUNK_BYTES):
-        writer.write_bytes(info.name, memoryview(raw[start : start + COPY_CHUNK_BYTES].numpy()))
+class _Work:
+    """Float work arrays for half-precision blocks (float32 and float64 blocks are used as
+    read) and the accumulator of linear merges, reused across blocks."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, np.dtype], NDArray] = {}
+
+    def get(self, what: str, dtype: np.dtype, size: int) -> NDArray:
+        buffer = self._buffers.get((what, dtype))
+        if buffer is None or buffer.size < size:
+            buffer = self._buffers[(what, dtype)] = np.empty(size, dtype=dtype)
+        return buffer[:size]
+
+    def widen(self, what: str, raw: NDArray, dtype_name: str) -> Array:
+        dtype = work_dtype(dtype_name)
+        if raw.dtype == dtype:
+            return raw
+        return widen_into(raw, dtype_name, self.get(what, dtype, raw.size).reshape(raw.shape))
 
 
-def _merge_linear(
-    inputs: MergeInputs,
-    info: TensorInfo,
-    writer: SafetensorsWriter,
-    coefficients: list[float],
-    buffers: _Buffers,
-) -> None:
-    """``base + sum_i c_i tau_i`` reading one vector chunk at a time into cached buffers."""
-    work_dtype = compute_dtype(info.dtype)
-    chunk = min(info.numel, LINEAR_CHUNK)
-    for start in range(0, info.numel, chunk):
-        count = min(chunk, info.numel - start)
-        row, base = buffers.get(info.dtype, 1, count)
-        acc = buffers.accumulator(work_dtype, count)
-        for coefficient, reader in zip(coefficients, inputs.vectors, strict=True):
-            reader.read_into(info.name, row[0], start)
-            acc.add_(
-                row[0] if row.dtype == work_dtype else row[0].to(work_dtype), alpha=coefficient
-            )
-        inputs.base.read_into(info.name, base, start)
-        writer.write(info.name, add_to_base(base, acc, info.name))
-
-
-def _merge_tensor(
-    inputs: MergeInputs,
-    info: TensorInfo,
-    writer: SafetensorsWriter,
-    job: tuple[MergeStrategy, StrategyParams, Tensor, int],
-    buffers: _Buffers,
-    buffer_bytes: int,
-) -> None:
-    strategy, params, weights, seed = job
+def _plan(inputs: MergeInputs, buffer_bytes: int, quantum: int) -> Iterator[_Range]:
     n = len(inputs.vectors)
-    cast = weights.to(compute_dtype(info.dtype))
-    coefficients = linear_coefficients(strategy, params, info.name, cast)
+    for info in inputs.base.header.tensors.values():
+        merge = info.name in inputs.floating
+        rows = n + 1 if merge else 1
+        chunk = _chunk_elements(rows, info.itemsize, info.numel, buffer_bytes, quantum)
+        for start in range(0, info.numel, chunk) if info.numel else range(1):
+            yield _Range(info, start, min(chunk, info.numel - start), merge)
+
+
+@dataclass(frozen=True)
+class _Job:
+    strategy: MergeStrategy
+    params: StrategyParams
+    weights: NDArray[np.float64]
+    seed: int
+
+
+def _tensor_stats(inputs: MergeInputs, info: TensorInfo, job: _Job, work: _Work) -> Any:
+    """Per-vector statistics over the whole tensor, when the strategy needs them (TIES)."""
+    if not job.strategy.needs_stats:
+        return None
+    raw = work.get("stats", storage_dtype(info.dtype_name), info.numel)
+    rows = (
+        work.widen("stats-work", reader.read_array_into(info.name, raw), info.dtype_name)
+        for reader in inputs.vectors
+    )
+    return vector_stats(job.strategy, job.params, info.name, rows)
+
+
+def _combine(block: _Block, job: _Job, stats: Any, work: _Work, pool: _Compute) -> list[NDArray]:
+    """The merged chunk of a filled block, in the tensor's storage dtype, in parts."""
+    assert block.range is not None
+    info, start = block.range.info, block.range.start
+    deltas = work.widen("rows", block.rows, info.dtype_name)
+    base = work.widen("base", block.base, info.dtype_name)
+    weights = job.weights.astype(deltas.dtype)
+    coefficients = linear_coefficients(job.strategy, job.params, info.name, weights)
     if coefficients is not None:
-        _merge_linear(inputs, info, writer, coefficients.tolist(), buffers)
+        # one row at a time into an accumulator that stays in the CPU cache
+        acc = work.get("acc", deltas.dtype, base.size)
+        acc[...] = 0
+        for row, coefficient in zip(deltas, coefficients.tolist(), strict=True):
+            masks.axpy(acc, row, coefficient)
+        return [add_to_base(base, acc, info.name, info.dtype_name)]
+    # coordinates are independent: split the columns over the compute threads (sorts and
+    # elementwise kernels release the GIL); each part knows its offset, so DARE's masks
+    # and every result are those of the whole chunk
+    parts = [
+        pool.executor.submit(
+            combine_chunk,
+            job.strategy,
+            job.params,
+            base[lo:hi],
+            deltas[:, lo:hi],
+            job.weights,
+            TensorContext(
+                key=info.name, seed=job.seed, offset=start + lo, numel=info.numel, stats=stats
+            ),
+            info.dtype_name,
+        )
+        for lo, hi in _split(base.size, pool.max_workers)
+    ]
+    return [part.result() for part in parts]
+
+
+def _split(count: int, workers: int) -> list[tuple[int, int]]:
+    """``workers`` contiguous ranges of ``[0, count)``, none under ``MIN_PART`` unless alone."""
+    parts = max(1, min(workers, count // MIN_PART))
+    edges = [count * i // parts for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+@dataclass(frozen=True)
+class _Compute:
+    """The threads non-linear strategies' chunks are combined on."""
+
+    executor: ThreadPoolExecutor
+    max_workers: int
+
+
+class _RowBuffers(threading.local):
+    """One row and one accumulator per thread, reused: both stay in the CPU cache."""
+
+    def __init__(self) -> None:
+        self.work = _Work()
+
+
+def _linear_range(inputs: MergeInputs, chunk: _Range, job: _Job, buffers: _RowBuffers) -> NDArray:
+    """``base + sum_i c_i tau_i`` over one range, reading each vector's row into a buffer
+    that is added to the accumulator while it is still in the cache (copied ranges: the
+    base's elements)."""
+    info, work = chunk.info, buffers.work
+    raw = work.get("row", storage_dtype(info.dtype_name), chunk.count)
+    if not chunk.merge:
+        return inputs.base.read_array_into(info.name, raw.copy(), chunk.start)
+    dtype = work_dtype(info.dtype_name)
+    weights = job.weights.astype(dtype)
+    coefficients = linear_coefficients(job.strategy, job.params, info.name, weights)
+    assert coefficients is not None
+    acc = work.get("acc", dtype, chunk.count)
+    acc[...] = 0
+    for coefficient, reader in zip(coefficients.tolist(), inputs.vectors, strict=True):
+        reader.read_array_into(info.name, raw, chunk.start)
+        masks.axpy(acc, work.widen("row-work", raw, info.dtype_name), coefficient)
+    base = inputs.base.read_array_into(info.name, raw, chunk.start)
+    return add_to_base(
+        work.widen("row-work", base, info.dtype_name), acc, info.name, info.dtype_name
+    )
+
+
+def _stream_linear(
+    inputs: MergeInputs, writer: SafetensorsWriter, job: _Job, progress: Progress | None
+) -> None:
+    """Linear merges: ranges of ``LINEAR_CHUNK`` elements, each read and accumulated by one
+    of a thread per core (reads and BLAS release the GIL), written in order."""
+    ranges = list(_plan(inputs, LINEAR_CHUNK * 4 * (len(inputs.vectors) + 1), LINEAR_QUANTUM))
+    total, done = len(inputs.base.header.tensors), 0
+    workers = max(1, os.cpu_count() or 1)
+    buffers = _RowBuffers()
+    with ThreadPoolExecutor(workers, "medvec-merge") as pool:
+        pending: deque[tuple[_Range, Future[NDArray]]] = deque()
+        upcoming = iter(ranges)
+        for chunk in upcoming:
+            pending.append((chunk, pool.submit(_linear_range, inputs, chunk, job, buffers)))
+            if len(pending) < 2 * workers:
+                continue
+            done = _write_next(pending, writer, done, total, progress)
+        while pending:
+            done = _write_next(pending, writer, done, total, progress)
+
+
+def _write_next(
+    pending: deque[tuple[_Range, Future[NDArray]]],
+    writer: SafetensorsWriter,
+    done: int,
+    total: int,
+    progress: Progress | None,
+) -> int:
+    chunk, future = pending.popleft()
+    writer.write(chunk.info.name, future.result())
+    if chunk.start + chunk.count >= chunk.info.numel:
+        done += 1
+        if progress is not None:
+            progress(done, total, chunk.info.name)
+    return done
+
+
+def _stream(
+    inputs: MergeInputs,
+    writer: SafetensorsWriter,
+    job: _Job,
+    buffer_bytes: int,
+    progress: Progress | None,
+) -> None:
+    """Every range of the plan, read one ahead on a helper thread, combined and written."""
+    if job.strategy.is_linear:
+        _stream_linear(inputs, writer, job, progress)
         return
-    stats = None
-    if strategy.needs_stats:
-        scratch = buffers.scratch(info.dtype, info.numel)
-        rows = (r.read_into(info.name, scratch) for r in inputs.vectors)
-        stats = vector_stats(strategy, params, info.name, rows)
-    chunk = _chunk_elements(n, info.dtype.itemsize, info.numel, buffer_bytes)
-    for start in range(0, info.numel, chunk):
-        count = min(chunk, info.numel - start)
-        deltas, base = buffers.get(info.dtype, n, count)
-        for row, reader in enumerate(inputs.vectors):
-            reader.read_into(info.name, deltas[row], start)
-        inputs.base.read_into(info.name, base, start)
-        ctx = TensorContext(key=info.name, seed=seed, offset=start, numel=info.numel, stats=stats)
-        writer.write(info.name, combine_chunk(strategy, params, base, deltas, weights, ctx))
+    ranges = list(_plan(inputs, buffer_bytes, RANDOM_BLOCK))
+    total = len(inputs.base.header.tensors)
+    blocks, work = (_Block(), _Block()), _Work()
+    done, stats = 0, None
+    workers = max(1, os.cpu_count() or 1)
+    with (
+        ThreadPoolExecutor(1, "medvec-read") as reader,
+        ThreadPoolExecutor(workers, "medvec-combine") as combine,
+    ):
+        pool = _Compute(combine, workers)
+        pending: Future[_Block] | None = (
+            reader.submit(blocks[0].fill, inputs, ranges[0]) if ranges else None
+        )
+        for index, chunk in enumerate(ranges):
+            assert pending is not None
+            block = pending.result()
+            pending = (
+                reader.submit(blocks[(index + 1) % 2].fill, inputs, ranges[index + 1])
+                if index + 1 < len(ranges)
+                else None
+            )
+            info = chunk.info
+            if chunk.merge:
+                if chunk.start == 0:
+                    stats = _tensor_stats(inputs, info, job, work)
+                for part in _combine(block, job, stats, work, pool):
+                    writer.write(info.name, part)
+            else:
+                writer.write(info.name, block.base)
+            if chunk.start + chunk.count >= info.numel:
+                done += 1
+                if progress is not None:
+                    progress(done, total, info.name)
 
 
 def _lineage(
@@ -191,19 +371,15 @@ def _lineage(
 
 
 @contextmanager
-def _one_intra_op_thread() -> Iterator[None]:
-    """Run torch ops on one thread, restoring the setting afterwards.
+def one_blas_thread() -> Iterator[None]:
+    """Run BLAS kernels on one thread, restoring the setting afterwards.
 
-    Every op here is memory-bound on a chunk of about a megabyte; fanning each out
-    to an OpenMP team costs more than it gains, and on a busy CPU (a worker next
-    to others) the team's waits made the merge more than 10x slower.
+    Every kernel here is memory-bound on a chunk of about a megabyte; fanning each out
+    to a BLAS thread team costs more than it gains, and the engine already keeps a
+    reader and a writer thread busy beside the one that computes.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threadpool_limits(limits=1, user_api="blas"):
         yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def merge_files(
@@ -219,6 +395,7 @@ def merge_files(
     progress: Progress | None = None,
     base_sha256: str | None = None,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    rebase: bool = False,
 ) -> MergeResult:
     """Merge vector files onto a base model file and write the merged model file.
 
@@ -226,17 +403,19 @@ def merge_files(
     tensor names, shapes and dtypes) before any tensor is read. The output holds
     the base's tensor names; its ``medvec.model`` header carries ``provenance``
     plus ``lineage``. Deterministic given the inputs, their order and ``seed``.
+    ``rebase`` accepts vectors of an older base of the same architecture (each vector's
+    own base stays in the lineage): a vector is a direction, applied to this base.
     """
     started = time.perf_counter()
     chosen = get_strategy(strategy)
     parsed = chosen.parse_params(params)
     paths = [Path(p) for p in vector_paths]
-    inputs = open_inputs(Path(base_path), paths, base_sha256=base_sha256)
+    inputs = open_inputs(Path(base_path), paths, base_sha256=base_sha256, rebase=rebase)
     try:
         resolved = resolve_weights(
             chosen, weights, [m.num_samples for m in inputs.metadata], len(paths)
         )
-        weight_tensor = torch.tensor(resolved or [1.0] * len(paths), dtype=torch.float64)
+        weight_array = np.array(resolved or [1.0] * len(paths), dtype=np.float64)
         lineage = _lineage(inputs, paths, chosen, parsed, resolved, seed)
         header = {
             FORMAT_KEY: MODEL_FORMAT,
@@ -244,17 +423,10 @@ def merge_files(
             PROVENANCE_KEY: json.dumps({**dict(provenance or {}), "lineage": lineage}),
         }
         tensors = list(inputs.base.header.tensors.values())
-        layout = [(t.name, t.dtype, t.shape) for t in tensors]
-        job = (chosen, parsed, weight_tensor, seed)
-        buffers = _Buffers()
-        with SafetensorsWriter(out_path, layout, header) as writer, _one_intra_op_thread():
-            for done, info in enumerate(tensors, start=1):
-                if info.name in inputs.floating:
-                    _merge_tensor(inputs, info, writer, job, buffers, buffer_bytes)
-                else:
-                    _copy_tensor(inputs, info, writer)
-                if progress is not None:
-                    progress(done, len(tensors), info.name)
+        layout = [(t.name, t.dtype_name, t.shape) for t in tensors]
+        job = _Job(chosen, parsed, weight_array, seed)
+        with SafetensorsWriter(out_path, layout, header) as writer, one_blas_thread():
+            _stream(inputs, writer, job, buffer_bytes, progress)
             sha = writer.commit()
     finally:
         inputs.close()

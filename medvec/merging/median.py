@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor
-
 from medvec.merging import masks
-from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext
+from medvec.merging.base import Array, MergeStrategy, StrategyParams, TensorContext
 
 __all__ = ["Median"]
 
@@ -27,11 +25,11 @@ class Median(MergeStrategy):
     def merge_tensor(
         self,
         key: str,
-        base: Tensor,
-        deltas: Tensor,
-        weights: Tensor,
+        base: Array,
+        deltas: Array,
+        weights: Array,
         *,
         params: StrategyParams,
         ctx: TensorContext,
-    ) -> Tensor:
+    ) -> Array:
         return masks.coordinate_median(deltas)

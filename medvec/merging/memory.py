@@ -1,10 +1,16 @@
-"""``merge_state_dicts``: the same merge on in-memory state dicts (simulation, tuning)."""
+"""``merge_state_dicts``: the same merge on in-memory state dicts (simulation, tuning).
+
+The tensors are handed to the engine's numpy kernels as arrays of their bytes (no copy for
+float32) and the merged arrays come back as tensors, so both paths give the same bits.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import Tensor
 
 from medvec.errors import MergeError
@@ -13,6 +19,8 @@ from medvec.merging.combine import combine_chunk, vector_stats
 from medvec.merging.registry import get_strategy
 from medvec.merging.weighting import resolve_weights
 from medvec.vectors.compute import floating_keys
+from medvec.vectors.floats import storage_dtype, widen_into, work_dtype
+from medvec.vectors.header import dtype_name
 
 __all__ = ["merge_state_dicts"]
 
@@ -41,6 +49,18 @@ def _check_vectors(
                 )
 
 
+def _work(tensor: Tensor, name: str) -> NDArray:
+    """``tensor``'s elements as a flat work array (float32, or float64 for float64)."""
+    raw = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().view(storage_dtype(name))
+    return widen_into(raw, name, np.empty(raw.size, dtype=work_dtype(name)))
+
+
+def _tensor(values: NDArray, like: Tensor) -> Tensor:
+    """A tensor shaped and typed as ``like`` from storage elements ``values``."""
+    raw = torch.from_numpy(np.ascontiguousarray(values).view(np.uint8).copy())
+    return raw.view(like.dtype).reshape(like.shape)
+
+
 def merge_state_dicts(
     base_state: Mapping[str, Tensor],
     vectors: Sequence[Mapping[str, Tensor]],
@@ -60,22 +80,22 @@ def merge_state_dicts(
     parsed = chosen.parse_params(params)
     _check_vectors(base_state, vectors)
     resolved = resolve_weights(chosen, weights, num_samples, len(vectors))
-    weight_tensor = torch.tensor(resolved or [1.0] * len(vectors), dtype=torch.float64)
+    weights = np.array(resolved or [1.0] * len(vectors), dtype=np.float64)
     merged: dict[str, Tensor] = {}
     for key, base in base_state.items():
         base = base.detach().cpu()
         if not torch.is_floating_point(base):
             merged[key] = base.clone()
             continue
-        rows = [v[key].detach().cpu().reshape(-1).to(base.dtype) for v in vectors]
+        name = dtype_name(base.dtype)
+        deltas = np.stack([_work(v[key].detach().cpu().to(base.dtype), name) for v in vectors])
         ctx = TensorContext(
             key=key,
             seed=seed,
             offset=0,
             numel=base.numel(),
-            stats=vector_stats(chosen, parsed, key, rows),
+            stats=vector_stats(chosen, parsed, key, deltas),
         )
-        deltas = torch.stack(rows)
-        out = combine_chunk(chosen, parsed, base.reshape(-1), deltas, weight_tensor, ctx)
-        merged[key] = out.reshape(base.shape)
+        out = combine_chunk(chosen, parsed, _work(base, name), deltas, weights, ctx, name)
+        merged[key] = _tensor(out, base)
     return merged

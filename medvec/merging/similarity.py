@@ -14,21 +14,28 @@ import math
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+import numpy as np
+from numpy.typing import NDArray
 
 from medvec.errors import MergeError
 from medvec.merging.engine import DEFAULT_BUFFER_BYTES
-from medvec.vectors.compute import is_running_stat
-from medvec.vectors.lazy import LazyTensorReader
+from medvec.vectors.arrays import ArrayReader
+from medvec.vectors.floats import storage_dtype, widen_into
+from medvec.vectors.names import is_running_stat
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+Gram = NDArray[np.float64]
 
 __all__ = ["mean_cosine", "mean_pairwise_cosine", "pairwise_dots", "pairwise_dots_in_memory"]
 
 
 def pairwise_dots(
     vector_paths: Sequence[str | Path], *, buffer_bytes: int = DEFAULT_BUFFER_BYTES
-) -> Tensor:
+) -> Gram:
     """``G[i, j] = <tau_i, tau_j>`` (float64, N x N) over every tensor but running statistics.
 
     The vectors must hold the same tensor names and shapes (as the vectors of one
@@ -37,40 +44,45 @@ def pairwise_dots(
     if not vector_paths:
         raise MergeError("no vectors", hint="pass at least one data vector file")
     n = len(vector_paths)
-    gram = torch.zeros(n, n, dtype=torch.float64)
+    gram = np.zeros((n, n), dtype=np.float64)
     with ExitStack() as stack:
-        readers = [stack.enter_context(LazyTensorReader(p)) for p in vector_paths]
+        readers = [stack.enter_context(ArrayReader(p)) for p in vector_paths]
         for name in readers[0].keys():
             if is_running_stat(name):
                 continue
             info = readers[0].info(name)
-            chunk = max(1, min(info.numel, buffer_bytes // (n * info.dtype.itemsize)))
-            stack_buffer = torch.empty(n * chunk, dtype=info.dtype)
+            chunk = max(1, min(info.numel, buffer_bytes // (n * 8)))
+            raw = np.empty(n * chunk, dtype=storage_dtype(info.dtype_name))
+            values = np.empty(n * chunk, dtype=np.float64)
             for start in range(0, info.numel, chunk):
                 count = min(chunk, info.numel - start)
-                rows = stack_buffer[: n * count].view(n, count)
+                rows = raw[: n * count].reshape(n, count)
                 for row, reader in zip(rows, readers, strict=True):
-                    reader.read_into(name, row, start)
-                values = rows.to(torch.float64)
-                gram += values @ values.T
+                    reader.read_array_into(name, row, start)
+                wide = values[: n * count].reshape(n, count)
+                if info.dtype_name == "BF16":
+                    wide[...] = widen_into(rows, "BF16", np.empty(rows.shape, np.float32))
+                else:
+                    wide[...] = rows
+                gram += wide @ wide.T
     return gram
 
 
-def pairwise_dots_in_memory(vectors: Sequence[Mapping[str, Tensor]]) -> Tensor:
+def pairwise_dots_in_memory(vectors: Sequence[Mapping[str, Tensor]]) -> Gram:
     """``pairwise_dots`` of in-memory vectors (the simulation's), tensor by tensor."""
     n = len(vectors)
-    gram = torch.zeros(n, n, dtype=torch.float64)
+    gram = np.zeros((n, n), dtype=np.float64)
     for name in vectors[0] if vectors else ():
         if not is_running_stat(name):
-            rows = torch.stack([v[name].reshape(-1).to(torch.float64) for v in vectors])
+            rows = np.stack([v[name].detach().cpu().reshape(-1).double().numpy() for v in vectors])
             gram += rows @ rows.T
     return gram
 
 
-def mean_cosine(gram: Tensor) -> float | None:
+def mean_cosine(gram: Gram) -> float | None:
     """Mean of ``cos(tau_i, tau_j)`` over the pairs ``i < j`` of a Gram matrix; ``None``
     with fewer than two vectors or when no pair has two non-zero vectors."""
-    norms = gram.diagonal().sqrt().tolist()
+    norms = np.sqrt(gram.diagonal()).tolist()
     cosines = [
         float(gram[i, j]) / (norms[i] * norms[j])
         for i in range(len(norms))

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
+import numpy as np
 from pydantic import Field
-from torch import Tensor
 
 from medvec.merging import masks
-from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext
+from medvec.merging.base import Array, MergeStrategy, StrategyParams, TensorContext
 
 __all__ = ["GeneralizedTaskArithmetic", "TaskArithmetic", "TaskArithmeticParams"]
 
@@ -38,34 +37,38 @@ class GeneralizedTaskArithmetic(MergeStrategy):
     def keep_prob(self, params: StrategyParams) -> float:
         return 1.0
 
-    def _sparsified(self, deltas: Tensor, params: StrategyParams, ctx: TensorContext) -> Tensor:
+    def _sparsified(self, deltas: Array, params: StrategyParams, ctx: TensorContext) -> Array:
         if self.sparsify == "magnitude":
             assert ctx.stats is not None, "magnitude trimming needs per-vector thresholds"
-            return deltas * (deltas.abs() >= ctx.stats[:, None].to(deltas.dtype))
+            return deltas * (np.abs(deltas) >= ctx.stats[:, None].astype(deltas.dtype))
         if self.sparsify == "random":
             keep = self.keep_prob(params)
             rows = [
                 masks.random_keep_mask(ctx.seed, ctx.key, i, ctx.offset, deltas.shape[1], keep)
                 for i in range(deltas.shape[0])
             ]
-            return deltas * torch.stack(rows).to(deltas.dtype) / keep
+            return deltas * np.stack(rows).astype(deltas.dtype) / keep
         return deltas
 
-    def coefficients(self, weights: Tensor, params: StrategyParams) -> Tensor | None:
-        if self.sparsify != "none" or self.consensus or self.normalize:
+    @property
+    def is_linear(self) -> bool:
+        return self.sparsify == "none" and not self.consensus and not self.normalize
+
+    def coefficients(self, weights: Array, params: StrategyParams) -> Array | None:
+        if not self.is_linear:
             return None
         return float(getattr(params, "lambda_", 1.0)) * weights
 
     def merge_tensor(
         self,
         key: str,
-        base: Tensor,
-        deltas: Tensor,
-        weights: Tensor,
+        base: Array,
+        deltas: Array,
+        weights: Array,
         *,
         params: StrategyParams,
         ctx: TensorContext,
-    ) -> Tensor:
+    ) -> Array:
         linear = self.coefficients(weights, params)
         if linear is not None:
             return masks.linear_combination(deltas, linear)
@@ -75,9 +78,9 @@ class GeneralizedTaskArithmetic(MergeStrategy):
             sign = masks.elect_sign(values, weights)
             if self.normalize:
                 return scale * masks.disjoint_mean(values, weights, sign)
-            agree = (values.sign() == sign[None, :]).to(values.dtype)
-            return scale * (weights @ (values * agree))
-        return scale * (weights @ values)
+            agree = (np.sign(values) == sign[None, :]).astype(values.dtype)
+            return scale * masks.linear_combination(values * agree, weights)
+        return scale * masks.linear_combination(values, weights)
 
 
 class TaskArithmetic(GeneralizedTaskArithmetic):

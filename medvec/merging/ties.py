@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pydantic import Field
-from torch import Tensor
 
 from medvec.merging import masks
-from medvec.merging.base import StrategyParams
+from medvec.merging.base import Array, StrategyParams
 from medvec.merging.task_arithmetic import GeneralizedTaskArithmetic, Sparsify
 
 __all__ = ["Ties", "TiesParams"]
@@ -37,6 +36,6 @@ class Ties(GeneralizedTaskArithmetic):
     consensus = True
     normalize = True
 
-    def vector_stat(self, delta: Tensor, params: StrategyParams) -> float:
+    def vector_stat(self, delta: Array, params: StrategyParams) -> float:
         assert isinstance(params, TiesParams)
         return masks.magnitude_threshold(delta, params.density)

@@ -10,11 +10,10 @@ import math
 from typing import ClassVar
 
 from pydantic import Field
-from torch import Tensor
 
 from medvec.errors import MergeError
 from medvec.merging import masks
-from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext
+from medvec.merging.base import Array, MergeStrategy, StrategyParams, TensorContext
 
 __all__ = ["TrimmedMean", "TrimmedMeanParams"]
 
@@ -45,12 +44,12 @@ class TrimmedMean(MergeStrategy):
     def merge_tensor(
         self,
         key: str,
-        base: Tensor,
-        deltas: Tensor,
-        weights: Tensor,
+        base: Array,
+        deltas: Array,
+        weights: Array,
         *,
         params: StrategyParams,
         ctx: TensorContext,
-    ) -> Tensor:
+    ) -> Array:
         assert isinstance(params, TrimmedMeanParams)
         return masks.trimmed_mean(deltas, self.trim_count(deltas.shape[0], params))

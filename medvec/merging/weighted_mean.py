@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor
-
 from medvec.merging import masks
-from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext, Weighting
+from medvec.merging.base import Array, MergeStrategy, StrategyParams, TensorContext, Weighting
 
 __all__ = ["WeightedMean"]
 
@@ -22,18 +20,22 @@ class WeightedMean(MergeStrategy):
     name = "weighted_mean"
     default_weighting: ClassVar[Weighting] = "samples"
 
+    @property
+    def is_linear(self) -> bool:
+        return True
+
     def merge_tensor(
         self,
         key: str,
-        base: Tensor,
-        deltas: Tensor,
-        weights: Tensor,
+        base: Array,
+        deltas: Array,
+        weights: Array,
         *,
         params: StrategyParams,
         ctx: TensorContext,
-    ) -> Tensor:
+    ) -> Array:
         coefficients = self.coefficients(weights, params)
         return masks.linear_combination(deltas, coefficients)
 
-    def coefficients(self, weights: Tensor, params: StrategyParams) -> Tensor:
+    def coefficients(self, weights: Array, params: StrategyParams) -> Array:
         return weights / weights.sum()

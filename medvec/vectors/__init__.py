@@ -2,9 +2,16 @@
 
 Compute and apply vectors, write and read them with typed metadata, validate them
 against a base, and read any safetensors file one tensor at a time.
+
+Reading headers and metadata and validating a vector need no torch (the registry
+never loads it); the names that hand out tensors resolve lazily and import torch.
 """
 
-from medvec.vectors.compute import apply_vector, compute_vector, floating_keys, is_running_stat
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from medvec.lazy import lazy_attributes
 from medvec.vectors.errors import (
     BaseMismatchError,
     HeaderTooLargeError,
@@ -29,11 +36,30 @@ from medvec.vectors.io import (
     read_vector_metadata,
     save_vector,
 )
-from medvec.vectors.lazy import LazyTensorReader
 from medvec.vectors.metadata import VectorMetadata
-from medvec.vectors.summary import VectorSummary, summarize_vector
 from medvec.vectors.validate import ValidationReport, validate_vector
-from medvec.vectors.writer import SafetensorsWriter
+
+_LAZY: dict[str, str] = {
+    "apply_vector": "medvec.vectors.compute",
+    "compute_vector": "medvec.vectors.compute",
+    "floating_keys": "medvec.vectors.compute",
+    "is_running_stat": "medvec.vectors.names",
+    "LazyTensorReader": "medvec.vectors.lazy",
+    "VectorSummary": "medvec.vectors.summary",
+    "summarize_vector": "medvec.vectors.summary",
+    "SafetensorsWriter": "medvec.vectors.writer",
+}
+
+if TYPE_CHECKING:
+    from medvec.vectors.compute import (
+        apply_vector,
+        compute_vector,
+        floating_keys,
+        is_running_stat,
+    )
+    from medvec.vectors.lazy import LazyTensorReader
+    from medvec.vectors.summary import VectorSummary, summarize_vector
+    from medvec.vectors.writer import SafetensorsWriter
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
@@ -66,3 +92,6 @@ __all__ = [
     "summarize_vector",
     "validate_vector",
 ]
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from medvec.vectors.errors import VectorDtypeError, VectorKeysError, VectorShapeError
+from medvec.vectors.names import RUNNING_STAT_SUFFIXES, is_running_stat
 
 __all__ = [
     "RUNNING_STAT_SUFFIXES",
@@ -22,25 +23,10 @@ __all__ = [
     "is_running_stat",
 ]
 
-RUNNING_STAT_SUFFIXES = ("running_mean", "running_var")
-"""Names of normalisation layers' running statistics (BatchNorm, InstanceNorm with
-``track_running_stats``): buffers that describe activations, not learned weights."""
-
 
 def floating_keys(state: Mapping[str, Tensor]) -> list[str]:
     """Names of the floating-point tensors of a state dict, in its order."""
     return [k for k, v in state.items() if torch.is_floating_point(v)]
-
-
-def is_running_stat(key: str) -> bool:
-    """Whether a state-dict key is a normalisation layer's running mean or variance.
-
-    Decided by name so that the streaming engine, which sees files and not modules,
-    applies the same rule as code holding the model. Merges combine these tensors as
-    the plain weighted mean of the deltas whatever the strategy, and the mergeability
-    statistics leave them out.
-    """
-    return key.rsplit(".", 1)[-1] in RUNNING_STAT_SUFFIXES
 
 
 def _check_pair(key: str, base: Tensor, other: Tensor, what: str) -> None:

@@ -15,55 +15,89 @@ import math
 import os
 import struct
 from dataclasses import dataclass, field
+from io import RawIOBase
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from medvec.vectors.errors import HeaderTooLargeError, MalformedFileError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
     "DTYPES",
+    "FLOAT_DTYPES",
     "SafetensorsHeader",
     "TensorInfo",
     "dtype_name",
+    "read_exact_into",
     "read_safetensors_header",
+    "torch_dtype",
 ]
 
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024 * 1024
 METADATA_KEY = "__metadata__"
 
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
+#: bytes per element of each safetensors dtype; the header is read without torch
+DTYPES: dict[str, int] = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "U64": 8,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
 }
-_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+
+#: torch's attribute name of each safetensors dtype
+_TORCH_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "U64": "uint64",
+    "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a safetensors dtype name (``"F32"`` -> ``torch.float32``)."""
+    import torch
+
+    dtype: torch.dtype = getattr(torch, _TORCH_NAMES[name])
+    return dtype
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     """The safetensors name of a torch dtype (``torch.float32`` -> ``"F32"``)."""
-    try:
-        return _NAMES[dtype]
-    except KeyError:
-        raise MalformedFileError(f"dtype {dtype} cannot be stored in safetensors") from None
+    for name, attribute in _TORCH_NAMES.items():
+        if str(dtype) == f"torch.{attribute}":
+            return name
+    raise MalformedFileError(f"dtype {dtype} cannot be stored in safetensors")
 
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Where one tensor lies in the file and what it holds."""
+    """Where one tensor lies in the file and what it holds (``dtype_name``: safetensors'
+    name, e.g. ``"F32"``; ``dtype``: the torch dtype, which imports torch)."""
 
     name: str
-    dtype: torch.dtype
+    dtype_name: str
     shape: tuple[int, ...]
     begin: int  # absolute file offset of the first byte
     end: int  # absolute file offset one past the last byte
@@ -77,8 +111,16 @@ class TensorInfo:
         return self.end - self.begin
 
     @property
-    def dtype_name(self) -> str:
-        return dtype_name(self.dtype)
+    def itemsize(self) -> int:
+        return DTYPES[self.dtype_name]
+
+    @property
+    def is_floating_point(self) -> bool:
+        return self.dtype_name in FLOAT_DTYPES
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch_dtype(self.dtype_name)
 
 
 @dataclass(frozen=True)
@@ -109,9 +151,9 @@ def _malformed(path: Path, why: str) -> MalformedFileError:
 def _tensor_info(path: Path, name: str, raw: object, data_offset: int) -> TensorInfo:
     if not isinstance(raw, dict):
         raise _malformed(path, f"entry {name!r} is not an object")
-    dtype = DTYPES.get(str(raw.get("dtype")))
+    dtype = str(raw.get("dtype"))
     shape, offsets = raw.get("shape"), raw.get("data_offsets")
-    if dtype is None:
+    if dtype not in DTYPES:
         raise _malformed(path, f"tensor {name!r} has unsupported dtype {raw.get('dtype')!r}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise _malformed(path, f"tensor {name!r} has an invalid shape {shape!r}")
@@ -123,7 +165,7 @@ def _tensor_info(path: Path, name: str, raw: object, data_offset: int) -> Tensor
     ):
         raise _malformed(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
     info = TensorInfo(name, dtype, tuple(shape), data_offset + offsets[0], data_offset + offsets[1])
-    expected = info.numel * dtype.itemsize
+    expected = info.numel * info.itemsize
     if info.nbytes != expected:
         raise _malformed(
             path, f"tensor {name!r} spans {info.nbytes} bytes, its shape needs {expected}"
@@ -143,6 +185,34 @@ def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_offset: int, 
             f"header declares {cursor - data_offset} bytes of tensor data, "
             f"file holds {size - data_offset} (truncated or padded)",
         )
+
+
+def _fileno(handle: RawIOBase) -> int:
+    try:
+        return handle.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: an in-memory stream
+        return -1
+
+
+def read_exact_into(handle: RawIOBase, offset: int, view: memoryview, path: Path) -> None:
+    """Fill ``view`` with the bytes at ``offset``; a short read means the file changed.
+
+    Positional reads (``os.preadv``) leave the handle's position alone, so threads may
+    read one file at once; they release the GIL while the kernel copies.
+    """
+    fd = _fileno(handle) if hasattr(os, "preadv") else -1
+    if fd < 0:
+        handle.seek(offset)
+    filled = 0
+    while filled < len(view):
+        rest = view[filled:]
+        got = os.preadv(fd, [rest], offset + filled) if fd >= 0 else handle.readinto(rest)
+        if not got:
+            raise MalformedFileError(
+                f"{path.name} ended early while reading at byte {offset + filled}",
+                hint="the file was truncated or replaced while being read",
+            )
+        filled += got
 
 
 def read_safetensors_header(

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
-from torch import Tensor
 
-from medvec.models.files import FORMAT_KEY, SPEC_KEY
+from medvec.models.spec import FORMAT_KEY, SPEC_KEY
 from medvec.vectors.errors import NotAVectorError
 from medvec.vectors.header import (
     DEFAULT_MAX_HEADER_BYTES,
     SafetensorsHeader,
     read_safetensors_header,
 )
-from medvec.vectors.lazy import LazyTensorReader
 from medvec.vectors.metadata import VectorMetadata
-from medvec.vectors.writer import SafetensorsWriter
+
+if TYPE_CHECKING:  # reading metadata needs no torch (the registry never loads it)
+    from torch import Tensor
 
 __all__ = [
     "VECTOR_FORMAT",
@@ -41,6 +42,8 @@ VECTOR_KEY = "medvec.vector"
 
 def save_vector(path: str | Path, tensors: Mapping[str, Tensor], metadata: VectorMetadata) -> Path:
     """Write a vector file atomically (temporary name, fsync, rename); return its path."""
+    from medvec.vectors.writer import SafetensorsWriter
+
     path = Path(path)
     header = {FORMAT_KEY: VECTOR_FORMAT, VECTOR_KEY: metadata.model_dump_json()}
     if metadata.spec is not None:
@@ -90,6 +93,8 @@ def load_vector(
     path: str | Path, *, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
 ) -> tuple[dict[str, Tensor], VectorMetadata]:
     """All tensors of a vector file (copied, in file order) and its metadata."""
+    from medvec.vectors.lazy import LazyTensorReader
+
     path = Path(path)
     with LazyTensorReader(path, max_header_bytes=max_header_bytes) as reader:
         metadata = metadata_from_header(reader.header, path)

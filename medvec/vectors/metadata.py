@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medvec.models import ModelSpec
+from medvec.models.spec import ModelSpec
 
 __all__ = ["VectorMetadata", "utc_now_iso"]
 
@@ -38,3 +38,11 @@ class VectorMetadata(BaseModel):
     spec: ModelSpec | None = None
     created_at: str = Field(default_factory=utc_now_iso)
     extra: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_id", "hospital", "created_at")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        """Registries keep these as database text, which cannot hold NUL."""
+        if "\x00" in value:
+            raise ValueError("must not contain NUL (\\u0000) characters")
+        return value

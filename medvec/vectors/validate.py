@@ -5,6 +5,10 @@ bound and layout, format and metadata, base identity (sha256, spec), tensor
 names, shapes and dtypes against the base's floating-point tensors, then one
 streaming pass over the values (finite, L2 norm). Each failure raises the error
 class for its kind, naming the first offending tensor and what was expected.
+
+Nothing here imports torch: headers are parsed by ``medvec.vectors.header`` and
+values are checked by ``medvec.vectors.values`` on numpy, chunk by chunk, so the
+registry validates uploads in flat memory without loading it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from medvec.hashing import sha256_file
-from medvec.models import ModelSpec
-from medvec.models.files import FORMAT_KEY, MODEL_FORMAT, SPEC_KEY
+from medvec.models.spec import FORMAT_KEY, MODEL_FORMAT, SPEC_KEY, ModelSpec
 from medvec.vectors.errors import (
     BaseMismatchError,
     NonFiniteError,
@@ -27,10 +29,15 @@ from medvec.vectors.errors import (
     VectorKeysError,
     VectorShapeError,
 )
-from medvec.vectors.header import DEFAULT_MAX_HEADER_BYTES, SafetensorsHeader, TensorInfo
+from medvec.vectors.header import (
+    DEFAULT_MAX_HEADER_BYTES,
+    SafetensorsHeader,
+    TensorInfo,
+    read_safetensors_header,
+)
 from medvec.vectors.io import metadata_from_header
-from medvec.vectors.lazy import LazyTensorReader
 from medvec.vectors.metadata import VectorMetadata
+from medvec.vectors.values import DEFAULT_CHUNK_BYTES, scan_tensors
 
 __all__ = [
     "ValidationReport",
@@ -63,7 +70,7 @@ def base_floating_tensors(header: SafetensorsHeader, path: Path) -> dict[str, Te
             hint="give the base model file (medvec.format='model')",
             path=str(path),
         )
-    return {k: t for k, t in header.tensors.items() if t.dtype.is_floating_point}
+    return {k: t for k, t in header.tensors.items() if t.is_floating_point}
 
 
 def check_base_identity(
@@ -77,6 +84,14 @@ def check_base_identity(
             expected=base_sha256,
             got=metadata.base_sha256,
         )
+    check_same_spec(metadata, base_header)
+
+
+def check_same_spec(metadata: VectorMetadata, base_header: SafetensorsHeader) -> None:
+    """The vector's model spec (architecture and config) is the base's, where both name one.
+
+    A vector of an older generation of the same architecture passes: it may be applied
+    to the newer base (a rebase)."""
     raw_spec = base_header.metadata.get(SPEC_KEY)
     if metadata.spec is None or raw_spec is None:
         return
@@ -115,7 +130,7 @@ def check_structure(expected: dict[str, TensorInfo], got: dict[str, TensorInfo])
                 expected=list(base.shape),
                 got=list(vec.shape),
             )
-        if vec.dtype != base.dtype:
+        if vec.dtype_name != base.dtype_name:
             raise VectorDtypeError(
                 f"tensor {name!r} is {vec.dtype_name}, expected {base.dtype_name}",
                 hint="keep the base's dtypes when computing the vector",
@@ -125,25 +140,22 @@ def check_structure(expected: dict[str, TensorInfo], got: dict[str, TensorInfo])
             )
 
 
-def _scan_values(reader: LazyTensorReader, max_norm: float | None) -> tuple[float, float, int]:
+def _scan_values(
+    path: Path, header: SafetensorsHeader, max_norm: float | None, chunk_bytes: int
+) -> tuple[float, float, int]:
     sum_sq, max_abs, count = 0.0, 0.0, 0
-    for name in reader.keys():
-        tensor = reader.read(name)
-        if tensor.numel() == 0:
-            continue
-        finite = torch.isfinite(tensor)
-        if not bool(finite.all()):
-            bad = int((~finite).sum())
+    for tensor in scan_tensors(path, header, chunk_bytes=chunk_bytes):
+        if tensor.non_finite:
             raise NonFiniteError(
-                f"tensor {name!r} holds {bad} NaN or infinite values, expected finite values",
+                f"tensor {tensor.name!r} holds {tensor.non_finite} NaN or infinite values, "
+                "expected finite values",
                 hint="training diverged; lower the learning rate or clip gradients",
-                tensor=name,
-                count=bad,
+                tensor=tensor.name,
+                count=tensor.non_finite,
             )
-        wide = tensor.to(torch.float64)
-        sum_sq += float(wide.square().sum())
-        max_abs = max(max_abs, float(wide.abs().max()))
-        count += tensor.numel()
+        sum_sq += tensor.sum_squares
+        max_abs = max(max_abs, tensor.max_abs)
+        count += tensor.numel
     norm = math.sqrt(sum_sq)
     if max_norm is not None and norm > max_norm:
         raise NormBoundError(
@@ -162,28 +174,29 @@ def validate_vector(
     max_norm: float | None = None,
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     base_sha256: str | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> ValidationReport:
     """Validate a vector file against a base model file; return what was measured.
 
     ``base_sha256`` skips hashing the base when the caller already knows it (the
-    registry stores it). Raises a ``VectorValidationError`` subclass (or
-    ``IncompatibleBaseError`` for another base) at the first failing check.
+    registry stores it); ``chunk_bytes`` bounds the memory of the value pass. Raises a
+    ``VectorValidationError`` subclass (or ``IncompatibleBaseError`` for another base) at
+    the first failing check.
     """
     vector_path, base_path = Path(vector_path), Path(base_path)
-    with LazyTensorReader(vector_path, max_header_bytes=max_header_bytes) as reader:
-        metadata = metadata_from_header(reader.header, vector_path)
-        with LazyTensorReader(base_path) as base_reader:
-            base_header = base_reader.header
-        expected = base_floating_tensors(base_header, base_path)
-        check_base_identity(metadata, base_header, base_sha256 or sha256_file(base_path))
-        check_structure(expected, reader.header.tensors)
-        norm, max_abs, count = _scan_values(reader, max_norm)
-        return ValidationReport(
-            metadata=metadata,
-            num_tensors=len(reader.header.tensors),
-            num_parameters=count,
-            l2_norm=norm,
-            max_abs=max_abs,
-            header_bytes=reader.header.header_bytes,
-            file_size=reader.header.file_size,
-        )
+    header = read_safetensors_header(vector_path, max_header_bytes)
+    metadata = metadata_from_header(header, vector_path)
+    base_header = read_safetensors_header(base_path)
+    expected = base_floating_tensors(base_header, base_path)
+    check_base_identity(metadata, base_header, base_sha256 or sha256_file(base_path))
+    check_structure(expected, header.tensors)
+    norm, max_abs, count = _scan_values(vector_path, header, max_norm, chunk_bytes)
+    return ValidationReport(
+        metadata=metadata,
+        num_tensors=len(header.tensors),
+        num_parameters=count,
+        l2_norm=norm,
+        max_abs=max_abs,
+        header_bytes=header.header_bytes,
+        file_size=header.file_size,
+    )

@@ -6,6 +6,7 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -348,3 +349,61 @@ def test_layout_gaps_and_overlaps_are_malformed(base_path: Path, tmp_path: Path)
     path = _write_raw(tmp_path / "size.safetensors", header, bytes(16))
     with pytest.raises(MalformedFileError, match="spans 8 bytes"):
         read_safetensors_header(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [
+        ("F64", torch.float64),
+        ("F32", torch.float32),
+        ("F16", torch.float16),
+        ("BF16", torch.bfloat16),
+        ("F8_E4M3", torch.float8_e4m3fn),
+        ("F8_E5M2", torch.float8_e5m2),
+    ],
+)
+def test_numpy_decoding_matches_torch_for_every_float_dtype(name: str, dtype: torch.dtype) -> None:
+    """The registry decodes values without torch; every bit pattern must read as torch reads it
+    (for the 8- and 16-bit formats all of them, specials included)."""
+    from medvec.vectors.values import decode_floats
+
+    if dtype.itemsize == 1:
+        raw = torch.arange(256, dtype=torch.uint8)
+    elif dtype.itemsize == 2:
+        raw = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    else:
+        raw = torch.randn(4096, dtype=dtype).view(torch.uint8)
+        specials = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
+        raw[: 3 * dtype.itemsize] = specials.view(torch.uint8)
+    values = raw.view(dtype)
+    expected = values.to(torch.float64).numpy()
+    with np.errstate(invalid="ignore"):  # signalling NaN bit patterns
+        got = decode_floats(name, raw.numpy().tobytes()).astype("float64")
+    assert ((got == expected) | (np.isnan(got) & np.isnan(expected))).all()
+
+
+def test_values_are_scanned_in_chunks_smaller_than_a_tensor(
+    tmp_path: Path, base_path: Path, base_state: dict[str, torch.Tensor]
+) -> None:
+    """Chunked validation measures what a whole-tensor pass measures (and what torch
+    measures), and counts every non-finite value of a tensor across its chunks."""
+    base, meta = base_path, _metadata(base_path)
+    tensors = compute_vector(base_state, _finetuned(base_state))
+    good = save_vector(tmp_path / "good.safetensors", tensors, meta)
+    whole = validate_vector(good, base)
+    chunked = validate_vector(good, base, chunk_bytes=64)
+    exact = sum(float(t.double().square().sum()) for t in tensors.values()) ** 0.5
+    assert whole.l2_norm == pytest.approx(exact, rel=1e-12)
+    assert whole.max_abs == max(float(t.abs().max()) for t in tensors.values())
+    assert chunked.num_parameters == whole.num_parameters
+    assert chunked.l2_norm == pytest.approx(whole.l2_norm, rel=1e-12)
+    assert chunked.max_abs == whole.max_abs
+    name = max(tensors, key=lambda k: tensors[k].numel())
+    bad = dict(tensors)
+    bad[name] = tensors[name].clone()
+    bad[name].view(-1)[0] = float("nan")
+    bad[name].view(-1)[-1] = float("inf")
+    path = save_vector(tmp_path / "bad.safetensors", bad, meta)
+    with pytest.raises(NonFiniteError) as info:
+        validate_vector(path, base, chunk_bytes=64)
+    assert info.value.detail["count"] == 2 and info.value.detail["tensor"] == name
