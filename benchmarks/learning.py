@@ -34,9 +34,7 @@ import torch
 from medvec.data import resolve_datasets_dir
 from medvec.pretrain import PretrainConfig
 from medvec.simulation import SimulationConfig, SweepConfig, run_sweep
-
-# Seed 000, Table 3 (PneumoniaMNIST): federated minus local accuracy, in points.
-SEED_MARGIN = {5: 88.34 - 86.21, 10: 87.11 - 82.07, 20: 84.27 - 77.26, 50: 78.51 - 70.69}
+from medvec.simulation.seed000 import seed000_margin
 
 
 def _ints(text: str) -> list[int]:
@@ -57,6 +55,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-test", type=int, default=None)
     parser.add_argument("--stem", default="imagenet")
+    parser.add_argument(
+        "--arch", default="resnet18", help="the issue's IID targets are ResNet-18's"
+    )
     parser.add_argument("--pretrain-steps", type=int, default=None)
     parser.add_argument("--gpu", action="store_true", help="full training sets, MedMNIST stem")
     parser.add_argument("--device", default=None)
@@ -122,7 +123,7 @@ def main() -> None:
         config = SweepConfig(
             datasets=tuple(datasets),
             hospitals=tuple(_ints(args.hospitals)),
-            archs=("resnet18",),
+            archs=(args.arch,),
             point=_point(args, seed),
             pretrain=pretrain,
             stem=stem,
@@ -143,7 +144,7 @@ def main() -> None:
     summary = []
     for (dataset, n), rows in sorted(by_cell.items()):
         cells = _margins(rows)
-        seed_margin = SEED_MARGIN.get(n)
+        seed_margin = seed000_margin("pneumoniamnist", n)  # the margin the targets quote
         lines.append(
             f"| {dataset} | {n} | "
             + " | ".join(

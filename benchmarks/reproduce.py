@@ -1,34 +1,57 @@
-"""Reproduce the seed paper's Table 3 with MedVec's in-process simulation.
+"""Seed 000's Table 3 beside ours: local vs merged vs centralized, N hospitals, 3 seeds.
 
-For every dataset, architecture and number of hospitals N: split the training data
-across N hospitals, fine-tune a shared base on each part, merge the data vectors
-with weighted mean, task arithmetic (lambda tuned on the validation split), TIES
-and the coordinate median, train one centralized model on the union, and report
-test accuracy (mean over the local models, each merge, centralized).
+For every dataset, architecture, number of hospitals N and seed (one *cell*), one
+in-process simulation (``medvec.simulation``) splits the training set IID across N
+hospitals and runs G generations (rounds) from a shared pretrained base: in each,
+every hospital fine-tunes the current global model and the weighted mean of their
+data vectors (FedAvg's aggregation, BatchNorm statistics recomputed on validation
+images) becomes the next global model. Each hospital's own model (trained with the
+same total budget) and one centralized model on the union are the references.
+Everything is reported on the test split.
 
-CPU defaults (28x28 inputs, ResNet-18 with the ImageNet stem, 2,500 training
-images, 3 generations of 3 local epochs, a base pretrained for 500 steps on the
-other MedMNIST sets) run on a laptop; ``--gpu`` uses the full training sets, the
-MedMNIST stem and a longer-pretrained base. Results go to ``--out`` (summary.csv,
-results.json, table.md).
+Settings follow seed 000's Table 2: G = 20 rounds, S = 10 local updates a round
+(read as 10 optimizer steps; ``--local-epochs`` reads it as epochs), batch 16, lr
+0.01. ``--gpu``: every training and validation image, ResNet-18 with the MedMNIST
+stride-1 stem, a base pretrained for 20,000 steps, on CUDA. The CPU profile keeps
+every training image (a step budget costs the same whatever the data size) but
+uses torchvision's ImageNet stem (about 7x faster at 28 px), 500 validation images
+and a base pretrained for 500 steps.
 
-    python benchmarks/reproduce.py --hospitals 5,10 --datasets pneumoniamnist
-    python benchmarks/reproduce.py --gpu --archs resnet18,flra_resnet18
+Each cell's result is written to OUT/cells/*.json as soon as it finishes; running
+the same command again skips finished cells (a rerun resumes an interrupted grid).
+The table (OUT/table.md, table.csv, table.json) shows mean ± std over the seeds;
+``--table-only`` writes it from the cells finished so far without running any.
+
+    python benchmarks/reproduce.py --datasets pneumoniamnist --hospitals 5,10
+    python benchmarks/reproduce.py --gpu --hospitals 5,10,20,50
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from medvec.pretrain import PretrainConfig
-from medvec.simulation import SimulationConfig, SweepConfig, markdown_table, run_sweep
+from medvec.simulation import SimulationConfig, SweepConfig
+from medvec.simulation.grid import (
+    GridConfig,
+    GridOutcome,
+    aggregate,
+    finished_records,
+    run_grid,
+    side_by_side,
+)
+from medvec.simulation.seed000 import SEED000_SETTINGS
 
-SEED_DATASETS = ("pneumoniamnist", "organsmnist", "octmnist", "bloodmnist")
+DATASETS = ("pneumoniamnist", "organsmnist", "octmnist", "bloodmnist", "organamnist")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -39,99 +62,139 @@ def _strs(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", default=",".join(SEED_DATASETS))
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="missing ones are listed")
     parser.add_argument("--hospitals", default="5,10,20,50")
-    parser.add_argument("--archs", default="resnet18,flra_resnet18")
-    parser.add_argument("--alpha", type=float, default=None, help="Dirichlet non-IID split")
-    parser.add_argument("--max-train", type=int, default=2500)
-    parser.add_argument("--max-val", type=int, default=500, help="validation images (choices)")
-    parser.add_argument("--max-test", type=int, default=None)
-    parser.add_argument("--generations", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3, help="local epochs per generation")
-    parser.add_argument("--steps", type=int, default=None, help="local steps per generation")
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--stem", default="imagenet", help="imagenet (CPU), small (MedMNIST)")
-    parser.add_argument("--pretrain-samples", type=int, default=None, help="cap per set")
-    parser.add_argument("--pretrain-steps", type=int, default=500)
+    parser.add_argument("--archs", default="resnet18")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--generations", type=int, default=SEED000_SETTINGS["rounds"])
     parser.add_argument(
-        "--gpu", action="store_true", help="full data, small stem, longer pretraining, cuda"
+        "--local-steps", type=int, default=SEED000_SETTINGS["local_updates"], help="per round"
     )
+    parser.add_argument("--local-epochs", type=int, default=None, help="per round, not steps")
+    parser.add_argument("--lr", type=float, default=SEED000_SETTINGS["lr"])
+    parser.add_argument("--batch-size", type=int, default=SEED000_SETTINGS["batch_size"])
+    parser.add_argument("--max-train", type=int, default=None, help="default: every image")
+    parser.add_argument("--max-val", type=int, default=500, help="calibration images")
+    parser.add_argument("--max-test", type=int, default=None)
+    parser.add_argument("--stem", default="imagenet", help="imagenet (CPU), small (MedMNIST)")
+    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--pretrain-steps", type=int, default=500)
+    parser.add_argument("--pretrain-samples", type=int, default=None, help="cap per set")
+    parser.add_argument("--report", default="1,3,20", help="generations shown in the table")
+    parser.add_argument("--gpu", action="store_true", help="seed settings at full size, cuda")
     parser.add_argument("--device", default=None)
     parser.add_argument("--datasets-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("reproduce-output"))
-    parser.add_argument("--cache-dir", type=Path, default=None, help="default: OUT/cache")
-    parser.add_argument("--image-size", type=int, default=28, help="224: upsampled inputs")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+    parser.add_argument("--cache-dir", type=Path, default=None, help="bases; default OUT/cache")
+    parser.add_argument(
+        "--table-only", action="store_true", help="tabulate the cells finished in OUT, run none"
+    )
+    return parser.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> SweepConfig:
+def build_config(args: argparse.Namespace) -> GridConfig:
     if args.gpu:
-        args.max_train, args.batch_size, args.stem = None, 64, "small"
+        args.stem, args.max_val = "small", None
         args.pretrain_steps = max(args.pretrain_steps, 20000)
         args.device = args.device or "cuda"
     point = SimulationConfig(
-        partition="iid" if args.alpha is None else "dirichlet",
-        alpha=args.alpha or 0.5,
         max_train=args.max_train,
         max_val=args.max_val,
         max_test=args.max_test,
         generations=args.generations,
-        epochs=args.epochs,
-        steps=args.steps,
+        epochs=args.local_epochs or 1,
+        steps=None if args.local_epochs else args.local_steps,
         lr=args.lr,
         batch_size=args.batch_size,
-        seed=args.seed,
+        strategies=("weighted_mean",),
     )
-    pretrain = PretrainConfig(
-        max_samples=args.pretrain_samples, steps=args.pretrain_steps, seed=args.seed
-    )
-    return SweepConfig(
+    sweep = SweepConfig(
         datasets=_strs(args.datasets),
         hospitals=_ints(args.hospitals),
         archs=_strs(args.archs),
         point=point,
-        pretrain=pretrain,
+        pretrain=PretrainConfig(max_samples=args.pretrain_samples, steps=args.pretrain_steps),
         image_size=args.image_size,
         stem=args.stem,
     )
+    return GridConfig(sweep=sweep, seeds=_ints(args.seeds), report_generations=_ints(args.report))
 
 
-def main() -> None:
-    args = parse_args()
+def flat_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Aggregated rows with ``*_mean``, ``*_std``, ``*_n`` columns, for CSV."""
+    flat = []
+    for row in rows:
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            if isinstance(value, dict):
+                out.update({f"{key}_{k}": v for k, v in value.items()})
+            elif isinstance(value, list):
+                out[key] = " ".join(map(str, value))
+            else:
+                out[key] = value
+        flat.append(out)
+    return flat
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    handle = io.StringIO()
+    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return handle.getvalue()
+
+
+def hardware_line(device: str | None) -> str:
+    if (device or "").startswith("cuda"):
+        return f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu}, {torch.get_num_threads()} torch threads; torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     config = build_config(args)
-    device = args.device
-    hardware = (
-        torch.cuda.get_device_name(0)
-        if (device or "").startswith("cuda")
-        else f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    )
-    print(f"hardware: {hardware}; torch {torch.__version__}")
-    print(f"settings: {config.point.model_dump_json()}")
-    print(f"pretraining: {config.pretrain.model_dump_json()}")
+    hardware = hardware_line(args.device)
+    print(f"hardware: {hardware}", flush=True)
+    print(f"settings: {config.model_dump_json()}", flush=True)
     started = time.perf_counter()
 
-    def on_event(name: str, info: dict[str, object]) -> None:
-        if name in ("row", "skipped", "point", "base"):
+    def on_event(name: str, info: dict[str, Any]) -> None:
+        if name in ("skipped", "reused", "cell", "done", "merge", "centralized"):
             print(f"[{time.perf_counter() - started:7.1f}s] {name}: {info}", flush=True)
 
-    outcome = run_sweep(
-        config,
-        args.out,
-        args.cache_dir or args.out / "cache",
-        datasets_dir=args.datasets_dir,
-        device=device,
-        on_event=on_event,
-    )
+    if args.table_only:
+        outcome = GridOutcome(records=finished_records(args.out))
+    else:
+        outcome = run_grid(
+            config,
+            args.out,
+            args.cache_dir or args.out / "cache",
+            datasets_dir=args.datasets_dir,
+            device=args.device,
+            on_event=on_event,
+        )
     elapsed = time.perf_counter() - started
-    table = markdown_table(outcome.rows)
-    skipped = "\n".join(f"- not run: {reason}" for reason in outcome.skipped)
-    text = f"{table}\n\n{skipped}\n\nhardware: {hardware}; wall time {elapsed:.0f} s\n"
+    generations = tuple(g for g in config.report_generations if g <= args.generations)
+    rows = aggregate(outcome.records, generations)
+    table = side_by_side(rows, generations)
+    notes = [f"- not run: {reason}" for reason in outcome.skipped]
+    if args.table_only:
+        notes.append(f"- tabulated the {len(outcome.records)} cells finished in {args.out}")
+    else:
+        computed, reused = len(outcome.computed), len(outcome.reused)
+        notes.append(f"- cells computed now: {computed}, read back: {reused}")
+        notes.append(f"- hardware: {hardware}; wall time {elapsed:.0f} s")
+    text = f"{table}\n\n" + "\n".join(notes) + "\n"
     (args.out / "table.md").write_text(text)
-    print(text)
+    (args.out / "table.csv").write_text(_csv_text(flat_rows(rows)))
+    payload = {"config": config.model_dump(), "rows": rows, "skipped": outcome.skipped}
+    (args.out / "table.json").write_text(json.dumps(payload, indent=1))
+    print(f"\n{text}")
 
 
 if __name__ == "__main__":

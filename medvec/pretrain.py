@@ -93,8 +93,9 @@ class PretrainConfig(BaseModel):
 def pretrain_arch(arch: str) -> str:
     """The plain ResNet that pretrains ``arch``: FL-RA models take the ResNet part of it.
 
-    FL-RA's attention starts at ``alpha = 0``, so an FL-RA model loaded from a ResNet
-    checkpoint computes exactly the pretrained ResNet until fine-tuning moves alpha.
+    FL-RA's attention starts silent (a zero output projection), so an FL-RA model
+    loaded from a ResNet checkpoint computes exactly the pretrained ResNet until
+    fine-tuning moves the attention.
     """
     return arch.removeprefix("flra_")
 

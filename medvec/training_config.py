@@ -11,10 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["Optimizer", "Schedule", "TrainConfig"]
+__all__ = ["RECIPES", "Optimizer", "Recipe", "Schedule", "TrainConfig", "recipe_config"]
 
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
+Recipe = Literal["sgd", "adam"]
 
 
 class TrainConfig(BaseModel):
@@ -57,3 +58,24 @@ class TrainConfig(BaseModel):
         if self.dp_sgd and self.steps is not None:
             raise ValueError("DP-SGD budgets are in epochs (the accountant's unit); drop steps")
         return self
+
+
+RECIPES: dict[str, dict[str, object]] = {
+    # TrainConfig's defaults: best pooled and IID accuracy (docs/results.md)
+    "sgd": {},
+    # Adam at a constant rate, no weight decay, no augmentation: what merges best when
+    # hospitals' label mixes differ (docs/results.md, "Non-IID: the local recipe")
+    "adam": {
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "warmup": 0.0,
+        "augment": False,
+    },
+}
+
+
+def recipe_config(recipe: Recipe, **settings: object) -> TrainConfig:
+    """The named recipe's ``TrainConfig``, with ``settings`` (epochs, lr, seed ...) on top."""
+    return TrainConfig.model_validate({**RECIPES[recipe], **settings})

@@ -174,5 +174,6 @@ def _privacy_record(engine: Any, config: TrainConfig) -> dict[str, Any]:
         "epsilon": epsilon,
         "delta": config.dp_delta,
         "accountant": ACCOUNTANT,
+        "history": [[float(n), float(q), int(s)] for n, q, s in history],
         "batchnorm": "frozen",
     }

@@ -10,8 +10,9 @@ are reported, each with the reason, instead of failing the whole import:
 * ``conv1.weight`` with a different number of input channels is *adapted*: for one
   channel the RGB kernel is summed over channels (a grey image repeated to RGB gives
   the same response); for other counts the kernel is tiled and rescaled by 3 / C;
-* FL-RA keys missing from a plain ResNet checkpoint keep ``alpha = 0``, ``beta = 1``,
-  so every block computes exactly the pretrained block.
+* FL-RA keys missing from a plain ResNet checkpoint are reset so that the attention
+  starts silent (output projection zero, ``alpha = beta = 1``) and every block
+  computes exactly the pretrained block.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def load_torchvision_checkpoint(model: nn.Module, path: str | Path) -> LoadRepor
     for key, current in target.items():
         if key not in source:
             if _is_flra_key(key):
-                missing[key] = "FL-RA attention, not in a plain ResNet; alpha=0 keeps the block"
+                missing[key] = "FL-RA attention, not in a plain ResNet; starts silent"
             else:
                 missing[key] = "not in checkpoint; keeps its initial value"
             continue
@@ -159,12 +160,11 @@ def load_torchvision_checkpoint(model: nn.Module, path: str | Path) -> LoadRepor
     )
 
 
-@torch.no_grad()
 def _reset_fusion_weights(model: nn.Module, missing: Mapping[str, str]) -> None:
-    """Set missing FL-RA ``alpha`` to 0 and ``beta`` to 1 (the pretrained block exactly)."""
-    params = dict(model.named_parameters())
-    for key in missing:
-        if key.endswith(".alpha"):
-            params[key].zero_()
-        elif key.endswith(".beta"):
-            params[key].fill_(1.0)
+    """Silence the attention of every FL-RA block whose fusion weights the checkpoint
+    lacks, so that the block is the pretrained block exactly."""
+    from medvec.models.flra import silence_attention
+
+    for name, module in model.named_modules():
+        if f"{name}.alpha".lstrip(".") in missing and hasattr(module, "attn"):
+            silence_attention(module)

@@ -21,29 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from medvec.errors import ModelError
-from medvec.models.registry import ModelSpec, build_model
+from medvec.models.header import read_model_provenance, read_model_spec
+from medvec.models.registry import build_model
+from medvec.models.spec import FORMAT_KEY, MODEL_FORMAT, PROVENANCE_KEY, SPEC_KEY, ModelSpec
 
 __all__ = [
     "FORMAT_KEY",
     "MODEL_FORMAT",
     "PROVENANCE_KEY",
     "SPEC_KEY",
+    "check_shapes",
     "load_model_file",
     "read_model_provenance",
     "read_model_spec",
     "save_model_file",
 ]
-
-FORMAT_KEY = "medvec.format"
-SPEC_KEY = "medvec.spec"
-PROVENANCE_KEY = "medvec.model"
-MODEL_FORMAT = "model"
 
 
 def _expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -54,8 +50,12 @@ def _expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
 
 
 def _check_state(state: Mapping[str, Tensor], spec: ModelSpec) -> None:
+    check_shapes({k: tuple(v.shape) for k, v in state.items()}, spec)
+
+
+def check_shapes(got: Mapping[str, tuple[int, ...]], spec: ModelSpec) -> None:
+    """Raise ``ModelError`` unless tensor names and shapes are exactly ``spec``'s architecture's."""
     expected = _expected_shapes(spec)
-    got = {k: tuple(v.shape) for k, v in state.items()}
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
@@ -107,56 +107,6 @@ def save_model_file(
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def _read_metadata(path: Path) -> dict[str, str]:
-    hint = "give a model file written by save_model_file (a base or a merged version)"
-    if not path.is_file():
-        raise ModelError(f"model file {path} does not exist", hint=hint, path=str(path))
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as exc:  # SafetensorError, OSError, ...
-        raise ModelError(
-            f"{path} is not a safetensors file: {exc}", hint=hint, path=str(path)
-        ) from exc
-    kind = metadata.get(FORMAT_KEY)
-    if kind != MODEL_FORMAT:
-        if kind == "vector":
-            hint = "this is a data vector; read it with medvec.vectors.load_vector"
-        raise ModelError(
-            f"{path} is not a MedVec model file ({FORMAT_KEY}={kind!r})",
-            hint=hint,
-            path=str(path),
-        )
-    return metadata
-
-
-def read_model_spec(path: str | Path) -> ModelSpec:
-    """The ``ModelSpec`` of a model file, read from its header only."""
-    path = Path(path)
-    raw = _read_metadata(path).get(SPEC_KEY)
-    try:
-        return ModelSpec.model_validate_json(raw or "")
-    except ValidationError as exc:
-        raise ModelError(
-            f"{path} has no valid {SPEC_KEY} header: {exc.errors()[0]['msg']}",
-            hint="re-export the model with save_model_file",
-            path=str(path),
-        ) from exc
-
-
-def read_model_provenance(path: str | Path) -> dict[str, Any]:
-    """The free-form provenance (``medvec.model``) of a model file, from its header."""
-    path = Path(path)
-    raw = _read_metadata(path).get(PROVENANCE_KEY) or "{}"
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ModelError(
-            f"{path} has a malformed {PROVENANCE_KEY} header", hint="re-export the model"
-        ) from exc
-    return value if isinstance(value, dict) else {"value": value}
 
 
 def load_model_file(

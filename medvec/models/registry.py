@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from importlib import import_module
+from typing import Any, TypeVar
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    ValidationError,
-    model_serializer,
-)
+from pydantic import ValidationError
 from torch import nn
 
 from medvec.errors import ModelError
+from medvec.models.spec import ModelSpec
 
 __all__ = [
     "ModelBuilder",
@@ -37,43 +31,6 @@ __all__ = [
 
 ModelBuilder = Callable[..., nn.Module]
 B = TypeVar("B", bound=ModelBuilder)
-
-
-class ModelSpec(BaseModel):
-    """What is needed to rebuild a model: architecture name and its config.
-
-    ``stem`` is left out of the serialised spec when it is ``"auto"``, so files
-    written before the field existed and files of the default stem read and hash
-    the same; builders receive it only when it is set.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    arch: str = Field(min_length=1)
-    num_classes: int = Field(ge=1)
-    in_channels: int = Field(default=3, ge=1)
-    image_size: int = Field(default=28, ge=8)
-    stem: Literal["auto", "small", "strided", "imagenet"] = "auto"
-
-    @model_serializer(mode="wrap")
-    def _omit_auto_stem(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
-        data = handler(self)
-        if data.get("stem") == "auto":
-            data.pop("stem")
-        return data
-
-    def builder_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments a registered builder takes (everything but ``arch``)."""
-        kwargs: dict[str, Any] = {
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-            "image_size": self.image_size,
-        }
-        if self.stem != "auto":
-            kwargs["stem"] = self.stem
-        return kwargs
 
 
 class ModelRegistry:
@@ -147,9 +104,19 @@ def _first_error(exc: ValidationError) -> str:
 
 _DEFAULT = ModelRegistry()
 
+#: modules whose import registers the built-in architectures in the default registry
+BUILTIN_MODULES = ("medvec.models.resnet", "medvec.models.flra")
+
 
 def default_registry() -> ModelRegistry:
-    """The registry that ``medvec.models`` registers its architectures in."""
+    """The registry that ``medvec.models`` registers its architectures in, with them loaded.
+
+    ``medvec.models`` resolves its names lazily (so that ``ModelSpec`` needs no torch),
+    hence the built-in architectures are imported here, on first use, not as a side
+    effect of importing the package.
+    """
+    for module in BUILTIN_MODULES:
+        import_module(module)
     return _DEFAULT
 
 
@@ -160,14 +127,14 @@ def register_model(name: str | None = None) -> Callable[[B], B]:
 
 def get_model(name: str, **cfg: Any) -> nn.Module:
     """Build architecture ``name`` with ``num_classes``, ``in_channels``, ``image_size``."""
-    return _DEFAULT.get(name, **cfg)
+    return default_registry().get(name, **cfg)
 
 
 def list_models() -> list[str]:
     """Names of the registered architectures, sorted."""
-    return _DEFAULT.names()
+    return default_registry().names()
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
     """Build the architecture a ``ModelSpec`` names (as read from a model file)."""
-    return _DEFAULT.build(spec)
+    return default_registry().build(spec)

@@ -35,6 +35,7 @@ __all__ = [
     "Stem",
     "build_resnet",
     "make_stem_conv",
+    "resnet10",
     "resnet18",
     "resnet50",
     "resolve_stem",
@@ -108,6 +109,23 @@ def build_resnet(
     elif in_channels != 3:
         model.conv1 = make_stem_conv(in_channels, concrete)
     return model
+
+
+@register_model()
+def resnet10(
+    *, num_classes: int, in_channels: int = 3, image_size: int = 28, stem: Stem = "auto"
+) -> ResNet:
+    """ResNet-10 (torchvision ``BasicBlock`` x [1, 1, 1, 1]): ResNet-18 with one block per
+    stage, the same stages and widths. About 2.5x faster to train on a CPU at 28 px, for
+    the CPU demo; its state-dict keys are a subset of ResNet-18's."""
+    return build_resnet(
+        BasicBlock,
+        [1, 1, 1, 1],
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        stem=stem,
+    )
 
 
 @register_model()

@@ -36,7 +36,9 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from medvec.merging.spec import LAMBDA_MULTIPLES, MergeSpec
 from medvec.models import load_model_file
+from medvec.training_config import Recipe, recipe_config
 
 __all__ = [
     "DEFAULT_STRATEGIES",
@@ -48,7 +50,6 @@ __all__ = [
 ]
 
 DEFAULT_STRATEGIES = ("weighted_mean", "task_arithmetic", "ties", "median")
-LAMBDA_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 EventFn = Callable[[str, dict[str, Any]], None]
 State = dict[str, torch.Tensor]
@@ -66,10 +67,11 @@ class SimulationConfig(BaseModel):
     max_train: int | None = Field(default=2500, ge=1)
     max_val: int | None = Field(default=500, ge=1)
     max_test: int | None = Field(default=None, ge=1)
-    generations: int = Field(default=3, ge=1)
+    generations: int = Field(default=6, ge=1)
     epochs: int = Field(default=3, ge=1)
     steps: int | None = Field(default=None, ge=1)
-    lr: float = Field(default=0.05, gt=0)
+    recipe: Recipe = "sgd"
+    lr: float | None = Field(default=None, gt=0)  # None: the recipe's (0.05 sgd, 1e-3 adam)
     batch_size: int = Field(default=32, ge=1)
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     lambda_multiples: tuple[float, ...] = LAMBDA_MULTIPLES
@@ -156,10 +158,6 @@ def _state(model: torch.nn.Module) -> State:
     return {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
 
 
-def _all_finite(state: State) -> bool:
-    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
-
-
 class _Runner:
     """Holds the base, the data splits and the device for one simulation run."""
 
@@ -201,13 +199,14 @@ class _Runner:
         """
         from torch.utils.data import Subset
 
-        from medvec.training import TrainConfig, fine_tune
+        from medvec.training import fine_tune
 
         config = self.config
-        train_config = TrainConfig(
+        train_config = recipe_config(
+            config.recipe,
             epochs=config.epochs * rounds,
             steps=None if config.steps is None else config.steps * rounds * scale,
-            lr=config.lr,
+            **({} if config.lr is None else {"lr": config.lr}),
             batch_size=config.batch_size,
             seed=seed,
         )
@@ -216,18 +215,24 @@ class _Runner:
         return _state(model)
 
     def calibrated(self, state: State) -> State:
+        self.recalibrate(self.load(state))
+        return _state(self.model)
+
+    def recalibrate(self, model: torch.nn.Module) -> None:
+        """Recompute ``model``'s BatchNorm statistics on the validation images, in place."""
         from medvec.calibration import recalibrate_bn
 
-        model = self.load(state)
         recalibrate_bn(model, self.val, device=self.device, batch_size=self.config.eval_batch_size)
-        return _state(model)
 
     def evaluate(self, state: State, split: str = "test") -> dict[str, float]:
+        return self.evaluate_model(self.load(state), split)
+
+    def evaluate_model(self, model: torch.nn.Module, split: str = "test") -> dict[str, float]:
         from medvec.evaluation import evaluate_model
 
         dataset = self.test if split == "test" else self.val
         metrics = evaluate_model(
-            self.load(state), dataset, device=self.device, batch_size=self.config.eval_batch_size
+            model, dataset, device=self.device, batch_size=self.config.eval_batch_size
         )
         return _metric_row(metrics, "" if split == "test" else "val_")
 
@@ -243,23 +248,21 @@ class _Candidate:
     lam: float | None = None
 
 
-def _merge(
-    start: State,
-    vectors: list[State],
-    weights: list[float],
-    strategy: str,
-    seed: int,
-    params: dict[str, Any] | None = None,
-) -> State:
+def _spec(config: SimulationConfig, strategy: str, **fields: Any) -> MergeSpec:
+    return MergeSpec.checked(strategy=strategy, seed=config.seed, **fields)
+
+
+def _merge(start: State, vectors: list[State], samples: list[float], spec: MergeSpec) -> State:
     from medvec.merging import merge_state_dicts
 
+    weights = [spec.weight(int(n)) for n in samples]
     return merge_state_dicts(
         start,
         vectors,
-        strategy=strategy,
-        params=params,
-        seed=seed,
-        num_samples=[int(w) for w in weights] if strategy == "weighted_mean" else None,
+        strategy=spec.strategy,
+        params=spec.params,
+        weights=spec.engine_weights(weights),
+        seed=spec.seed,
     )
 
 
@@ -272,20 +275,31 @@ def _candidate(runner: _Runner, strategy: str, merged: State, lam: float | None)
     return _Candidate(strategy, state, runner.evaluate(state, "val"), plain["val_accuracy"], lam)
 
 
-def _tuned_task_arithmetic(runner: _Runner, start: State, vectors: list[State]) -> _Candidate:
-    """Lambda with the best validation accuracy among ``multiples / N`` (ties: smaller)."""
-    best: _Candidate | None = None
-    for multiple in sorted(runner.config.lambda_multiples):
-        lam = multiple / len(vectors)
-        merged = _merge(start, vectors, [], "task_arithmetic", runner.config.seed, {"lambda": lam})
-        if not _all_finite(merged):
-            continue
-        candidate = _candidate(runner, "task_arithmetic", merged, lam)
-        if best is None or candidate.val["val_accuracy"] > best.val["val_accuracy"]:
-            best = candidate
-    if best is None:
-        raise ValueError("every lambda of the grid gave non-finite weights")
-    return best
+def _tuned_task_arithmetic(
+    runner: _Runner, start: State, vectors: list[State], samples: list[float]
+) -> _Candidate:
+    """Lambda chosen by the core's tuner among ``multiples / N`` on validation accuracy
+    (after recalibration when the config asks; ties: the smaller lambda)."""
+    from medvec.merging.tuning import apply_lambda, delta_from_states, scan_lambdas
+
+    grid = tuple(m / len(vectors) for m in runner.config.lambda_multiples)
+    spec = _spec(runner.config, "task_arithmetic", lambda_grid=grid)
+    delta = delta_from_states(vectors, [spec.weight(int(n)) for n in samples])
+
+    def score(model: torch.nn.Module) -> dict[str, Any]:
+        plain = runner.evaluate_model(model, "val")
+        if not runner.config.calibrate:
+            return plain
+        runner.recalibrate(model)
+        return {**runner.evaluate_model(model, "val"), "_plain": plain["val_accuracy"]}
+
+    scan = scan_lambdas(runner.model, start.__getitem__, delta, grid, score, metric="val_accuracy")
+    apply_lambda(runner.model, start.__getitem__, delta, scan.chosen)
+    if runner.config.calibrate:
+        runner.recalibrate(runner.model)
+    val = dict(scan.best)
+    plain_accuracy = float(val.pop("_plain", val["val_accuracy"]))
+    return _Candidate("task_arithmetic", _state(runner.model), val, plain_accuracy, scan.chosen)
 
 
 def _generation(
@@ -296,10 +310,10 @@ def _generation(
 ) -> list[_Candidate]:
     candidates = []
     for strategy in runner.config.strategies:
-        if strategy == "task_arithmetic":
-            candidates.append(_tuned_task_arithmetic(runner, start, vectors))
+        if _spec(runner.config, strategy).strategy_impl.tunes_lambda:
+            candidates.append(_tuned_task_arithmetic(runner, start, vectors, weights))
         else:
-            merged = _merge(start, vectors, weights, strategy, runner.config.seed)
+            merged = _merge(start, vectors, weights, _spec(runner.config, strategy))
             candidates.append(_candidate(runner, strategy, merged, None))
     return candidates
 

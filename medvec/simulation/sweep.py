@@ -23,7 +23,14 @@ from medvec.models import ModelSpec
 from medvec.pretrain import PretrainConfig, ensure_base, pretrain_arch
 from medvec.simulation.run import SimulationConfig, run_simulation, summary_row
 
-__all__ = ["SUMMARY_COLUMNS", "SweepConfig", "SweepOutcome", "markdown_table", "run_sweep"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "SweepConfig",
+    "SweepOutcome",
+    "markdown_table",
+    "run_sweep",
+    "sweep_base",
+]
 
 SUMMARY_COLUMNS = [
     "dataset",
@@ -82,6 +89,39 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
+def sweep_base(
+    config: SweepConfig,
+    dataset: str,
+    arch: str,
+    num_classes: int,
+    cache_dir: Path,
+    *,
+    datasets_dir: Path | None = None,
+    device: str | None = None,
+) -> Path:
+    """The cached base of ``arch`` for ``dataset``, pretrained on the other sets.
+
+    One base per (dataset, architecture) whatever the simulation seed: the seed of a
+    point varies the hospitals' splits and training, not the shared starting point.
+    """
+    spec = ModelSpec(
+        arch=arch,
+        num_classes=num_classes,
+        in_channels=config.in_channels,
+        image_size=config.image_size,
+        stem=config.stem,
+    )
+    pretrain = config.pretrain.excluding(dataset).model_copy(
+        update={
+            "arch": pretrain_arch(arch),
+            "stem": config.stem,
+            "in_channels": config.in_channels,
+            "image_size": config.image_size,
+        }
+    )
+    return ensure_base(spec, cache_dir, config=pretrain, datasets_dir=datasets_dir, device=device)
+
+
 def run_sweep(
     config: SweepConfig,
     out_dir: Path,
@@ -103,24 +143,15 @@ def run_sweep(
             emit("skipped", {"dataset": dataset, "reason": str(exc)})
             continue
         for arch in config.archs:
-            spec = ModelSpec(
-                arch=arch,
-                num_classes=num_classes,
-                in_channels=config.in_channels,
-                image_size=config.image_size,
-                stem=config.stem,
-            )
-            pretrain = config.pretrain.excluding(dataset).model_copy(
-                update={
-                    "arch": pretrain_arch(arch),
-                    "stem": config.stem,
-                    "in_channels": config.in_channels,
-                    "image_size": config.image_size,
-                }
-            )
             emit("base", {"dataset": dataset, "arch": arch})
-            base = ensure_base(
-                spec, cache_dir, config=pretrain, datasets_dir=datasets_dir, device=device
+            base = sweep_base(
+                config,
+                dataset,
+                arch,
+                num_classes,
+                cache_dir,
+                datasets_dir=datasets_dir,
+                device=device,
             )
             for hospitals in config.hospitals:
                 point = config.point.model_copy(update={"dataset": dataset, "hospitals": hospitals})

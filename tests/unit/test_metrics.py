@@ -118,3 +118,16 @@ def test_confusion_matrix_and_bad_input() -> None:
         compute_metrics([0, 3], np.full((2, 2), 0.5))
     with pytest.raises(ValueError, match="probs must be"):
         compute_metrics([0, 1], np.full((3, 2), 0.5))
+
+
+def test_non_finite_probabilities_are_measured_not_refused() -> None:
+    """A merged model before BatchNorm recalibration can output NaN; scikit-learn's AUC
+    refuses such scores, and a merge's measurement of it must not fail the merge."""
+    y = np.array([0, 1, 0, 1, 1])
+    p1 = np.array([0.1, np.nan, 0.4, 0.8, np.nan])
+    m = compute_metrics(y, np.stack([1 - p1, p1], axis=1))
+    # NaN ranks above every number, each its own rank: ranks 1, 4, 2, 3, 5
+    assert rankdata(p1).tolist() == [1.0, 4.0, 2.0, 3.0, 5.0]
+    assert m.auc_macro == pytest.approx((4 + 3 + 5 - 6) / 6)
+    assert m.n == 5 and sum(map(sum, m.confusion_matrix)) == 5
+    assert binary_auc([0, 1], [np.inf, 0.5]) == 0.0

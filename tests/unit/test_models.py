@@ -27,7 +27,7 @@ from medvec.models import (
 from medvec.models.attention import MultiHeadSelfAttention2d
 from medvec.models.flra import FLRABasicBlock, FLRABottleneck
 
-ARCHS = ["resnet18", "resnet50", "flra_resnet18", "flra_resnet50"]
+ARCHS = ["resnet10", "resnet18", "resnet50", "flra_resnet18", "flra_resnet50"]
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +40,14 @@ def _set_alpha(model: nn.Module, value: float) -> None:
         for name, param in model.named_parameters():
             if name.endswith(".alpha"):
                 param.fill_(value)
+
+
+def _wake_attention(model: nn.Module) -> None:
+    """Non-zero attention output projections (a new FL-RA block starts with them at zero)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("attn.proj.weight"):
+                param.normal_(std=0.1)
 
 
 def _randomise_bn(model: nn.Module) -> None:
@@ -133,7 +141,7 @@ def test_keys_are_torchvision_keys() -> None:
 @pytest.mark.parametrize("size", [28, 224])
 def test_flra_forward_backward(arch: str, size: int) -> None:
     model = get_model(arch, num_classes=3, image_size=size)
-    _set_alpha(model, 0.1)
+    _wake_attention(model)
     out = model(torch.randn(2, 3, size, size))
     assert out.shape == (2, 3)
     out.square().mean().backward()
@@ -143,12 +151,13 @@ def test_flra_forward_backward(arch: str, size: int) -> None:
     assert attn_grads and all(g is not None and g.abs().sum() > 0 for g in attn_grads)
 
 
-def test_alpha_learns_from_zero() -> None:
+def test_attention_starts_silent_with_a_zero_projection() -> None:
     model = get_model("flra_resnet18", num_classes=3)
-    model(torch.randn(2, 3, 28, 28)).square().mean().backward()
-    alphas = [p for n, p in model.named_parameters() if n.endswith(".alpha")]
-    assert len(alphas) == 8
-    assert all(a.item() == 0.0 and a.grad is not None and a.grad.abs() > 0 for a in alphas)
+    named = dict(model.named_parameters())
+    projections = [p for n, p in named.items() if n.endswith("attn.proj.weight")]
+    alphas = [p for n, p in named.items() if n.endswith(".alpha")]
+    assert len(projections) == len(alphas) == 8
+    assert all(p.abs().sum() == 0 for p in projections) and all(a.item() == 1 for a in alphas)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +168,7 @@ def test_alpha_learns_from_zero() -> None:
         (FLRABasicBlock, torchvision.models.resnet.BasicBlock, 16, 32, 2),
     ],
 )
-def test_block_with_alpha_zero_is_the_plain_block(
+def test_new_block_is_the_plain_block(
     flra_cls: type[nn.Module], plain_cls: type[nn.Module], inplanes: int, planes: int, stride: int
 ) -> None:
     expansion = plain_cls.expansion  # type: ignore[attr-defined]
@@ -178,7 +187,7 @@ def test_block_with_alpha_zero_is_the_plain_block(
     with torch.no_grad():
         expected = plain(x)
         assert torch.equal(fused(x), expected)
-        fused.alpha.fill_(0.5)
+        fused.attn.proj.weight.normal_()
         assert not torch.allclose(fused(x), expected)
     assert expected.shape[-1] == (5 if stride == 2 else 9)
 
@@ -192,7 +201,7 @@ def test_flra_model_with_resnet_weights_equals_resnet() -> None:
     with torch.no_grad():
         expected = plain(x)
         assert torch.equal(flra(x), expected)
-        _set_alpha(flra, 0.3)
+        _wake_attention(flra)
         assert not torch.allclose(flra(x), expected)
 
 
@@ -242,7 +251,7 @@ def test_checkpoint_at_224_reproduces_torchvision(
 ) -> None:
     reference, path = request.getfixturevalue(f"tv_resnet{depth}")
     model = get_model(f"{prefix}resnet{depth}", num_classes=1000, image_size=224).eval()
-    _set_alpha(model, 0.5)  # the import must reset alpha to 0 for the pretrained block
+    _wake_attention(model)  # the import must silence the attention for the pretrained block
     report = load_torchvision_checkpoint(model, path)
     assert not report.skipped and not report.adapted and not report.unexpected
     assert len(report.loaded) == len(reference.state_dict())

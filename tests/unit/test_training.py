@@ -20,7 +20,7 @@ from medvec.data import ImageArrayDataset, load_medmnist
 from medvec.data.transforms import eval_transform
 from medvec.errors import MedVecError, PrivacyError
 from medvec.evaluation import evaluate_model
-from medvec.privacy import dp_sgd_epsilon
+from medvec.privacy import accountant_history, compose_epsilon, dp_sgd_epsilon
 from medvec.training import (
     TrainConfig,
     fine_tune,
@@ -272,6 +272,9 @@ def test_dp_sgd_trains_reports_finite_epsilon_and_freezes_batchnorm(pneumonia: A
     expected = dp_sgd_epsilon(1.0, 50 / N_TRAIN, result.steps, 1e-5)
     assert math.isfinite(result.epsilon or math.nan) and result.epsilon == pytest.approx(expected)
     assert result.delta == 1e-5
+    # the accountant's history travels with the vector, so a registry can compose it
+    assert privacy["history"] == [[1.0, pytest.approx(50 / N_TRAIN), result.steps]]
+    assert compose_epsilon(accountant_history(privacy) or [], 1e-5) == pytest.approx(expected)
     after = _state(model)
     for key in ("1.weight", "1.bias", "1.running_mean", "1.running_var"):
         assert torch.equal(before[key], after[key]), key  # BatchNorm frozen at the base's values
@@ -292,3 +295,20 @@ def test_dp_sgd_survives_empty_poisson_batches(pneumonia: Any) -> None:
     assert result.steps == 40 and result.samples > 0
     assert result.privacy["steps"] == 40 and math.isfinite(result.privacy["epsilon"])
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_named_recipes_are_train_configs_with_settings_on_top() -> None:
+    from medvec.training_config import TrainConfig, recipe_config
+
+    assert recipe_config("sgd", epochs=2) == TrainConfig(epochs=2)
+    adam = recipe_config("adam", epochs=2, seed=3)
+    assert (adam.optimizer, adam.lr, adam.schedule, adam.augment) == (
+        "adam",
+        1e-3,
+        "constant",
+        False,
+    )
+    assert (adam.weight_decay, adam.warmup, adam.epochs, adam.seed) == (0.0, 0.0, 2, 3)
+    assert recipe_config("adam", lr=5e-4).lr == 5e-4
+    with pytest.raises(KeyError):
+        recipe_config("rmsprop")  # type: ignore[arg-type]
