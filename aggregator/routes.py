@@ -1,0 +1,263 @@
+"""The share holder's HTTP API (``/api/v1``): thin routes over the services."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from aggregator import audit, shares, sums
+from aggregator.auth import AggActor, authenticate, create_token, require
+from aggregator.config import AggregatorSettings
+from aggregator.models import AggAuditEvent, AggRole
+from app.api.parts import SHA_HEADER, receive_part
+from app.security import parse_bearer
+from app.services.upload_parts import PartWriter
+from app.storage import BlobStore
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    session: Session = request.app.state.sessionmaker()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_store(request: Request) -> BlobStore:
+    store: BlobStore = request.app.state.store
+    return store
+
+
+def get_settings(request: Request) -> AggregatorSettings:
+    settings: AggregatorSettings = request.app.state.settings
+    return settings
+
+
+StoreDep = Annotated[BlobStore, Depends(get_store)]
+SettingsDep = Annotated[AggregatorSettings, Depends(get_settings)]
+
+
+def get_actor(request: Request, session: SessionDep) -> AggActor:
+    return authenticate(session, parse_bearer(request.headers.get("authorization")))
+
+
+Caller = Annotated[AggActor, Depends(get_actor)]
+
+
+def require_admin(actor: Caller) -> AggActor:
+    return require(actor, AggRole.ADMIN)
+
+
+def require_hospital(actor: Caller) -> AggActor:
+    return require(actor, AggRole.HOSPITAL)
+
+
+def require_registry(actor: Caller) -> AggActor:
+    return require(actor, AggRole.REGISTRY)
+
+
+Admin = Annotated[AggActor, Depends(require_admin)]
+Hospital = Annotated[AggActor, Depends(require_hospital)]
+RegistryCaller = Annotated[AggActor, Depends(require_registry)]
+
+
+class Read(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="hospital name, or any name")
+    role: AggRole
+
+
+class TokenCreated(Read):
+    id: str
+    name: str
+    role: AggRole
+    token: str
+
+
+class UploadCreate(BaseModel):
+    sha256: str
+    size: int
+
+
+class UploadRead(Read):
+    id: str
+    sha256: str
+    size: int
+    offset: int
+    status: str
+    vector_id: str | None = Field(default=None, validation_alias="share_id")
+
+
+class ShareRead(Read):
+    id: str
+    pair_id: str
+    hospital: str
+    sha256: str
+    size: int
+    status: str = "stored"
+    created_at: datetime
+
+
+class SumRequest(BaseModel):
+    request_id: str = Field(min_length=1, max_length=200)
+    members: dict[str, int] = Field(description="pair id -> positive integer weight")
+
+
+class SummedSetRead(Read):
+    id: str
+    request_id: str
+    members: dict[str, int]
+    requested_by: str
+    sha256: str
+    created_at: datetime
+
+
+class AuditRead(Read):
+    id: str
+    actor: str
+    action: str
+    target: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+router = APIRouter(prefix="/api/v1")
+
+
+@router.post("/tokens", status_code=201, response_model=TokenCreated)
+def mint(body: TokenCreate, session: SessionDep, actor: Admin) -> TokenCreated:
+    """A token for a hospital (named as at the registry) or for the registry; shown once."""
+    token, secret = create_token(session, body.name, body.role)
+    audit.record(session, actor, "token.created", token.id, name=body.name, role=body.role.value)
+    return TokenCreated(id=token.id, name=token.name, role=token.role, token=secret)
+
+
+@router.post("/uploads", status_code=201, response_model=UploadRead)
+def start_upload(
+    body: UploadCreate,
+    response: Response,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    actor: Hospital,
+) -> object:
+    """Start or resume the upload of a share B file (the registry's upload protocol)."""
+    upload = shares.open_upload(
+        session,
+        store,
+        actor,
+        sha256=body.sha256,
+        size=body.size,
+        max_bytes=settings.max_upload_bytes,
+        expiry=settings.upload_expiry,
+    )
+    response.status_code = 201 if upload.offset == 0 and upload.share_id is None else 200
+    return upload
+
+
+@router.get("/uploads/{upload_id}", response_model=UploadRead)
+def get_upload(upload_id: str, session: SessionDep, store: StoreDep, actor: Hospital) -> object:
+    return shares.get_upload(session, store, actor, upload_id)
+
+
+@router.put("/uploads/{upload_id}", response_model=UploadRead)
+async def put_part(
+    upload_id: str,
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    actor: Hospital,
+    offset: Annotated[int, Query(ge=0)],
+) -> object:
+    """Append the raw body at byte ``offset``; 409 with ``detail.offset`` when elsewhere."""
+    upload = await run_in_threadpool(shares.get_upload, session, store, actor, upload_id)
+    part = await run_in_threadpool(PartWriter, store, upload, offset)
+    held = await receive_part(request, part)
+    upload.offset = held
+    return upload
+
+
+@router.post("/uploads/{upload_id}/complete", status_code=201, response_model=ShareRead)
+def complete_upload(
+    upload_id: str,
+    response: Response,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    actor: Hospital,
+) -> object:
+    """Verify the sha256 and register the share B under its pair id (200 when known)."""
+    share, created = shares.complete_upload(
+        session, store, actor, upload_id, settings.max_header_bytes
+    )
+    response.status_code = 201 if created else 200
+    return share
+
+
+@router.get("/shares/{share_id}", response_model=ShareRead)
+def get_share(share_id: str, session: SessionDep, actor: Hospital) -> object:
+    return shares.get_share(session, actor, share_id)
+
+
+@router.post("/sums", response_class=FileResponse)
+def release_sum(
+    body: SumRequest,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    actor: RegistryCaller,
+) -> FileResponse:
+    """The weighted sum of the members' shares B (a ``share_sum`` safetensors file).
+
+    403 ``set_too_small`` below K members; 403 ``differencing_set`` when this sum and the
+    ones already released would reveal a member's vector (``detail.exposed``).
+    """
+    path, released = sums.release_sum(
+        session,
+        store,
+        actor,
+        request_id=body.request_id,
+        members=body.members,
+        k=settings.min_set_size,
+    )
+    session.commit()  # the release is recorded before a byte of the sum leaves
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        headers={SHA_HEADER: released.sha256},
+        background=BackgroundTask(path.unlink, missing_ok=True),
+    )
+
+
+@router.get("/sums", response_model=list[SummedSetRead])
+def list_sums(session: SessionDep, actor: Caller) -> object:
+    """Every released sum (admin or registry)."""
+    if actor.role is AggRole.HOSPITAL:
+        require(actor, AggRole.ADMIN)
+    return sums.list_released(session)
+
+
+@router.get("/audit", response_model=list[AuditRead])
+def audit_log(session: SessionDep, _actor: Admin, limit: int = 500) -> object:
+    """The share holder's audit log, newest first."""
+    query = select(AggAuditEvent).order_by(AggAuditEvent.created_at.desc()).limit(limit)
+    return list(session.scalars(query))

@@ -1,0 +1,27 @@
+"""Secure merge requests: a linear merge of hospitals' shares, summed by two servers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from app.schemas.common import RequestModel
+from app.schemas.merges import CALIBRATION_AUTO
+
+
+class SecureMergeCreate(RequestModel):
+    """``weighted_mean`` (integer weights: the sample counts) or ``task_arithmetic``
+    (``lambda * sum``, weight 1 each) over shares. With no ``vector_ids``: every hospital's
+    current share for the base."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    base_id: str | None = Field(default=None, description="default: the current base")
+    strategy: Literal["weighted_mean", "task_arithmetic"] = "weighted_mean"
+    lambda_: float = Field(default=1.0, alias="lambda", gt=0)
+    vector_ids: list[str] | None = Field(
+        default=None, min_length=1, description="share ids (status share or share_superseded)"
+    )
+    benchmark_id: str | None = None
+    calibration: str = Field(default=CALIBRATION_AUTO, min_length=1)

@@ -1,0 +1,171 @@
+"""Secure merge requests: pick the shares, fix integer weights, key and queue the job.
+
+The job is an ordinary ``MergeJob`` (strategy ``secure_weighted_mean`` or
+``secure_task_arithmetic``), so it is idempotent by its inputs hash, leased and retried
+like any merge, and its version is evaluated and promoted like any other. Weights are
+applied to shares, which live in Z/2^64, so they must be integers: a weighted mean uses
+the sample counts, scaled down (and rounded) only when their sum would let the sum of
+vectors of norm ``MEDVEC_MAX_VECTOR_NORM`` wrap around the ring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.jobs import defer_job
+from app.models import BaseModelRecord, DataVector, JobStatus, MergeJob, VectorStatus
+from app.schemas.secure import SecureMergeCreate
+from app.security import Actor
+from app.services import audit
+from app.services.calibration import calibration_source
+from app.services.errors import InvalidInput, NotFound, PreconditionFailed
+from app.services.hospitals import of_present_hospital
+from app.services.merges import SECURE_MERGE_TASK, current_base
+from app.services.secure_shares import SHARE_STATUSES
+from medvec.secure.encoding import FRAC_BITS, max_total_weight
+
+
+def _shares(session: Session, base: BaseModelRecord, ids: Sequence[str] | None) -> list[DataVector]:
+    if ids is None:
+        query = select(DataVector).where(
+            DataVector.base_id == base.id,
+            DataVector.status == VectorStatus.SHARE,
+            of_present_hospital(),
+        )
+        return list(session.scalars(query.order_by(DataVector.created_at, DataVector.id)))
+    rows = {v.id: v for v in session.scalars(select(DataVector).where(DataVector.id.in_(ids)))}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise NotFound(f"no share {missing[0]}", hint="list shares with GET /api/v1/vectors")
+    wrong = [i for i in ids if rows[i].status not in SHARE_STATUSES or rows[i].base_id != base.id]
+    if wrong:
+        raise InvalidInput(
+            f"vector {wrong[0]} is not a share of base {base.id}",
+            hint="a secure merge takes shares pushed with `medvec push --secure` for this base",
+            vector_ids=wrong,
+        )
+    return [rows[i] for i in ids]
+
+
+def integer_weights(samples: Sequence[int], max_total: int) -> list[int]:
+    """The sample counts, or (when their sum passes ``max_total``) the counts scaled to
+    fit and rounded, never below 1."""
+    total = sum(samples)
+    if total <= max_total:
+        return list(samples)
+    factor = (max_total - len(samples)) / total
+    return [max(1, int(n * factor)) for n in samples]
+
+
+def _weights(request: SecureMergeCreate, shares: list[DataVector], settings: Settings) -> list[int]:
+    if settings.max_vector_norm is None:
+        raise InvalidInput(
+            "secure merges need a norm bound: without it the encoded sum may overflow",
+            hint="set MEDVEC_MAX_VECTOR_NORM (docs/secure-aggregation.md, overflow analysis)",
+        )
+    limit = max_total_weight(settings.max_vector_norm)
+    if request.strategy == "task_arithmetic":
+        weights = [1] * len(shares)
+    else:
+        weights = integer_weights([s.num_samples for s in shares], limit)
+    if sum(weights) > limit:
+        raise InvalidInput(
+            f"{len(shares)} shares cannot be summed without overflow at norm bound "
+            f"{settings.max_vector_norm}",
+            hint="lower MEDVEC_MAX_VECTOR_NORM or merge fewer shares",
+        )
+    return weights
+
+
+def _hash(base: BaseModelRecord, strategy: str, params: dict[str, Any], inputs: list[Any]) -> str:
+    document = {
+        "base": base.sha256,
+        "strategy": strategy,
+        "params": params,
+        "inputs": sorted([i["sha256"], i["weight"]] for i in inputs),
+    }
+    encoded = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def request_secure_merge(
+    session: Session, request: SecureMergeCreate, *, actor: Actor, settings: Settings
+) -> tuple[MergeJob, bool]:
+    """Create (or find) the secure merge job for ``request``; ``(job, queued_now)``."""
+    if not settings.share_holder_url or settings.share_holder_token is None:
+        raise PreconditionFailed(
+            "this registry has no share holder configured",
+            hint="set MEDVEC_SHARE_HOLDER_URL and MEDVEC_SHARE_HOLDER_TOKEN",
+        )
+    base = session.get(BaseModelRecord, request.base_id) if request.base_id else None
+    if request.base_id and base is None:
+        raise NotFound(f"no base {request.base_id}", hint="list bases with GET /api/v1/bases")
+    base = base or current_base(session)
+    shares = _shares(session, base, request.vector_ids)
+    k = settings.secure_min_set_size
+    if len(shares) < k:
+        raise InvalidInput(
+            f"a secure merge sums at least {k} shares; {len(shares)} selected",
+            hint="wait until more hospitals push with `medvec push --secure`",
+            k=k,
+            selected=len(shares),
+        )
+    weights = _weights(request, shares, settings)
+    inputs = [
+        {
+            "vector_id": s.id,
+            "hospital_id": s.hospital_id,
+            "sha256": s.sha256,
+            "num_samples": s.num_samples,
+            "pair_id": s.meta["share"]["pair_id"],
+            "weight": w,
+            "staleness": 0,
+        }
+        for s, w in zip(shares, weights, strict=True)
+    ]
+    params: dict[str, Any] = {"secure": True, "frac_bits": FRAC_BITS, "seed": 0}
+    if request.strategy == "task_arithmetic":
+        params["lambda"] = request.lambda_
+    params["calibration"] = calibration_source(
+        session, base, request.calibration, request.benchmark_id
+    )
+    strategy = f"secure_{request.strategy}"
+    digest = _hash(base, strategy, params, inputs)
+    job = session.scalars(select(MergeJob).where(MergeJob.inputs_hash == digest)).first()
+    if job is not None:
+        if job.status is not JobStatus.FAILED:
+            return job, False
+        job.status, job.error, job.attempts, job.finished_at = JobStatus.QUEUED, None, 0, None
+    else:
+        job = MergeJob(
+            base_id=base.id,
+            strategy=strategy,
+            params=params,
+            selection={"mode": "secure", "inputs": inputs},
+            benchmark_id=request.benchmark_id,
+            inputs_hash=digest,
+            status=JobStatus.QUEUED,
+            attempts=0,
+            requested_by=actor.name,
+        )
+        session.add(job)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "merge.requested",
+        target_type="merge_job",
+        target_id=job.id,
+        strategy=strategy,
+        base_id=base.id,
+        vector_ids=[i["vector_id"] for i in inputs],
+    )
+    defer_job(session, SECURE_MERGE_TASK, job_id=job.id)
+    return job, True

@@ -1,0 +1,140 @@
+"""Share A of a secure push at the registry: accepted through the resumable uploads as a
+``share`` row, idempotent, superseded by the hospital's next share, refused as share B or
+from another hospital, and kept out of plain merges; secure merges are refused without a
+share holder or below K shares."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.config import Settings
+from app.db import make_engine
+from app.schema import upgrade
+from app.storage import LocalBlobStore
+from medvec.secure import write_shares
+from tests.api.conftest import MAX_HEADER, MIB, Hospital, Registry, _serve, make_hospital, verify
+from tests.api.factories import ModelKit
+from tests.api.helpers import error, resumable_push
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def registry(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_database: Any,
+) -> Iterator[Registry]:
+    """A registry whose upload limit holds a share (twice a float32 vector's size)."""
+    data_dir = tmp_path_factory.mktemp(f"secure-{request.param}")
+    database_url = postgres_database() if request.param == "postgres" else None
+    settings = Settings(
+        environment="test",
+        data_dir=data_dir,
+        database_url=database_url,
+        bootstrap_admin_token="mv_" + secrets.token_urlsafe(32),
+        max_upload_bytes=256 * MIB,
+        max_header_bytes=MAX_HEADER,
+    )
+    engine = make_engine(settings.resolved_database_url)
+    if database_url:
+        upgrade(engine)
+    server, thread, url = _serve(settings)
+    assert settings.bootstrap_admin_token is not None
+    token = settings.bootstrap_admin_token.get_secret_value()
+    yield Registry(url, token, settings, engine, LocalBlobStore(data_dir / "blobs"), request.param)
+    server.should_exit = True
+    thread.join(timeout=30)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
+    with registry.admin() as admin, kit.base_path.open("rb") as body:
+        answer = admin.post(
+            "/bases",
+            params={"name": "secure-test"},
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    assert answer.status_code in (200, 201), answer.text
+    assert verify(registry.engine, registry.store, answer.json()["id"]) == "ready"
+    return dict(answer.json())
+
+
+@pytest.fixture()
+def hospital(registry: Registry) -> Hospital:
+    return make_hospital(registry)
+
+
+@pytest.fixture()
+def other_hospital(registry: Registry) -> Hospital:
+    return make_hospital(registry, "other")
+
+
+def _split(kit: ModelKit, hospital: str, folder: Path) -> tuple[Path, Path]:
+    stem = secrets.token_hex(4)
+    return write_shares(
+        kit.tensors,
+        kit.metadata(hospital),
+        folder / f"{stem}-a.safetensors",
+        folder / f"{stem}-b.safetensors",
+        pair_id=secrets.token_hex(16),
+    )
+
+
+def test_share_a_is_stored_idempotently_and_superseded(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital, tmp_path: Path
+) -> None:
+    share_a, share_b = _split(kit, hospital.name, tmp_path)
+    with registry.client(hospital.token) as client:
+        first = resumable_push(client, share_a)
+        assert first.status_code == 201, first.text
+        row = first.json()
+        assert row["status"] == "share" and row["norm"] is None
+        assert row["metadata"]["share"]["role"] == "A" and row["base_id"] == base["id"]
+        again = resumable_push(client, share_a)
+        assert again.status_code == 200 and again.json()["id"] == row["id"]
+
+        newer = resumable_push(client, _split(kit, hospital.name, tmp_path)[0])
+        assert newer.status_code == 201, newer.text
+        assert client.get(f"/vectors/{row['id']}").json()["status"] == "share_superseded"
+
+        refused = resumable_push(client, share_b)
+        assert refused.status_code == 422 and "share B" in error(refused)["message"]
+
+
+def test_another_hospitals_share_is_refused(
+    registry: Registry,
+    base: dict[str, Any],
+    kit: ModelKit,
+    hospital: Hospital,
+    other_hospital: Hospital,
+    tmp_path: Path,
+) -> None:
+    share_a, _ = _split(kit, hospital.name, tmp_path)
+    before = registry.snapshot()["rows"]["data_vectors"]
+    with registry.client(other_hospital.token) as client:
+        refused = resumable_push(client, share_a)
+    assert refused.status_code == 422 and error(refused)["code"] == "hospital_mismatch"
+    assert registry.snapshot()["rows"]["data_vectors"] == before
+
+
+def test_shares_never_enter_plain_merges_and_secure_merges_need_the_holder(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital, tmp_path: Path
+) -> None:
+    with registry.client(hospital.token) as client:
+        share = resumable_push(client, _split(kit, hospital.name, tmp_path)[0]).json()
+    with registry.admin() as admin:
+        plain = admin.post(
+            "/merges", json={"base_id": base["id"], "selection": {"vector_ids": [share["id"]]}}
+        )
+        assert plain.status_code == 422 and "not validated" in error(plain)["message"], plain.text
+        secure = admin.post("/secure/merges", json={"base_id": base["id"]})
+        # a state of this registry, not of the request: 409, as the API documents
+        assert secure.status_code == 409 and "share holder" in error(secure)["message"]

@@ -1,0 +1,285 @@
+"""The share holder's API in-process: tokens and roles, resumable share uploads, and the
+sums it releases or refuses (set below K, differencing set, replayed request)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from aggregator.config import AggregatorSettings
+from aggregator.main import create_app
+from medvec.secure import sum_shares, write_shares
+from medvec.secure.shares import read_sum_info
+from medvec.vectors import VectorMetadata
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
+    admin = "mv_" + secrets.token_urlsafe(32)
+    settings = AggregatorSettings(
+        data_dir=tmp_path / "holder", bootstrap_admin_token=admin, min_set_size=3
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client, admin
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _mint(client: TestClient, admin: str, name: str, role: str) -> str:
+    answer = client.post(f"{API}/tokens", json={"name": name, "role": role}, headers=_auth(admin))
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["token"])
+
+
+def _shares(
+    folder: Path, hospital: str, pair_id: str, base_sha256: str = "1" * 64
+) -> tuple[Path, Path]:
+    meta = VectorMetadata(base_id="b", base_sha256=base_sha256, hospital=hospital, num_samples=3)
+    tensors = {"w": torch.randn(64, 32), "b": torch.randn(32)}
+    return write_shares(tensors, meta, folder / "a", folder / "b", pair_id=pair_id)
+
+
+def _upload(client: TestClient, token: str, path: Path, part: int = 4096) -> dict[str, object]:
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    started = client.post(
+        f"{API}/uploads", json={"sha256": sha, "size": len(data)}, headers=_auth(token)
+    )
+    assert started.status_code in (200, 201), started.text
+    upload = started.json()
+    offset = int(upload["offset"])
+    while offset < len(data) and upload["vector_id"] is None:
+        sent = client.put(
+            f"{API}/uploads/{upload['id']}",
+            params={"offset": offset},
+            content=data[offset : offset + part],
+            headers=_auth(token),
+        )
+        assert sent.status_code == 200, sent.text
+        offset = int(sent.json()["offset"])
+    done = client.post(f"{API}/uploads/{upload['id']}/complete", headers=_auth(token))
+    assert done.status_code in (200, 201), done.text
+    return dict(done.json())
+
+
+def _push_three(client: TestClient, admin: str, tmp_path: Path) -> list[str]:
+    pairs = []
+    for n in range(4):
+        name = f"hospital-{n}"
+        token = _mint(client, admin, name, "hospital")
+        folder = tmp_path / name
+        folder.mkdir()
+        pair = f"{n + 1:032x}"
+        _, share_b = _shares(folder, name, pair)
+        assert _upload(client, token, share_b)["pair_id"] == pair
+        pairs.append(pair)
+    return pairs
+
+
+def test_share_upload_is_resumable_idempotent_and_checked(
+    holder: tuple[TestClient, str], tmp_path: Path
+) -> None:
+    client, admin = holder
+    token = _mint(client, admin, "hospital-a", "hospital")
+    share_a, share_b = _shares(tmp_path, "hospital-a", "a" * 32)
+    first = _upload(client, token, share_b, part=1000)
+    again = _upload(client, token, share_b)
+    assert again["id"] == first["id"] and first["hospital"] == "hospital-a"
+    wrong_role = _upload_status(client, token, share_a)
+    assert wrong_role == (422, "invalid_input")
+    other = _mint(client, admin, "hospital-b", "hospital")
+    assert _upload_status(client, other, share_b) == (422, "invalid_input")  # not its share
+    assert client.get(f"{API}/shares/{first['id']}", headers=_auth(other)).status_code == 404
+    registry = _mint(client, admin, "registry", "registry")
+    assert (
+        client.post(
+            f"{API}/uploads", json={"sha256": "0" * 64, "size": 1}, headers=_auth(registry)
+        ).status_code
+        == 403
+    )
+
+
+def _upload_status(client: TestClient, token: str, path: Path) -> tuple[int, str | None]:
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    upload = client.post(
+        f"{API}/uploads", json={"sha256": sha, "size": len(data)}, headers=_auth(token)
+    ).json()
+    if upload["vector_id"] is None:
+        client.put(
+            f"{API}/uploads/{upload['id']}",
+            params={"offset": 0},
+            content=data,
+            headers=_auth(token),
+        )
+    done = client.post(f"{API}/uploads/{upload['id']}/complete", headers=_auth(token))
+    return done.status_code, done.json().get("code")
+
+
+def test_sums_release_safe_sets_only_and_log_them(
+    holder: tuple[TestClient, str], tmp_path: Path
+) -> None:
+    client, admin = holder
+    pairs = _push_three(client, admin, tmp_path)
+    registry = _auth(_mint(client, admin, "registry", "registry"))
+    hospital = _auth(_mint(client, admin, "hospital-x", "hospital"))
+    abc = dict.fromkeys(pairs[:3], 2)
+
+    small = client.post(
+        f"{API}/sums",
+        json={"request_id": "r0", "members": dict(list(abc.items())[:2])},
+        headers=registry,
+    )
+    assert small.status_code == 403 and small.json()["code"] == "set_too_small"
+    assert (
+        client.post(
+            f"{API}/sums", json={"request_id": "r1", "members": abc}, headers=hospital
+        ).status_code
+        == 403
+    )
+
+    released = client.post(
+        f"{API}/sums", json={"request_id": "r1", "members": abc}, headers=registry
+    )
+    assert released.status_code == 200, released.text
+    out = tmp_path / "sum"
+    out.write_bytes(released.content)
+    assert read_sum_info(out).members == abc
+    assert hashlib.sha256(released.content).hexdigest() == released.headers["X-Content-SHA256"]
+
+    replay = client.post(f"{API}/sums", json={"request_id": "r1", "members": abc}, headers=registry)
+    assert replay.status_code == 200 and replay.content == released.content
+    changed = client.post(
+        f"{API}/sums", json={"request_id": "r1", "members": {**abc, pairs[3]: 1}}, headers=registry
+    )
+    assert changed.status_code == 409
+
+    leak = client.post(
+        f"{API}/sums", json={"request_id": "r2", "members": {**abc, pairs[3]: 2}}, headers=registry
+    )
+    assert leak.status_code == 403 and leak.json()["code"] == "differencing_set"
+    assert leak.json()["detail"]["exposed"] == ["hospital-3"]  # the guard names hospitals
+    unknown = client.post(
+        f"{API}/sums", json={"request_id": "r3", "members": {"f" * 32: 1, **abc}}, headers=registry
+    )
+    assert unknown.status_code == 404
+
+    other_base = tmp_path / "other-base"
+    other_base.mkdir()
+    token = _mint(client, admin, "hospital-z", "hospital")
+    _upload(client, token, _shares(other_base, "hospital-z", "e" * 32, "2" * 64)[1])
+    mixed = {pairs[0]: 1, pairs[1]: 1, "e" * 32: 1}
+    refused = client.post(
+        f"{API}/sums", json={"request_id": "r4", "members": mixed}, headers=registry
+    )
+    assert refused.status_code == 422 and "different bases" in refused.json()["message"]
+
+    listed = client.get(f"{API}/sums", headers=registry).json()
+    assert [s["request_id"] for s in listed] == ["r1"]
+    actions = [e["action"] for e in client.get(f"{API}/audit", headers=_auth(admin)).json()]
+    assert actions.count("sum.released") == 1 and actions.count("share.stored") == 5
+
+
+def test_a_hospitals_new_share_cannot_move_a_released_sum_and_moved_sums_are_exact(
+    holder: tuple[TestClient, str], tmp_path: Path
+) -> None:
+    client, admin = holder
+    pairs = _push_three(client, admin, tmp_path)
+    registry = _auth(_mint(client, admin, "registry", "registry"))
+    # hospital-2 pushes again: a new pair id whose share B supersedes its first one
+    token = _mint(client, admin, "hospital-2", "hospital")
+    again = tmp_path / "hospital-2-again"
+    again.mkdir()
+    new_pair = "9" * 32
+    _upload(client, token, _shares(again, "hospital-2", new_pair)[1])
+
+    first = dict.fromkeys(pairs[:3], 1)
+    assert client.post(
+        f"{API}/sums", json={"request_id": "r1", "members": first}, headers=registry
+    ).is_success
+    # {h0, h1, h2_new} after {h0, h1, h2_old} would reveal hospital-2's change alone
+    moved_by_one = {pairs[0]: 1, pairs[1]: 1, new_pair: 1}
+    refused = client.post(
+        f"{API}/sums", json={"request_id": "r2", "members": moved_by_one}, headers=registry
+    )
+    assert refused.status_code == 403 and refused.json()["code"] == "differencing_set"
+    assert refused.json()["detail"]["exposed"] == ["hospital-2"]
+
+    # two hospitals changed (hospital-2's update and hospital-3 joining): released, and
+    # computed by moving the running sum, byte for byte the sum from scratch
+    moved_by_two = {**moved_by_one, pairs[3]: 1}
+    released = client.post(
+        f"{API}/sums", json={"request_id": "r3", "members": moved_by_two}, headers=registry
+    )
+    assert released.status_code == 200, released.text
+    paths = {p: tmp_path / f"hospital-{n}" / "b" for n, p in enumerate(pairs)}
+    paths[new_pair] = again / "b"
+    order = sorted(moved_by_two)
+    digest = sum_shares([paths[m] for m in order], [1] * len(order), tmp_path / "scratch", order)
+    assert released.headers["X-Content-SHA256"] == digest
+
+
+def test_migrations_build_exactly_the_models(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from aggregator.models import AggBase
+    from aggregator.schema import upgrade
+    from app.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'holder.db'}")
+    upgrade(engine)
+    upgrade(engine)  # idempotent at head
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        diff = compare_metadata(context, AggBase.metadata)
+    engine.dispose()
+    assert [
+        d for d in diff if d[0] != "remove_table" or d[1].name != "aggregator_alembic_version"
+    ] == []
+
+
+def test_idle_uploads_expire_and_lose_their_bytes(
+    holder: tuple[TestClient, str], tmp_path: Path
+) -> None:
+    from sqlalchemy import update
+
+    from aggregator.main import sweep_uploads
+    from aggregator.models import AggUpload
+
+    client, admin = holder
+    token = _mint(client, admin, "hospital-a", "hospital")
+    _, share_b = _shares(tmp_path, "hospital-a", "c" * 32)
+    data = share_b.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    upload = client.post(
+        f"{API}/uploads", json={"sha256": sha, "size": len(data)}, headers=_auth(token)
+    ).json()
+    part = client.put(
+        f"{API}/uploads/{upload['id']}",
+        params={"offset": 0},
+        content=data[:1000],
+        headers=_auth(token),
+    )
+    assert part.json()["offset"] == 1000
+    state = client.app.state  # type: ignore[attr-defined]
+    with state.sessionmaker.begin() as session:
+        session.execute(
+            update(AggUpload)
+            .values(expires_at=AggUpload.created_at)
+            .where(AggUpload.id == upload["id"])
+        )
+    assert sweep_uploads(state.sessionmaker, state.store) == 1
+    assert state.store.uploads.held(upload["id"]) == 0
+    gone = client.get(f"{API}/uploads/{upload['id']}", headers=_auth(token))
+    assert gone.status_code == 410

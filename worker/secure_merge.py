@@ -1,0 +1,194 @@
+"""Run one secure merge job: the registry's sum of shares A plus the share holder's sum of
+shares B, decoded into the only clear value, ``scale * sum_i w_i tau_i``.
+
+Same three transactions as :mod:`worker.merge` (claim, compute outside any transaction,
+finish), and the same version and lineage rows. In between:
+
+1. ask the share holder for ``sum_i w_i B_i`` over the job's pair ids (the job id is the
+   request id, so a retried job gets the same sum without a second release); a refusal
+   (set below K, differencing set) fails the job with the holder's reason;
+2. sum the registry's own shares ``sum_i w_i A_i`` with the same integer weights, moved
+   from the base's running sum of shares A (:mod:`medvec.secure.running`): only the
+   shares superseded or added since the last secure merge of that weighting are read;
+3. add, decode and scale (``1 / sum w`` for a weighted mean, ``lambda`` for task
+   arithmetic) into one float vector in the staging area, and hand it to the ordinary
+   merge (task arithmetic with lambda 1 onto the base, BatchNorm recalibration, blob).
+
+Each summed set is in the audit log (``secure.sum``) next to the share holder's own log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import DataVector, MergeJob
+from app.services import audit
+from app.services.secure_shares import SHARE_STATUSES
+from app.storage import BlobStore
+from medvec.secure.running import SumUpdate, advance_sum, running_sum_name
+from medvec.secure.shares import decode_sum_to_vector
+from medvec.vectors import VectorMetadata
+from worker.config import WorkerSettings
+from worker.errors import JobGone, TerminalJobError
+from worker.merge import WORKER, MergeOutcome, MergePlan, claim, compute, finish
+from worker.session import session_scope
+
+log = logging.getLogger(__name__)
+
+HOLDER_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class SecureInputs:
+    """A secure job's members (``{pair_id: weight}``), its params, and where every share
+    of its base is (``{pair_id: sha256}``, superseded ones too: the running sum of shares
+    A subtracts them)."""
+
+    members: dict[str, int]
+    params: dict[str, Any]
+    shares: dict[str, str]
+
+
+def _inputs(session: Session, job_id: str) -> SecureInputs:
+    job = session.get(MergeJob, job_id)
+    if job is None:
+        raise JobGone(f"merge job {job_id} does not exist")
+    inputs = job.selection.get("inputs", [])
+    members = {str(i["pair_id"]): int(i["weight"]) for i in inputs}
+    query = select(DataVector.meta, DataVector.sha256).where(
+        DataVector.base_id == job.base_id, DataVector.status.in_(SHARE_STATUSES)
+    )
+    shares = {str(meta["share"]["pair_id"]): sha for meta, sha in session.execute(query)}
+    return SecureInputs(members, dict(job.params), shares)
+
+
+def fetch_holder_sum(
+    settings: WorkerSettings, request_id: str, members: dict[str, int], out: Path
+) -> None:
+    """Stream the share holder's sum into ``out``; refusals are terminal, outages retried."""
+    if not settings.share_holder_url or settings.share_holder_token is None:
+        raise TerminalJobError("no share holder configured (MEDVEC_SHARE_HOLDER_URL)")
+    token = settings.share_holder_token.get_secret_value()
+    url = settings.share_holder_url.rstrip("/") + "/api/v1/sums"
+    body = {"request_id": request_id, "members": members}
+    try:
+        with (
+            httpx.stream(
+                "POST",
+                url,
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=HOLDER_TIMEOUT_S,
+            ) as response,
+        ):
+            if response.status_code >= 500:
+                raise ConnectionError(f"the share holder answered {response.status_code}")
+            if response.status_code != 200:
+                response.read()
+                raise TerminalJobError(_refusal(response))
+            with out.open("wb") as handle:
+                for chunk in response.iter_bytes(1 << 20):
+                    handle.write(chunk)
+    except httpx.TransportError as exc:
+        raise ConnectionError(f"the share holder is out of reach: {exc}") from exc
+
+
+def _refusal(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    code = body.get("code", f"http_{response.status_code}")
+    return f"the share holder refused the sum ({code}): {body.get('message', response.text)}"
+
+
+def _own_sum(store: BlobStore, plan: MergePlan, inputs: SecureInputs, out: Path) -> SumUpdate:
+    """``sum_i w_i A_i``, moved from the base's running sum of shares A."""
+
+    def locate(pair_id: str) -> Path | None:
+        sha = inputs.shares.get(pair_id)
+        try:
+            return store.local_path(sha) if sha is not None else None
+        except FileNotFoundError:
+            return None
+
+    running = store.derived_path(running_sum_name(plan.base_sha256, inputs.members))
+    return advance_sum(running, inputs.members, locate, out)
+
+
+def compute_secure(
+    plan: MergePlan, store: BlobStore, settings: WorkerSettings, inputs: SecureInputs
+) -> Any:
+    """Both sums, decoded into one vector, merged onto the base like any vector."""
+    stamp = f"{plan.job_id}-{time.monotonic_ns()}"
+    sum_a = store.staging_path(f"sum-a-{stamp}.safetensors")
+    sum_b = store.staging_path(f"sum-b-{stamp}.safetensors")
+    tau = store.staging_path(f"secure-tau-{stamp}.safetensors")
+    try:
+        members, params = inputs.members, inputs.params
+        fetch_holder_sum(settings, plan.job_id, members, sum_b)
+        own = _own_sum(store, plan, inputs, sum_a)
+        log.info(
+            "secure merge job %s: own sum %s (%d shares read for %d members)",
+            plan.job_id,
+            "moved" if own.moved else "rebuilt",
+            own.shares_read,
+            len(members),
+        )
+        total = sum(members.values())
+        scale = float(params["lambda"]) if "lambda" in params else 1.0 / total
+        metadata = VectorMetadata(
+            base_id=plan.base_id,
+            base_sha256=plan.base_sha256,
+            hospital="secure-sum",
+            num_samples=total,
+            extra={"merge_job_id": plan.job_id, "members": str(len(members))},
+        )
+        # running statistics are averaged by every merge, task arithmetic's included
+        decode_sum_to_vector(sum_a, sum_b, tau, metadata, scale, stat_scale=1.0 / total)
+        clear = replace(
+            plan,
+            vector_ids=[plan.job_id],
+            vector_paths=[tau],
+            weights=[1.0],
+            rebase=False,
+            sums_weighting=None,
+        )
+        return compute(clear, store, settings)
+    finally:
+        for path in (sum_a, sum_b, tau):
+            path.unlink(missing_ok=True)
+
+
+def run_secure_merge(
+    sessions: sessionmaker[Session], store: BlobStore, job_id: str, settings: WorkerSettings
+) -> MergeOutcome:
+    """Run secure merge job ``job_id`` to its end; safe to call again at any time."""
+    with session_scope(sessions) as session:
+        claimed = claim(session, store, job_id, settings)
+        inputs = _inputs(session, job_id)
+    if isinstance(claimed, MergeOutcome):
+        return claimed
+    computed = compute_secure(claimed, store, settings, inputs)
+    with session_scope(sessions) as session:
+        outcome = finish(session, claimed, computed)
+        if outcome.ran:
+            audit.record(
+                session,
+                WORKER,
+                "secure.sum",
+                target_type="merge_job",
+                target_id=job_id,
+                members=inputs.members,
+                version_id=outcome.version_id,
+            )
+    log.info("secure merge job %s: version %s", job_id, outcome.version_id)
+    return outcome
