@@ -20,23 +20,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TypeVar
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from medvec.errors import PrivacyError
 
+if TYPE_CHECKING:  # the accountant half is imported by the registry, which runs torch-free
+    from torch import Tensor
+
 __all__ = [
     "add_gaussian_noise",
+    "accountant_history",
     "clip_by_l2",
+    "compose_epsilon",
     "dp_sgd_epsilon",
     "gaussian_delta",
     "gaussian_epsilon",
     "l2_norm",
 ]
 
-T = TypeVar("T", Mapping[str, Tensor], Sequence[Tensor])
+HistoryEntry = tuple[float, float, int]
+"""One entry of Opacus's accountant history: (noise multiplier, sample rate, steps)."""
+T = TypeVar("T", "Mapping[str, Tensor]", "Sequence[Tensor]")
 EPSILON_SEARCH_MAX = 1e4
 LOG_PHI_ASYMPTOTIC_BELOW = -30.0
 
@@ -53,6 +57,8 @@ def _rebuild(tensors: T, values: Iterable[Tensor]) -> T:
 
 def l2_norm(tensors: Mapping[str, Tensor] | Sequence[Tensor]) -> float:
     """Global L2 norm over the floating tensors, accumulated in float64."""
+    import torch
+
     total = torch.zeros((), dtype=torch.float64)
     for tensor in _values(tensors):
         if tensor.is_floating_point():
@@ -84,6 +90,8 @@ def add_gaussian_noise(tensors: T, std: float, seed: int) -> T:
     """
     if std < 0 or not math.isfinite(std):
         raise PrivacyError(f"noise standard deviation must be finite and >= 0, not {std}")
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
 
     def noisy(tensor: Tensor) -> Tensor:
@@ -172,3 +180,42 @@ def dp_sgd_epsilon(
     rdp = compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=alphas)
     epsilon, _ = get_privacy_spent(orders=alphas, rdp=rdp, delta=delta)
     return float(epsilon)
+
+
+def accountant_history(privacy: Mapping[str, Any]) -> list[HistoryEntry] | None:
+    """The RDP accountant's history behind a vector's ``privacy`` metadata, or None when
+    the vector carries no differential-privacy guarantee (no noise: epsilon is infinite).
+
+    DP-SGD vectors carry Opacus's own history (``history``; older ones the single entry
+    ``dp_noise``, ``sample_rate``, ``steps``); an output-perturbed vector is one release
+    of the Gaussian mechanism: noise ``dp_noise``, sample rate 1, one step.
+    """
+    if privacy.get("dp_sgd"):
+        if privacy.get("history"):
+            return [(float(n), float(q), int(s)) for n, q, s in privacy["history"]]
+        if privacy.get("dp_noise") and privacy.get("steps") is not None:
+            return [
+                (float(privacy["dp_noise"]), float(privacy["sample_rate"]), int(privacy["steps"]))
+            ]
+        return None
+    if privacy.get("dp_noise"):
+        return [(float(privacy["dp_noise"]), 1.0, 1)]
+    return None
+
+
+def compose_epsilon(history: Sequence[HistoryEntry], delta: float) -> float:
+    """Epsilon at ``delta`` of every release in ``history`` together: RDP composition by
+    Opacus's ``RDPAccountant`` (the sum of the releases' Renyi divergences per order,
+    converted to (epsilon, delta) once)."""
+    if not 0 < delta < 1:
+        raise PrivacyError(f"delta must lie in (0, 1), not {delta}")
+    entries = [e for e in history if e[2] > 0]
+    if not entries:
+        return 0.0
+    try:
+        from opacus.accountants import RDPAccountant
+    except ImportError as exc:
+        raise PrivacyError("privacy accounting needs Opacus", hint="pip install opacus") from exc
+    accountant = RDPAccountant()
+    accountant.history = list(entries)
+    return float(accountant.get_epsilon(delta))

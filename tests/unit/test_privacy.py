@@ -154,3 +154,28 @@ def test_dp_sgd_epsilon_edges() -> None:
     assert dp_sgd_epsilon(1.0, 0.01, 2000, 1e-5) > dp_sgd_epsilon(1.0, 0.01, 1000, 1e-5)
     with pytest.raises(PrivacyError, match="sample rate"):
         dp_sgd_epsilon(1.0, 1.5, 10, 1e-5)
+
+
+def test_accountant_history_reads_every_kind_of_vector() -> None:
+    from medvec.privacy import accountant_history
+
+    dp_sgd = {"dp_sgd": True, "dp_noise": 1.0, "sample_rate": 0.01, "steps": 50}
+    assert accountant_history(dp_sgd) == [(1.0, 0.01, 50)]
+    with_history = {**dp_sgd, "history": [[1.0, 0.01, 30], [0.8, 0.02, 20]]}
+    assert accountant_history(with_history) == [(1.0, 0.01, 30), (0.8, 0.02, 20)]
+    assert accountant_history({"dp_sgd": False, "dp_clip": 1.0, "dp_noise": 3.0}) == [(3.0, 1.0, 1)]
+    assert accountant_history({"dp_sgd": False, "dp_clip": 1.0}) is None
+    assert accountant_history({}) is None
+
+
+def test_composing_one_release_gives_its_own_epsilon() -> None:
+    from medvec.privacy import compose_epsilon, dp_sgd_epsilon
+
+    assert compose_epsilon([(1.1, 0.02, 300)], 1e-5) == pytest.approx(
+        dp_sgd_epsilon(1.1, 0.02, 300, 1e-5)
+    )
+    assert compose_epsilon([], 1e-5) == 0.0
+    twice = compose_epsilon([(1.1, 0.02, 300), (1.1, 0.02, 300)], 1e-5)
+    assert twice == pytest.approx(compose_epsilon([(1.1, 0.02, 600)], 1e-5))
+    with pytest.raises(PrivacyError):
+        compose_epsilon([(1.0, 0.1, 1)], 0.0)

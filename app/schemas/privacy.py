@@ -1,0 +1,27 @@
+"""The privacy ledger of a hospital and the budget an admin sets for it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from app.schemas.common import RequestModel
+
+
+class PrivacyBudgetSet(RequestModel):
+    epsilon: float = Field(gt=0, le=1e6, description="the most epsilon the hospital may spend")
+    delta: float = Field(gt=0, lt=1, description="the delta the budget is counted at")
+
+
+class PrivacyLedgerRead(BaseModel):
+    """A hospital's spending over every vector it pushed, composed by Opacus' RDP
+    accountant; ``epsilon`` is null when a vector without noise makes it unbounded."""
+
+    hospital_id: str
+    vectors: int
+    private_vectors: int = Field(description="vectors with a differential-privacy guarantee")
+    steps: int = Field(description="noisy releases counted (DP-SGD steps, noisy vectors)")
+    epsilon: float | None
+    delta: float
+    budget_epsilon: float | None
+    budget_delta: float | None
+    remaining_epsilon: float | None

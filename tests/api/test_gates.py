@@ -1,0 +1,118 @@
+"""The promotion gate on the live registry (SQLite and PostgreSQL): a candidate worse than
+production on the same benchmark split is refused with every check in ``detail``, nothing
+changes, and ``force`` promotes it with the gate's verdict in the audit log."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from app.models import Benchmark, Evaluation, EvaluationStatus, ModelVersion, VersionStatus
+from tests.api.conftest import Registry
+from tests.api.factories import ModelKit
+from tests.api.helpers import error
+from tests.api.test_versions import make_version, no_production  # noqa: F401  (fixture)
+
+
+@pytest.fixture(autouse=True)
+def out_of_the_rollback_chain(registry: Registry) -> Iterator[None]:
+    """Versions promoted here leave the rollback history as they found it."""
+    yield
+    with registry.engine.begin() as connection:
+        connection.execute(
+            update(ModelVersion)
+            .where(ModelVersion.production_at.is_not(None), ModelVersion.rolled_back_at.is_(None))
+            .values(status=VersionStatus.ARCHIVED, rolled_back_at=ModelVersion.created_at)
+        )
+
+
+GOOD = {"accuracy": 0.82, "balanced_accuracy": 0.80, "auc_macro": 0.90, "sensitivity": [0.9, 0.7]}
+
+
+def _benchmark(registry: Registry) -> str:
+    digest, size = registry.stored_blob()
+    with registry.session() as session, session.begin():
+        benchmark = Benchmark(
+            name=f"gate-{secrets.token_hex(4)}", sha256=digest, size=size, num_classes=2,
+            sizes={"val": 1, "test": 1}, image_shape=[28, 28], info={},
+        )  # fmt: skip
+        session.add(benchmark)
+        session.flush()
+        return benchmark.id
+
+
+def _evaluated(registry: Registry, version_id: str, benchmark_id: str, **metrics: Any) -> None:
+    with registry.session() as session, session.begin():
+        session.add(
+            Evaluation(
+                version_id=version_id,
+                benchmark_id=benchmark_id,
+                split="val",
+                metrics={**GOOD, **metrics},
+                status=EvaluationStatus.COMPLETED,
+            )  # fmt: skip
+        )
+
+
+def _promote(admin: Any, version_id: str, force: bool = False) -> Any:
+    body = {"stage": "production", "force": force}
+    return admin.post(f"/versions/{version_id}/promote", json=body)
+
+
+def test_a_worse_candidate_is_refused_per_metric_and_force_is_audited(
+    registry: Registry, kit: ModelKit, base: dict[str, Any]
+) -> None:
+    benchmark = _benchmark(registry)
+    live, worse = make_version(registry, kit, base), make_version(registry, kit, base)
+    _evaluated(registry, live["id"], benchmark)
+    _evaluated(registry, worse["id"], benchmark, accuracy=0.80, sensitivity=[0.95, 0.6])
+    with registry.admin() as admin:
+        assert _promote(admin, live["id"]).status_code == 200
+        refused = _promote(admin, worse["id"])
+        assert refused.status_code == 409
+        body = error(refused)
+        assert body["code"] == "gate_failed"
+        assert "accuracy 0.8000 < 0.8200 (production 0.8200)" in body["message"]
+        assert "sensitivity[1] 0.6000 < 0.6500" in body["message"]
+        detail = body["detail"]
+        assert detail["benchmark_id"] == benchmark and detail["split"] == "val"
+        assert detail["production_id"] == live["id"] and detail["passed"] is False
+        failed = {(c["metric"], c["class_index"]) for c in detail["checks"] if not c["passed"]}
+        assert failed == {("accuracy", None), ("sensitivity", 1)}
+        passed = {(c["metric"], c["class_index"]) for c in detail["checks"] if c["passed"]}
+        assert {("balanced_accuracy", None), ("auc_macro", None), ("sensitivity", 0)} <= passed
+        # nothing changed
+        assert admin.get(f"/versions/{live['id']}").json()["status"] == "production"
+        assert admin.get(f"/versions/{worse['id']}").json()["status"] == "candidate"
+        forced = _promote(admin, worse["id"], force=True)
+        assert forced.status_code == 200 and forced.json()["status"] == "production"
+        events = admin.get("/audit", params={"target_id": worse["id"]}).json()
+    (promotion,) = [e["payload"] for e in events if e["action"] == "version.promoted"]
+    assert promotion["force"] is True and promotion["forced"] is True
+    assert promotion["gate"]["passed"] is False and promotion["gate"]["production_id"] == live["id"]
+
+
+def test_within_tolerance_passes_and_an_incomparable_candidate_is_refused(
+    registry: Registry, kit: ModelKit, base: dict[str, Any]
+) -> None:
+    benchmark, elsewhere = _benchmark(registry), _benchmark(registry)
+    live, close, apart = (make_version(registry, kit, base) for _ in range(3))
+    _evaluated(registry, live["id"], benchmark)
+    # per-class sensitivity may drop by the class tolerance (0.05), overall metrics not at all
+    _evaluated(registry, close["id"], benchmark, accuracy=0.83, sensitivity=[0.86, 0.7])
+    _evaluated(registry, apart["id"], elsewhere, accuracy=0.99)
+    with registry.admin() as admin:
+        assert _promote(admin, live["id"]).status_code == 200
+        refused = _promote(admin, apart["id"])
+        assert refused.status_code == 409
+        assert error(refused)["code"] == "precondition_failed"
+        assert "no completed evaluation on a common benchmark split" in error(refused)["message"]
+        promoted = _promote(admin, close["id"])
+        assert promoted.status_code == 200, promoted.text
+        events = admin.get("/audit", params={"target_id": close["id"]}).json()
+    (promotion,) = [e["payload"] for e in events if e["action"] == "version.promoted"]
+    assert promotion["forced"] is False and promotion["gate"]["passed"] is True

@@ -1,0 +1,125 @@
+"""The privacy ledger: each hospital's DP spending over all its vectors, composed by
+Opacus' RDP accountant, and the admin's budget that refuses an overspending vector
+before anything is stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opacus.accountants import RDPAccountant
+
+from tests.api.conftest import Hospital, Registry
+from tests.api.factories import ModelKit
+from tests.api.helpers import error, push
+
+DELTA = 1e-5
+
+
+def dp_sgd(noise: float, rate: float, steps: int) -> dict[str, Any]:
+    """What ``medvec train --dp-sgd`` writes into a vector's metadata."""
+    from medvec.privacy import dp_sgd_epsilon
+
+    return {
+        "dp_sgd": True,
+        "dp_clip": 1.0,
+        "dp_noise": noise,
+        "sample_rate": rate,
+        "steps": steps,
+        "epsilon": dp_sgd_epsilon(noise, rate, steps, DELTA),
+        "delta": DELTA,
+        "accountant": "rdp",
+        "history": [[noise, rate, steps]],
+    }
+
+
+def opacus_epsilon(history: list[tuple[float, float, int]], delta: float = DELTA) -> float:
+    accountant = RDPAccountant()
+    accountant.history = history
+    return float(accountant.get_epsilon(delta))
+
+
+def ledger(registry: Registry, hospital: Hospital, token: str | None = None) -> Any:
+    with registry.client(token or registry.admin_token) as client:
+        return client.get(f"/hospitals/{hospital.id}/privacy")
+
+
+def test_spending_composes_every_vector_through_the_rdp_accountant(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    first, second = dp_sgd(1.1, 0.02, 300), dp_sgd(0.9, 0.05, 120)
+    with registry.client(hospital.token) as client:
+        for scale, privacy in ((1.01, first), (1.02, second)):
+            response = push(client, kit.vector(hospital.name, scale=scale, privacy=privacy))
+            assert response.status_code == 201, response.text
+    body = ledger(registry, hospital, hospital.token).json()
+    expected = opacus_epsilon([(1.1, 0.02, 300), (0.9, 0.05, 120)])
+    assert body["epsilon"] == expected
+    assert max(first["epsilon"], second["epsilon"]) < body["epsilon"]
+    assert body["epsilon"] < first["epsilon"] + second["epsilon"]  # tighter than adding up
+    assert (body["vectors"], body["private_vectors"], body["steps"]) == (2, 2, 420)
+    assert body["delta"] == DELTA and body["budget_epsilon"] is None
+
+
+def test_output_noise_counts_once_and_no_noise_is_unbounded(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    noisy = {"dp_sgd": False, "dp_clip": 5.0, "dp_noise": 4.0, "delta": DELTA, "epsilon": 1.0}
+    with registry.client(hospital.token) as client:
+        assert push(client, kit.vector(hospital.name, scale=1.03, privacy=noisy)).status_code == 201
+        assert ledger(registry, hospital).json()["epsilon"] == opacus_epsilon([(4.0, 1.0, 1)])
+        assert push(client, kit.vector(hospital.name, scale=1.04)).status_code == 201
+    body = ledger(registry, hospital).json()
+    assert body["epsilon"] is None  # a vector without noise has no guarantee
+    assert (body["vectors"], body["private_vectors"]) == (2, 1)
+
+
+def test_a_vector_over_the_budget_is_refused_and_nothing_is_stored(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    within = dp_sgd(1.1, 0.02, 300)
+    with registry.admin() as admin:
+        budget = admin.put(
+            f"/hospitals/{hospital.id}/privacy-budget",
+            json={"epsilon": within["epsilon"] * 1.2, "delta": DELTA},
+        )
+        assert budget.status_code == 200, budget.text
+        assert budget.json()["remaining_epsilon"] == within["epsilon"] * 1.2
+    with registry.client(hospital.token) as client:
+        assert (
+            push(client, kit.vector(hospital.name, scale=1.05, privacy=within)).status_code == 201
+        )
+        before = registry.snapshot()
+        over = push(client, kit.vector(hospital.name, scale=1.06, privacy=within))
+        assert over.status_code == 422
+        body = error(over)
+        assert body["code"] == "privacy_budget_exceeded"
+        assert "would exceed the hospital's privacy budget" in body["message"]
+        assert body["detail"]["epsilon_after"] > body["detail"]["budget_epsilon"]
+        assert body["detail"]["spent_epsilon"] == opacus_epsilon([(1.1, 0.02, 300)])
+        plain = push(client, kit.vector(hospital.name, scale=1.07))
+        assert plain.status_code == 422
+        assert "no differential-privacy noise" in error(plain)["message"]
+        assert registry.snapshot() == before
+        vectors = client.get("/vectors").json()
+    assert len(vectors) == 1
+    with registry.admin() as admin:
+        cleared = admin.delete(f"/hospitals/{hospital.id}/privacy-budget").json()
+        assert cleared["budget_epsilon"] is None
+        events = admin.get("/audit", params={"target_id": hospital.id}).json()
+    assert {"privacy_budget.set", "privacy_budget.cleared"} <= {e["action"] for e in events}
+
+
+def test_only_admins_set_budgets_and_hospitals_read_their_own_ledger(
+    registry: Registry, hospital: Hospital, other_hospital: Hospital
+) -> None:
+    assert ledger(registry, hospital, hospital.token).status_code == 200
+    assert ledger(registry, other_hospital, hospital.token).status_code == 403
+    with registry.client(hospital.token) as client:
+        path = f"/hospitals/{hospital.id}/privacy-budget"
+        assert client.put(path, json={"epsilon": 100, "delta": DELTA}).status_code == 403
+    with registry.admin() as admin:
+        for body in ({"epsilon": 0, "delta": DELTA}, {"epsilon": 1, "delta": 1.5}):
+            response = admin.put(f"/hospitals/{hospital.id}/privacy-budget", json=body)
+            assert response.status_code == 422
+        missing = admin.put("/hospitals/nope/privacy-budget", json={"epsilon": 1, "delta": DELTA})
+        assert missing.status_code == 404
