@@ -1,0 +1,1 @@
+"""The admin web console at ``/console``: server-rendered pages over ``app.services``."""
