@@ -20,6 +20,11 @@ def base_cache() -> Path:
     return cache_dir() / "bases"
 
 
+def pretrained_cache() -> Path:
+    """Where pretrained bases are kept: made once per machine, shared by every command."""
+    return cache_dir() / "pretrained"
+
+
 def _write_index(cache: Path, record: dict[str, Any]) -> None:
     index = read_index(cache)
     index[str(record["sha256"])] = record

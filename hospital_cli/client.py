@@ -131,6 +131,10 @@ class RegistryClient(httpx.Client):
     def list_hospitals(self) -> list[Json]:
         return self._list("/hospitals")
 
+    def remove_hospital(self, hospital_id: str, reason: str | None = None) -> Json:
+        params = {"reason": reason} if reason else {}
+        return dict(self._json("DELETE", f"/hospitals/{hospital_id}", params=params))
+
     def create_token(self, name: str, role: str, hospital_id: str | None = None) -> Json:
         body = {"name": name, "role": role, "hospital_id": hospital_id}
         return dict(self._json("POST", "/tokens", json=body))
@@ -140,6 +144,16 @@ class RegistryClient(httpx.Client):
 
     def revoke_token(self, token_id: str) -> None:
         self._json("DELETE", f"/tokens/{token_id}")
+
+    def privacy_ledger(self, hospital_id: str) -> Json:
+        return dict(self._json("GET", f"/hospitals/{hospital_id}/privacy"))
+
+    def set_privacy_budget(self, hospital_id: str, epsilon: float, delta: float) -> Json:
+        body = {"epsilon": epsilon, "delta": delta}
+        return dict(self._json("PUT", f"/hospitals/{hospital_id}/privacy-budget", json=body))
+
+    def clear_privacy_budget(self, hospital_id: str) -> Json:
+        return dict(self._json("DELETE", f"/hospitals/{hospital_id}/privacy-budget"))
 
     # -- bases and benchmarks ----------------------------------------------
     def register_base(self, name: str, file: Path) -> Json:
@@ -200,6 +214,17 @@ class RegistryClient(httpx.Client):
     def get_vector(self, vector_id: str) -> Json:
         return dict(self._json("GET", f"/vectors/{vector_id}"))
 
+    # -- quarantine (admin) ----------------------------------------------------
+    def list_quarantined(self, base_id: str | None = None) -> list[Json]:
+        return self._list("/quarantine", params={"base_id": base_id} if base_id else {})
+
+    def release_vector(self, vector_id: str, note: str | None = None) -> Json:
+        return dict(self._json("POST", f"/quarantine/{vector_id}/release", json={"note": note}))
+
+    def reject_vector(self, vector_id: str, reason: str) -> Json:
+        body = {"reason": reason}
+        return dict(self._json("POST", f"/quarantine/{vector_id}/reject", json=body))
+
     # -- versions, merges, evaluations ---------------------------------------
     def list_versions(self, status: str | None = None) -> list[Json]:
         params = {"status": status} if status else {}
@@ -207,6 +232,12 @@ class RegistryClient(httpx.Client):
 
     def get_version(self, version_id: str) -> Json:
         return dict(self._json("GET", f"/versions/{version_id}"))
+
+    def model_card(self, version_id: str) -> str:
+        """The version's model card (Markdown)."""
+        response = self.get(f"{API}/versions/{version_id}/card")
+        raise_for_api_error(response)
+        return response.text
 
     def promote(self, version_id: str, stage: str, *, force: bool = False) -> Json:
         body = {"stage": stage, "force": force}
@@ -220,6 +251,16 @@ class RegistryClient(httpx.Client):
 
     def version_evaluations(self, version_id: str) -> list[Json]:
         return self._list(f"/versions/{version_id}/evaluations")
+
+    def request_evaluation(self, version_id: str, benchmark_id: str, split: str = "test") -> Json:
+        body = {"benchmark_id": benchmark_id, "split": split}
+        return dict(self._json("POST", f"/versions/{version_id}/evaluations", json=body))
+
+    def request_contributions(self, version_id: str) -> Json:
+        return dict(self._json("POST", f"/versions/{version_id}/contributions"))
+
+    def contributions(self, version_id: str) -> Json:
+        return dict(self._json("GET", f"/versions/{version_id}/contributions"))
 
     def request_merge(
         self,

@@ -24,6 +24,13 @@ class CliError(MedVecError):
     exit_code = EXIT_ERROR
 
 
+class BaseRejectedError(CliError):
+    """A worker found that a registered base's weights do not build its architecture."""
+
+    code = "base_rejected"
+    exit_code = EXIT_REJECTED
+
+
 class NotLoggedInError(CliError):
     code = "not_logged_in"
     exit_code = EXIT_AUTH

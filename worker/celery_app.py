@@ -14,6 +14,7 @@ from celery import Celery
 
 from app.config import Settings
 from worker.config import WorkerSettings, worker_settings
+from worker.queue import task_routes
 from worker.resources import WorkerResources
 
 #: broker used when no Redis is configured: an in-process queue for the embedded worker
@@ -60,6 +61,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, object]:
         "task_soft_time_limit": settings.merge_soft_time_limit_s,
         "task_time_limit": settings.merge_time_limit_s,
         "task_default_queue": settings.queue,
+        "task_routes": {task: {"queue": queue} for task, queue in task_routes(settings).items()},
         "result_expires": timedelta(days=1),
         "timezone": "UTC",
         "enable_utc": True,
@@ -80,12 +82,32 @@ def beat_schedule(settings: WorkerSettings) -> dict[str, dict[str, object]]:
     return schedule
 
 
+def make_sender(settings: Settings) -> MedVecCelery:
+    """A Celery app configured from ``settings`` that sends tasks by name and runs none.
+
+    The registry uses it with workers elsewhere: importing the task code would load the
+    workers' dependencies (torch) into a process that never runs a task.
+    """
+    worker_conf = worker_settings(settings)
+    app = MedVecCelery(worker_conf)
+    app.conf.update(celery_config(worker_conf))
+    return app
+
+
 def make_celery(settings: Settings) -> MedVecCelery:
     """A Celery app configured from ``settings``, with every MedVec task registered."""
     from worker.tasks import register_tasks
 
-    worker_conf = worker_settings(settings)
-    app = MedVecCelery(worker_conf)
-    app.conf.update(celery_config(worker_conf))
+    app = make_sender(settings)
     register_tasks(app)
+    return app
+
+
+def make_merge_celery(settings: Settings) -> MedVecCelery:
+    """A Celery app that runs merge jobs only (``medvec.merge.run``): with ``merge_queue``
+    set its worker writes merged files and never imports torch."""
+    from worker.runner import register_merge_task
+
+    app = make_sender(settings)
+    register_merge_task(app)
     return app

@@ -25,6 +25,12 @@ class StalePolicy(enum.StrEnum):
 
 class WorkerSettings(Settings):
     queue: str = Field(default="medvec", description="Celery queue every MedVec task goes to")
+    merge_queue: str | None = Field(
+        default=None,
+        description="Celery queue of merge jobs (medvec.merge.run): a worker serving only it "
+        "(celery -A worker.merge_main) never imports torch; recalibration, the version and "
+        "evaluations follow on `queue`. Unset: merges run whole on `queue`",
+    )
     visibility_timeout_s: int = Field(
         default=7200,
         gt=0,
@@ -34,6 +40,12 @@ class WorkerSettings(Settings):
     merge_time_limit_s: int = Field(default=3600, gt=0)
     eval_soft_time_limit_s: int = Field(default=1800, gt=0)
     eval_time_limit_s: int = Field(default=2000, gt=0)
+    eval_lease_s: float = Field(
+        default=2400.0,
+        gt=0,
+        description="an evaluation still running this long after its worker took it is taken "
+        "for dead (the worker was killed) and sent again by the sweeper; > eval_time_limit_s",
+    )
     tune_soft_time_limit_s: int = Field(default=5000, gt=0)
     tune_time_limit_s: int = Field(default=5400, gt=0)
     max_attempts: int = Field(
@@ -46,13 +58,32 @@ class WorkerSettings(Settings):
         ge=0,
         description="test-only: sleep after each merged tensor so a merge can be interrupted",
     )
-    eval_batch_size: int = Field(default=256, gt=0)
+    eval_batch_size: int = Field(
+        default=256, gt=0, description="batch size of BatchNorm recalibration and lambda tuning"
+    )
+    eval_device: str = Field(
+        default="auto", description="where evaluations run: auto (CUDA when present), cpu, cuda"
+    )
+    eval_max_batch_size: int = Field(
+        default=1024, gt=0, description="evaluation batch sizes are measured up to this one"
+    )
+    eval_cached_splits: int = Field(
+        default=4, ge=0, description="decoded benchmark splits a worker process keeps in memory"
+    )
     seed: int = 0
 
     stale_policy: StalePolicy = StalePolicy.EXCLUDE
     staleness_power: float = Field(default=0.5, ge=0, description="a in (1 + staleness) ** -a")
     lambda_grid: list[float] = Field(default=[0.1, 0.2, 0.3, 0.5, 0.7, 1.0], min_length=1)
 
+    running_sums: bool = Field(
+        default=False,
+        description="keep each base's running sums as vectors arrive, and build weighted-mean "
+        "and task-arithmetic versions from them (reads two vectors, not N)",
+    )
+    sums_check_every_s: float = Field(
+        default=86400.0, gt=0, description="sweeper: recompute and compare the sums this often"
+    )
     auto_merge: bool = Field(default=False, description="merge without an admin asking")
     auto_merge_k: int = Field(default=3, ge=1, description="new validated vectors per merge")
     auto_merge_strategy: str = "weighted_mean"
@@ -65,10 +96,19 @@ class WorkerSettings(Settings):
     stale_queued_s: float = Field(
         default=120.0, gt=0, description="a job queued this long without a worker is re-sent"
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="serve this worker machine's Prometheus metrics on this port (a worker "
+        "on a machine without an API process); unset: the API's /metrics reads them",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="address of metrics_port")
     staging_max_age_s: float = Field(
         default=3600.0,
         gt=0,
-        description="a staging file untouched this long that no open upload owns is removed",
+        description="a staging file untouched this long that no open upload owns is removed, "
+        "and so is a blob no row names that was not stored or claimed for this long",
     )
 
     @model_validator(mode="after")
@@ -78,6 +118,11 @@ class WorkerSettings(Settings):
             raise ValueError(
                 f"MEDVEC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must exceed the "
                 f"longest task time limit ({longest}), or Redis redelivers a task still running"
+            )
+        if self.eval_lease_s <= self.eval_time_limit_s:
+            raise ValueError(
+                f"MEDVEC_EVAL_LEASE_S ({self.eval_lease_s}) must exceed MEDVEC_EVAL_TIME_LIMIT_S "
+                f"({self.eval_time_limit_s}), or a live evaluation is sent a second time"
             )
         for kind in ("merge", "eval", "tune"):
             if getattr(self, f"{kind}_soft_time_limit_s") >= getattr(self, f"{kind}_time_limit_s"):

@@ -22,8 +22,8 @@ from celery.worker import WorkController
 
 from app.config import Settings
 from app.jobs import JobQueue
-from worker.celery_app import MedVecCelery, beat_schedule, make_celery
-from worker.queue import CeleryJobQueue
+from worker.celery_app import MedVecCelery, beat_schedule, make_celery, make_sender
+from worker.queue import CeleryJobQueue, task_routes
 from worker.session import session_scope
 from worker.sweeper import sweep
 
@@ -47,7 +47,8 @@ class EmbeddedWorker:
 
     def __init__(self, settings: Settings) -> None:
         self.app: MedVecCelery = make_celery(settings)
-        self.queue = CeleryJobQueue(self.app, self.app.settings.queue)
+        conf = self.app.settings
+        self.queue = CeleryJobQueue(self.app, conf.queue, task_routes(conf))
         self._controller: _Controller | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -58,7 +59,8 @@ class EmbeddedWorker:
             hostname=f"embedded-{threading.get_ident()}@{socket.gethostname()}",
             pool="solo",
             concurrency=1,
-            queues=[self.app.settings.queue],
+            # the embedded worker serves the merge queue too: it is the only worker
+            queues=[self.app.settings.queue, *task_routes(self.app.settings).values()],
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,
@@ -124,8 +126,8 @@ def embedded_worker(settings: Settings) -> Iterator[JobQueue]:
 @contextmanager
 def sending_queue(settings: Settings) -> Iterator[JobQueue]:
     """Only send (workers run elsewhere, on ``MEDVEC_REDIS_URL``); yields the queue."""
-    app = make_celery(settings)
+    app = make_sender(settings)
     try:
-        yield CeleryJobQueue(app, app.settings.queue)
+        yield CeleryJobQueue(app, app.settings.queue, task_routes(app.settings))
     finally:
         app.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from botocore.exceptions import ConnectionError as S3ConnectionError
+from botocore.exceptions import HTTPClientError as S3HTTPClientError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
@@ -15,13 +17,15 @@ class TerminalJobError(Exception):
     """The job cannot succeed as asked; retrying would fail the same way."""
 
 
-#: transient: the database, the broker or the network was briefly unavailable
+#: transient: the database, the broker, S3 or the network was briefly unavailable
 RETRIABLE: tuple[type[BaseException], ...] = (
     OperationalError,
     InterfaceError,
     DisconnectionError,
     RedisConnectionError,
     RedisTimeoutError,
+    S3ConnectionError,
+    S3HTTPClientError,
     ConnectionError,
     TimeoutError,
 )

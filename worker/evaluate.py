@@ -1,45 +1,46 @@
 """Evaluate a model version on one split of a registered benchmark; store every metric.
 
-One ``Evaluation`` row per (version, benchmark, split), UNIQUE in the database: a
-repeated task finds the completed row and returns it, a failed one is re-run.
+One ``Evaluation`` row per (version, benchmark, split), UNIQUE in the database, written
+``queued`` when the evaluation is asked for (``app.services.evaluation_runs``). A
+delivery takes the row's lease (``eval_lease_s``) and counts itself in ``attempts``; a
+repeated task finds the completed (or failed) row and returns it; a row left running
+past its lease is sent again by the sweeper.
+
+Each worker process holds one :class:`Evaluator`: benchmark splits decoded once and
+kept by the sha256 of their file, and the batch size measured once per architecture
+and device (``medvec.evaluation.measure_batch_size``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import utcnow
+from app.metrics import EVALUATION_SECONDS
 from app.models import BaseModelRecord, Benchmark, Evaluation, EvaluationStatus, ModelVersion
+from app.services.evaluation_runs import find_evaluation, lease_held
 from app.storage import BlobStore
 from medvec.data import ImageArrayDataset, load_npz
+from medvec.evaluation import evaluate_model, measure_batch_size
 from medvec.metrics import Metrics
 from medvec.models import ModelSpec, load_model_file
+from medvec.training import resolve_device
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
 from worker.session import session_scope
+from worker.splits import SplitRef
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SplitRef:
-    """One split of a benchmark, detached from any database session."""
-
-    benchmark_id: str
-    name: str
-    sha256: str
-    num_classes: int
-    split: str
-
-    @classmethod
-    def of(cls, benchmark: Benchmark, split: str) -> SplitRef:
-        return cls(benchmark.id, benchmark.name, benchmark.sha256, benchmark.num_classes, split)
 
 
 def load_benchmark_split(
@@ -58,57 +59,126 @@ def load_benchmark_split(
 def evaluate_model_on(
     model: torch.nn.Module, dataset: ImageArrayDataset, batch_size: int
 ) -> Metrics:
-    from medvec.evaluation import evaluate_model
-
     return evaluate_model(model, dataset, device=torch.device("cpu"), batch_size=batch_size)
 
 
-def _evaluation_row(
-    session: Session, version_id: str, benchmark_id: str, split: str
-) -> Evaluation | None:
-    query = select(Evaluation).where(
-        Evaluation.version_id == version_id,
-        Evaluation.benchmark_id == benchmark_id,
-        Evaluation.split == split,
-    )
-    return session.scalars(query.with_for_update()).first()
+class Evaluator:
+    """A worker process's evaluation state: decoded benchmark splits (most recently used
+    first out of ``eval_cached_splits``) and measured batch sizes by (spec, device)."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.device = resolve_device(settings.eval_device)
+        self.max_batch_size = settings.eval_max_batch_size
+        self.capacity = settings.eval_cached_splits
+        self._splits: OrderedDict[tuple[str, str, int, int], ImageArrayDataset] = OrderedDict()
+        self._batch_sizes: dict[str, int] = {}
+        self.decoded = 0  # splits decoded by this process (the cache's misses)
+
+    def split(
+        self, store: BlobStore, benchmark: Benchmark | SplitRef, split: str, spec: ModelSpec
+    ) -> ImageArrayDataset:
+        """``load_benchmark_split``, decoded once per file, split and input shape."""
+        key = (benchmark.sha256, split, spec.in_channels, spec.image_size)
+        if key in self._splits:
+            self._splits.move_to_end(key)
+            return self._splits[key]
+        dataset = load_benchmark_split(store, benchmark, split, spec)
+        self.decoded += 1
+        if self.capacity:
+            self._splits[key] = dataset
+            while len(self._splits) > self.capacity:
+                self._splits.popitem(last=False)
+        return dataset
+
+    def batch_size(self, model: torch.nn.Module, spec: ModelSpec) -> int:
+        key = spec.model_dump_json()
+        if key not in self._batch_sizes:
+            shape = (spec.in_channels, spec.image_size, spec.image_size)
+            self._batch_sizes[key] = measure_batch_size(
+                model, shape, device=self.device, limit=self.max_batch_size
+            )
+            log.info(
+                "evaluation batch size for %s on %s: %d", key, self.device, self._batch_sizes[key]
+            )
+        return self._batch_sizes[key]
+
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        dataset: ImageArrayDataset,
+        spec: ModelSpec,
+        *,
+        intervals: bool = False,
+    ) -> Metrics:
+        batch_size = self.batch_size(model, spec)
+        return evaluate_model(
+            model, dataset, device=self.device, batch_size=batch_size, intervals=intervals
+        )
 
 
-def _start(
-    session: Session, store: BlobStore, version_id: str, benchmark_id: str, split: str
-) -> tuple[Evaluation | None, Any, Benchmark | None]:
+@dataclass(frozen=True)
+class Claimed:
+    """An evaluation this delivery holds the lease of: what to run it on."""
+
+    model_path: Path
+    benchmark: SplitRef
+
+
+def claim_evaluation(
+    session: Session,
+    store: BlobStore,
+    version_id: str,
+    benchmark_id: str,
+    split: str,
+    settings: WorkerSettings,
+) -> Claimed | Evaluation:
+    """Take the lease of the evaluation, or return its row when there is nothing to run.
+
+    Completed and failed rows are final (an admin or a merge queues them again), and a
+    row running under a live lease belongs to another delivery (if its worker dies, the
+    sweeper sends the row again once the lease expires). Each delivery counts in
+    ``attempts``; past ``max_attempts`` the row ends ``failed``, since every delivery
+    before died without a word (killed worker, out of memory).
+    """
     version = session.get(ModelVersion, version_id)
     benchmark = session.get(Benchmark, benchmark_id)
     if version is None or benchmark is None:
         raise JobGone(f"version {version_id} or benchmark {benchmark_id} does not exist")
-    row = _evaluation_row(session, version_id, benchmark_id, split)
-    if row is not None and row.status is EvaluationStatus.COMPLETED:
-        return row, None, None
-    if row is None:
-        row = Evaluation(
-            version_id=version_id,
-            benchmark_id=benchmark_id,
-            split=split,
-            metrics={},
-            status=EvaluationStatus.RUNNING,
-        )
+    row = find_evaluation(session, version_id, benchmark_id, split)
+    if row is None:  # a task sent before rows were written at queue time
+        row = Evaluation(version_id=version_id, benchmark_id=benchmark_id, split=split)
+        row.metrics, row.attempts = {}, 0
         session.add(row)
+    elif row.status in (EvaluationStatus.COMPLETED, EvaluationStatus.FAILED) or lease_held(row):
+        return row
+    row.attempts += 1
+    row.lease_expires_at = None
+    if row.attempts > settings.max_attempts:
+        row.status = EvaluationStatus.FAILED
+        row.error = (
+            f"gave up after {settings.max_attempts} deliveries: each attempt died "
+            "(the worker was killed or ran out of memory); run it again with "
+            "POST /versions/{id}/evaluations"
+        )
+        return row
     row.status, row.error = EvaluationStatus.RUNNING, None
+    row.lease_expires_at = utcnow() + timedelta(seconds=settings.eval_lease_s)
     session.flush()
-    return None, store.local_path(version.sha256), benchmark
+    return Claimed(store.local_path(version.sha256), SplitRef.of(benchmark, split))
 
 
 def store_metrics(
     session: Session, version_id: str, benchmark_id: str, split: str, metrics: dict[str, Any]
 ) -> Evaluation:
     """Upsert the completed evaluation of (version, benchmark, split)."""
-    row = _evaluation_row(session, version_id, benchmark_id, split)
+    row = find_evaluation(session, version_id, benchmark_id, split)
     if row is None:
-        row = Evaluation(version_id=version_id, benchmark_id=benchmark_id, split=split, metrics={})
+        row = Evaluation(version_id=version_id, benchmark_id=benchmark_id, split=split)
+        row.attempts = 1
         session.add(row)
     row.metrics = metrics
     row.status = EvaluationStatus.COMPLETED
-    row.error = None
+    row.error, row.lease_expires_at = None, None
     session.flush()
     return row
 
@@ -117,31 +187,46 @@ def mark_evaluation_failed(
     sessions: sessionmaker[Session], version_id: str, benchmark_id: str, split: str, reason: str
 ) -> None:
     with session_scope(sessions) as session:
-        row = _evaluation_row(session, version_id, benchmark_id, split)
+        row = find_evaluation(session, version_id, benchmark_id, split)
         if row is not None and row.status is not EvaluationStatus.COMPLETED:
             row.status, row.error = EvaluationStatus.FAILED, reason[:4000]
+            row.lease_expires_at = None
+
+
+def mark_evaluation_queued(
+    sessions: sessionmaker[Session], version_id: str, benchmark_id: str, split: str, reason: str
+) -> None:
+    """Give the lease back before a retry: the retried delivery takes the row again."""
+    with session_scope(sessions) as session:
+        row = find_evaluation(session, version_id, benchmark_id, split)
+        if row is not None and row.status is EvaluationStatus.RUNNING:
+            row.status, row.lease_expires_at = EvaluationStatus.QUEUED, None
+            row.error = f"retrying after: {reason}"[:4000]
 
 
 def evaluate_version(
     sessions: sessionmaker[Session],
     store: BlobStore,
+    evaluator: Evaluator,
     version_id: str,
     benchmark_id: str,
     settings: WorkerSettings,
     split: str = "test",
 ) -> dict[str, Any]:
-    """Evaluate version ``version_id`` on ``split`` of benchmark ``benchmark_id``; its metrics."""
+    """Evaluate version ``version_id`` on ``split`` of benchmark ``benchmark_id``; its metrics
+    (those already stored when there was nothing to run; none when it failed)."""
     with session_scope(sessions) as session:
-        done, model_path, benchmark = _start(session, store, version_id, benchmark_id, split)
-        if done is not None:
-            return dict(done.metrics)
-        session.expunge(benchmark)
+        claimed = claim_evaluation(session, store, version_id, benchmark_id, split, settings)
+        if not isinstance(claimed, Claimed):
+            return dict(claimed.metrics)
+    benchmark = claimed.benchmark
     started = time.perf_counter()
-    model, spec = load_model_file(model_path)
-    dataset = load_benchmark_split(store, benchmark, split, spec)
+    model, spec = load_model_file(claimed.model_path)
+    dataset = evaluator.split(store, benchmark, split, spec)
     loaded = time.perf_counter()
-    metrics = evaluate_model_on(model, dataset, settings.eval_batch_size).model_dump()
+    metrics = evaluator.evaluate(model, dataset, spec, intervals=True).model_dump()
     metrics["seconds"] = {"load": loaded - started, "predict": time.perf_counter() - loaded}
+    EVALUATION_SECONDS.labels(split=split).observe(time.perf_counter() - started)
     with session_scope(sessions) as session:
         store_metrics(session, version_id, benchmark_id, split, metrics)
     log.info(
@@ -154,12 +239,6 @@ def evaluate_version(
         time.perf_counter() - started,
     )
     return metrics
-
-
-def splits_for(benchmark: Benchmark) -> list[str]:
-    """The splits a new version is evaluated on: test (what is reported) and, when the
-    benchmark has one, val (what a version is chosen by, so that test stays unbiased)."""
-    return ["test"] + (["val"] if benchmark.sizes.get("val") else [])
 
 
 def benchmarks_for(session: Session, version_id: str, benchmark_id: str | None) -> list[str]:

@@ -14,6 +14,15 @@ visible while it runs and a crash at any point is safe:
    version; otherwise insert the version and its lineage and mark ``succeeded``
    in one commit. A version row therefore never exists without its blob, and one
    job never makes two versions.
+
+With ``MEDVEC_MERGE_QUEUE`` set, step 2 is cut in two tasks so that the merge itself
+runs in a worker that never imports torch (``worker.merge_main``): the merge task
+(``run_merge`` on the merge queue) writes the merged file, measures its inputs' cosine,
+stores the file as a blob and sends ``medvec.merge.finish`` to the default queue, where
+``finish_merge`` recalibrates it, stores the final blob and does step 3. The job stays
+``running`` in between; a finish task that finds the job done does nothing, and the
+sweeper re-sends the merge when its lease runs out, as for any job. An intermediate blob
+that recalibration replaced is named by no row: the orphan sweep removes it.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
+from app.jobs import JobQueue, defer_job
+from app.metrics import MERGE_SECONDS
 from app.models import (
     BaseModelRecord,
     Benchmark,
@@ -39,16 +50,16 @@ from app.models import (
     VersionStatus,
 )
 from app.security import Actor
-from app.services import audit
+from app.services import audit, generations, running_sums
 from app.services.calibration import VALIDATION_SPLIT, validation_benchmark
-from app.services.merges import strategy_params
-from app.storage import BlobStore
+from app.services.merges import MERGE_FINISH_TASK
+from app.storage import BlobInfo, BlobStore
 from medvec.hashing import sha256_file
-from worker.calibrate import recalibrate_merged
+from medvec.merging.spec import MergeSpec
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
-from worker.evaluate import SplitRef, store_metrics
 from worker.session import session_scope
+from worker.splits import SplitRef
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +71,22 @@ class MergePlan:
     job_id: str
     base_id: str
     base_path: Path
-    strategy: str
-    params: dict[str, Any]
-    seed: int
+    spec: MergeSpec
     vector_ids: list[str]
     vector_paths: list[Path]
     weights: list[float]
     provenance: dict[str, Any]
     base_sha256: str = ""
-    stale: tuple[int, ...] = ()
+    rebase: bool = False
+    """Some inputs are of an older generation: the engine applies them to this base."""
     calibration: SplitRef | None = None
     validation: SplitRef | None = None
+    sums_weighting: str | None = None
+    """The running sums (of this weighting) hold exactly the inputs: build from them."""
+
+    @property
+    def strategy(self) -> str:
+        return self.spec.strategy
 
 
 @dataclass(frozen=True)
@@ -125,29 +141,37 @@ def _plan(session: Session, store: BlobStore, job: MergeJob) -> MergePlan:
     if base is None:
         raise JobGone(f"base {job.base_id} of merge job {job.id} does not exist")
     inputs = job.selection.get("inputs", [])
-    vectors = {
-        v.id: v
-        for v in session.scalars(
-            select(DataVector).where(DataVector.id.in_([i["vector_id"] for i in inputs]))
-        )
-    }
-    missing = [i["vector_id"] for i in inputs if i["vector_id"] not in vectors]
+    ids = [i["vector_id"] for i in inputs]
+    vectors = {v.id: v for v in session.scalars(select(DataVector).where(DataVector.id.in_(ids)))}
+    missing = [i for i in ids if i not in vectors]
     if missing:
         raise JobGone(f"vectors {missing} of merge job {job.id} no longer exist")
-    lineage = [{"vector_id": i["vector_id"], "weight": i["weight"]} for i in inputs]
+    stale = [generations.staleness(session, base, vectors[i].base_id) for i in ids]
+    foreign = [i for i, s in zip(ids, stale, strict=True) if s is None]
+    if foreign:
+        raise TerminalJobError(
+            f"vectors {foreign} of merge job {job.id} are not of base {base.id}'s lineage"
+        )
+    spec = job.spec
+    weights = [float(i["weight"]) for i in inputs]
+    sums = None
+    if spec.is_linear and not any(stale) and spec.weighting in running_sums.WEIGHTINGS:
+        held = running_sums.matching(
+            session, base.id, str(spec.weighting), dict(zip(ids, weights, strict=True))
+        )
+        sums = held.weighting if held is not None else None
     validation = validation_benchmark(session, base, job.benchmark_id)
     return MergePlan(
         job_id=job.id,
         base_id=base.id,
         base_path=store.local_path(base.sha256),
-        strategy=job.strategy,
-        params=strategy_params(job.params),
-        seed=int(job.params.get("seed", 0)),
-        vector_ids=[i["vector_id"] for i in inputs],
-        vector_paths=[store.local_path(vectors[i["vector_id"]].sha256) for i in inputs],
-        weights=[float(i["weight"]) for i in inputs],
+        spec=spec,
+        vector_ids=ids,
+        vector_paths=[store.local_path(vectors[i].sha256) for i in ids],
+        weights=weights,
         base_sha256=base.sha256,
-        stale=tuple(n for n, i in enumerate(inputs) if int(i.get("staleness", 0)) > 0),
+        rebase=any(stale),
+        sums_weighting=sums,
         calibration=_calibration_images(session, job),
         validation=SplitRef.of(validation, VALIDATION_SPLIT) if validation else None,
         provenance={
@@ -156,17 +180,17 @@ def _plan(session: Session, store: BlobStore, job: MergeJob) -> MergePlan:
             "base_sha256": base.sha256,
             "generation": base.generation,
             "strategy": job.strategy,
-            "params": strategy_params(job.params),
-            "seed": int(job.params.get("seed", 0)),
-            "inputs": lineage,
+            "params": dict(spec.params),
+            "seed": spec.seed,
+            "inputs": [{"vector_id": i["vector_id"], "weight": i["weight"]} for i in inputs],
         },
     )
 
 
 def _calibration_images(session: Session, job: MergeJob) -> SplitRef | None:
     """The split the job recalibrates on (chosen at request time), or ``None``."""
-    source = job.params.get("calibration")
-    if not source:
+    source = job.calibration
+    if source is None:
         return None
     benchmark = session.get(Benchmark, source["benchmark_id"])
     if benchmark is None:
@@ -177,33 +201,53 @@ def _calibration_images(session: Session, job: MergeJob) -> SplitRef | None:
     return SplitRef.of(benchmark, str(source["split"]))
 
 
-def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> Computed:
-    """Merge into the staging area, measure, recalibrate, and commit the final blob."""
+@dataclass(frozen=True)
+class Built:
+    """The merged file in the staging area, before recalibration, and its inputs' cosine."""
+
+    path: Path
+    from_sums: bool
+    cosine: float | None
+    stored: bool = False
+    """``path`` is a stored blob (the merge task's, in two-queue mode), not a staging file."""
+
+
+def build(plan: MergePlan, store: BlobStore, settings: WorkerSettings, out: Path) -> Built:
+    """Write the merged model to ``out`` (from the running sums when they hold exactly the
+    inputs) and measure the inputs' mean pairwise cosine. Imports no torch."""
     from medvec.merging import mean_pairwise_cosine, merge_files
 
-    stamp = f"{plan.job_id}-{time.monotonic_ns()}"
-    staged = store.staging_path(f"merge-{stamp}.safetensors")
-    calibrated = store.staging_path(f"calibrated-{stamp}.safetensors")
     delay = settings.merge_tensor_delay_s
-    rebased = [rebase_vector(plan, store, n) for n in plan.stale]
-    paths = list(plan.vector_paths)
-    for n, path in zip(plan.stale, rebased, strict=True):
-        paths[n] = path
-    try:
+    from_sums = _merge_from_sums(plan, store, out)
+    if not from_sums:
         merge_files(
             plan.base_path,
-            paths,
-            staged,
-            strategy=plan.strategy,
-            params=plan.params,
-            weights=plan.weights if _uses_weights(plan.strategy) else None,
-            seed=plan.seed,
+            plan.vector_paths,
+            out,
+            strategy=plan.spec.strategy,
+            params=plan.spec.params,
+            weights=plan.spec.engine_weights(plan.weights),
+            seed=plan.spec.seed,
             provenance=plan.provenance,
             progress=(lambda *_a, **_k: time.sleep(delay)) if delay > 0 else None,
+            base_sha256=plan.base_sha256,
+            rebase=plan.rebase,
         )
-        cosine = mean_pairwise_cosine(paths)
+    # the pairwise cosine reads every vector: a version built from the sums skips it
+    cosine = None if from_sums else mean_pairwise_cosine(plan.vector_paths)
+    return Built(out, from_sums, cosine)
+
+
+def complete(
+    plan: MergePlan, store: BlobStore, settings: WorkerSettings, built: Built, stamp: str
+) -> Computed:
+    """Recalibrate the merged file (torch), measure it on val, and commit the final blob."""
+    from worker.calibrate import recalibrate_merged
+
+    calibrated = store.staging_path(f"calibrated-{stamp}.safetensors")
+    try:
         final = recalibrate_merged(
-            staged,
+            built.path,
             calibrated,
             store,
             calibration=plan.calibration,
@@ -211,12 +255,15 @@ def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> Comp
             batch_size=settings.eval_batch_size,
         )
         digest = sha256_file(final.path)
-        info = store.commit(final.path, digest)
+        if built.stored and final.path == built.path:  # not recalibrated: already stored
+            info = BlobInfo(digest, store.size(digest))
+        else:
+            info = store.commit(final.path, digest)
     finally:
-        for path in (staged, calibrated, *rebased):
-            path.unlink(missing_ok=True)
+        calibrated.unlink(missing_ok=True)
     mergeability = {
-        "mean_cosine": cosine,
+        "mean_cosine": built.cosine,
+        "from_running_sums": built.from_sums,
         "validation_benchmark_id": plan.validation.benchmark_id if plan.validation else None,
         "val_accuracy_combined": final.val_accuracy_combined,
         "val_accuracy_recalibrated": final.val_accuracy_recalibrated,
@@ -224,32 +271,38 @@ def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> Comp
     return Computed(info.sha256, info.size, final.calibration, mergeability, final.val_metrics)
 
 
-def _uses_weights(strategy: str) -> bool:
-    from medvec.merging import get_strategy
+def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> Computed:
+    """Merge into the staging area, measure, recalibrate, and commit the final blob."""
+    stamp = f"{plan.job_id}-{time.monotonic_ns()}"
+    staged = store.staging_path(f"merge-{stamp}.safetensors")
+    try:
+        return complete(plan, store, settings, build(plan, store, settings, staged), stamp)
+    finally:
+        staged.unlink(missing_ok=True)
 
-    return get_strategy(strategy).uses_weights
 
+def _merge_from_sums(plan: MergePlan, store: BlobStore, out: Path) -> bool:
+    """Build the version from this machine's running sums when they hold exactly the plan's
+    inputs; ``False`` (nothing written) otherwise."""
+    from medvec.merging.sums import merge_from_sums
+    from worker.sums import holds, sums_path
 
-def rebase_vector(plan: MergePlan, store: BlobStore, index: int) -> Path:
-    """A staging copy of an older generation's vector labelled with the merged base.
-
-    A data vector is a direction in weight space; stale weighting applies it to the
-    newer base (with its down-weighting already in ``plan.weights``). The copy keeps
-    the tensors bit for bit and records the base it was made against.
-    """
-    from medvec.vectors import load_vector, save_vector
-
-    tensors, metadata = load_vector(plan.vector_paths[index])
-    extra = {
-        **metadata.extra,
-        "rebased_from_base_id": metadata.base_id,
-        "rebased_from_base_sha256": metadata.base_sha256,
-    }
-    relabelled = metadata.model_copy(
-        update={"base_id": plan.base_id, "base_sha256": plan.base_sha256, "extra": extra}
+    if plan.sums_weighting is None:
+        return False
+    path = sums_path(store, plan.base_id, plan.sums_weighting)
+    members = dict(zip(plan.vector_ids, plan.weights, strict=True))
+    if not holds(path, plan.base_sha256, members):
+        return False
+    merge_from_sums(
+        plan.base_path,
+        path,
+        out,
+        strategy=plan.spec.strategy,
+        params=plan.spec.params,
+        provenance=plan.provenance,
+        base_sha256=plan.base_sha256,
     )
-    out = store.staging_path(f"rebased-{plan.job_id}-{index}-{time.monotonic_ns()}.safetensors")
-    return save_vector(out, tensors, relabelled)
+    return True
 
 
 def finish(session: Session, plan: MergePlan, computed: Computed) -> MergeOutcome:
@@ -261,7 +314,7 @@ def finish(session: Session, plan: MergePlan, computed: Computed) -> MergeOutcom
         base_id=plan.base_id,
         name=f"{plan.strategy}-{plan.job_id[:8]}",
         strategy=plan.strategy,
-        params={**job.params, "merge_job_id": job.id},
+        params={**job.record(), "merge_job_id": job.id},
         sha256=computed.sha256,
         size=computed.size,
         status=VersionStatus.CANDIDATE,
@@ -273,6 +326,8 @@ def finish(session: Session, plan: MergePlan, computed: Computed) -> MergeOutcom
     for vector_id, weight in zip(plan.vector_ids, plan.weights, strict=True):
         session.add(VersionInput(version_id=version.id, vector_id=vector_id, weight=weight))
     if plan.validation is not None and computed.val_metrics is not None:
+        from worker.evaluate import store_metrics  # torch: only where calibration ran
+
         # the stored model was already measured on val: that is its val evaluation
         validation = plan.validation
         store_metrics(
@@ -329,22 +384,111 @@ def mark_queued(sessions: sessionmaker[Session], job_id: str, reason: str) -> No
 
 
 def run_merge(
-    sessions: sessionmaker[Session], store: BlobStore, job_id: str, settings: WorkerSettings
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    job_id: str,
+    settings: WorkerSettings,
+    queue: JobQueue | None = None,
 ) -> MergeOutcome:
-    """Run merge job ``job_id`` to its end; safe to call again for the same job at any time."""
+    """Run merge job ``job_id`` to its end; safe to call again for the same job at any time.
+
+    With ``settings.merge_queue`` set this is the merge queue's half: it writes and stores
+    the merged file and sends ``medvec.merge.finish`` through ``queue`` (the job's version
+    comes from ``finish_merge``)."""
     with session_scope(sessions) as session:
         claimed = claim(session, store, job_id, settings)
     if isinstance(claimed, MergeOutcome):
         log.info("merge job %s: nothing to do (%s)", job_id, claimed.status.value)
         return claimed
     started = time.perf_counter()
+    if settings.merge_queue is not None:
+        return _build_and_hand_over(sessions, store, claimed, settings, queue, started)
     computed = compute(claimed, store, settings)
+    MERGE_SECONDS.labels(strategy=claimed.strategy).observe(time.perf_counter() - started)
     with session_scope(sessions) as session:
         outcome = finish(session, claimed, computed)
     log.info(
         "merge job %s: %s in %.2fs (version %s)",
         job_id,
         "done" if outcome.ran else "already done by another delivery",
+        time.perf_counter() - started,
+        outcome.version_id,
+    )
+    return outcome
+
+
+def _build_and_hand_over(
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    plan: MergePlan,
+    settings: WorkerSettings,
+    queue: JobQueue | None,
+    started: float,
+) -> MergeOutcome:
+    """Write and store the merged file, then send the finishing task (in the commit that
+    confirms the job still runs)."""
+    if queue is None:
+        raise TerminalJobError("a merge on the merge queue needs a job queue to hand over to")
+    staged = store.staging_path(f"merge-{plan.job_id}-{time.monotonic_ns()}.safetensors")
+    try:
+        built = build(plan, store, settings, staged)
+        info = store.commit(staged, sha256_file(staged))
+    finally:
+        staged.unlink(missing_ok=True)
+    MERGE_SECONDS.labels(strategy=plan.strategy).observe(time.perf_counter() - started)
+    with session_scope(sessions, queue) as session:
+        job = _locked_job(session, plan.job_id)
+        if job.status is not JobStatus.RUNNING:
+            return MergeOutcome(job.id, job.version_id, job.status, ran=False)
+        defer_job(
+            session,
+            MERGE_FINISH_TASK,
+            job_id=plan.job_id,
+            merged_sha256=info.sha256,
+            cosine=built.cosine,
+            from_sums=built.from_sums,
+        )
+    log.info(
+        "merge job %s: merged in %.2fs; recalibration and the version follow on %s",
+        plan.job_id,
+        time.perf_counter() - started,
+        settings.queue,
+    )
+    return MergeOutcome(plan.job_id, None, JobStatus.RUNNING, ran=True)
+
+
+def finish_merge(
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    job_id: str,
+    settings: WorkerSettings,
+    *,
+    merged_sha256: str,
+    cosine: float | None,
+    from_sums: bool,
+) -> MergeOutcome:
+    """The default queue's half of a merge the merge queue wrote: recalibrate the stored
+    file, commit the final blob, record the version. Safe to call again."""
+    with session_scope(sessions) as session:
+        job = session.get(MergeJob, job_id)
+        if job is None:
+            raise JobGone(f"merge job {job_id} does not exist")
+        if job.status is not JobStatus.RUNNING:
+            return MergeOutcome(job.id, job.version_id, job.status, ran=False)
+        plan = _plan(session, store, job)
+    if not store.exists(merged_sha256):
+        raise TerminalJobError(
+            f"the merged file {merged_sha256[:12]} of merge job {job_id} is gone (swept as "
+            "an orphan before it was recalibrated): request the merge again"
+        )
+    started = time.perf_counter()
+    built = Built(store.local_path(merged_sha256), from_sums, cosine, stored=True)
+    computed = complete(plan, store, settings, built, f"{job_id}-{time.monotonic_ns()}")
+    with session_scope(sessions) as session:
+        outcome = finish(session, plan, computed)
+    log.info(
+        "merge job %s: recalibrated and recorded in %.2fs (version %s)",
+        job_id,
         time.perf_counter() - started,
         outcome.version_id,
     )

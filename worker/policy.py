@@ -2,7 +2,9 @@
 merge, and (optionally) on a schedule whenever anything new arrived.
 
 Off unless ``MEDVEC_AUTO_MERGE=true`` (the demo turns it on). It runs when a vector
-is accepted (the registry's ``medvec.vectors.accepted`` job) and on Celery beat.
+is accepted (the registry's ``medvec.vectors.accepted`` job, after screening) and on
+Celery beat. With screening on, a base waits while any of its validated vectors is
+not screened yet: the merge would otherwise take a vector screening may quarantine.
 Asking twice is harmless: a merge request with the same inputs finds its job.
 """
 
@@ -16,11 +18,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.errors import AppError
 from app.models import DataVector, MergeJob, VectorStatus
-from app.schemas.merges import MergeCreate
 from app.security import Actor
-from app.services.merges import request_merge
+from app.services.errors import DomainError
+from app.services.hospitals import of_present_hospital
+from app.services.merges import MergeRequest, request_merge
 from worker.config import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,35 @@ def activity(session: Session, base_id: str) -> BaseActivity:
     """How many validated vectors arrived for ``base_id`` since its last merge request."""
     last = session.scalar(select(func.max(MergeJob.created_at)).where(MergeJob.base_id == base_id))
     query = select(func.count(DataVector.id)).where(
-        DataVector.base_id == base_id, DataVector.status == VectorStatus.VALIDATED
+        DataVector.base_id == base_id,
+        DataVector.status == VectorStatus.VALIDATED,
+        of_present_hospital(),
     )
     if last is not None:
         query = query.where(DataVector.created_at > last)
     return BaseActivity(base_id, last, int(session.scalar(query) or 0))
+
+
+def unscreened(session: Session, base_id: str) -> int:
+    """Validated vectors of ``base_id`` that screening has not looked at yet."""
+    query = select(func.count(DataVector.id)).where(
+        DataVector.base_id == base_id,
+        DataVector.status == VectorStatus.VALIDATED,
+        DataVector.screened_at.is_(None),
+        of_present_hospital(),
+    )
+    return int(session.scalar(query) or 0)
+
+
+def screened_ids(session: Session, base_id: str) -> list[str]:
+    """The validated vectors of ``base_id`` that screening has passed, oldest first."""
+    query = select(DataVector.id).where(
+        DataVector.base_id == base_id,
+        DataVector.status == VectorStatus.VALIDATED,
+        DataVector.screened_at.is_not(None),
+        of_present_hospital(),
+    )
+    return list(session.scalars(query.order_by(DataVector.created_at, DataVector.id)))
 
 
 def is_due(state: BaseActivity, settings: WorkerSettings, now: datetime) -> bool:
@@ -58,7 +84,7 @@ def is_due(state: BaseActivity, settings: WorkerSettings, now: datetime) -> bool
 def bases_with_vectors(session: Session) -> list[str]:
     query = (
         select(DataVector.base_id)
-        .where(DataVector.status == VectorStatus.VALIDATED)
+        .where(DataVector.status == VectorStatus.VALIDATED, of_present_hospital())
         .distinct()
         .order_by(DataVector.base_id)
     )
@@ -84,14 +110,24 @@ def check_policy(
         state = activity(session, candidate)
         if not is_due(state, settings, now):
             continue
-        request = MergeCreate(
+        chosen: list[str] | None = None
+        if settings.screening_enabled and unscreened(session, candidate):
+            # merge what screening has passed; the vectors still being screened wait for
+            # the next merge (waiting for all of them starves the policy while hospitals
+            # keep pushing, as the demo's hospitals do)
+            chosen = screened_ids(session, candidate)
+            if len(chosen) < settings.auto_merge_k:
+                log.info("auto-merge of base %s waits for screening", candidate)
+                continue
+        request = MergeRequest(
             base_id=candidate,
             strategy=settings.auto_merge_strategy,
             params=settings.auto_merge_params,
+            vector_ids=chosen,
         )
         try:
             job, queued = request_merge(session, request, actor=ACTOR)
-        except AppError as exc:
+        except DomainError as exc:
             log.warning("auto-merge of base %s skipped: %s", candidate, exc.message)
             continue
         if queued:

@@ -1,4 +1,5 @@
-"""What a worker process needs to run jobs: engine, sessions, blob store — built on first use.
+"""What a worker process needs to run jobs: engine, sessions, blob store, the evaluation
+state — built on first use.
 
 Lazy on purpose: a prefork worker builds its Celery app in the parent process and
 forks children; database connections must be opened in the child that uses them.
@@ -13,10 +14,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, make_sessionmaker
-from app.storage import BlobStore, LocalBlobStore
+from app.storage import BlobStore
+from app.stores import make_store
 
 if TYPE_CHECKING:
     from worker.config import WorkerSettings
+    from worker.evaluate import Evaluator
 
 
 class WorkerResources:
@@ -33,7 +36,14 @@ class WorkerResources:
 
     @cached_property
     def store(self) -> BlobStore:
-        return LocalBlobStore(self.settings.data_dir / "blobs")
+        return make_store(self.settings)
+
+    @cached_property
+    def evaluator(self) -> Evaluator:
+        """Decoded benchmarks and measured batch sizes, kept for this process's life."""
+        from worker.evaluate import Evaluator  # torch: only where evaluations run
+
+        return Evaluator(self.settings)
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -1,4 +1,5 @@
-"""``medvec admin merge | versions | leaderboard | promote | rollback | generation``.
+"""``medvec admin merge | versions | evaluate | contributions | leaderboard | promote | rollback |
+generation``.
 
 The model side of administration: merge jobs, the versions they make, their
 evaluations, and which version hospitals get (production) or train from (the base).
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from hospital_cli import output
-from hospital_cli.errors import CliError
+from hospital_cli.errors import ApiError, CliError
 from hospital_cli.options import JsonOpt, ProfileOpt, ServerOpt, TokenOpt, make_client
 
 app = typer.Typer()
@@ -133,22 +134,127 @@ def versions(
 
 
 @app.command()
-def promote(
-    version_id: Annotated[str, typer.Argument(help="Version id.")],
-    stage: Annotated[str, typer.Option(help="staging or production.")] = "production",
-    force: Annotated[bool, typer.Option(help="Promote without a completed evaluation.")] = False,
+def evaluate(
+    version_id: VersionArg,
+    benchmark: Annotated[str, typer.Option("--benchmark", help="Benchmark id.")],
+    split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
     profile: ProfileOpt = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Promote a version.
+    """Run a version's evaluation on a benchmark split (again); a worker does the work.
+
+    One already queued or running is left as it is; a completed or failed one is queued
+    again (the audit log keeps the metrics it replaces).
+
+    Example: medvec admin evaluate 9b1e... --benchmark 4f57... --split val
+    """
+    with make_client(profile, server, token) as client:
+        record = client.request_evaluation(version_id, benchmark, split)
+    message = (
+        f"evaluation of {version_id} on {record.get('benchmark_name')}/{split}: "
+        f"{record.get('status')} (see `medvec admin versions`)"
+    )
+    output.record(record, as_json, message)
+
+
+@app.command()
+def contributions(
+    version_id: VersionArg,
+    compute: Annotated[
+        bool, typer.Option("--compute", help="Ask a worker to compute them (again) first.")
+    ] = False,
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each input hospital's contribution to a weighted-mean or task-arithmetic version:
+    the validation metric with everyone minus the metric without that hospital (accuracy,
+    macro AUC, per-class sensitivity). A positive number: the merge is better with it.
+
+    Example: medvec admin contributions 9b1e... --compute
+    """
+    with make_client(profile, server, token) as client:
+        if compute:
+            client.request_contributions(version_id)
+            output.success(f"contributions of {version_id} queued; run this again to read them")
+            return
+        record = client.contributions(version_id)
+    if as_json:
+        output.print_json(record)
+        return
+    rows = [
+        {
+            "hospital": h["hospital_id"],
+            "vector": h["vector_id"][:8],
+            "accuracy": f"{h['accuracy']:+.4f}",
+            "auc": "-" if h["auc_macro"] is None else f"{h['auc_macro']:+.4f}",
+            "sensitivity": " ".join("-" if s is None else f"{s:+.3f}" for s in h["sensitivity"]),
+        }
+        for h in record["hospitals"]
+    ]
+    everyone = record["all"]
+    output.table(
+        rows,
+        ["hospital", "vector", "accuracy", "auc", "sensitivity"],
+        title=f"contributions on {record['split']} (all: accuracy {everyone['accuracy']:.4f})",
+    )
+
+
+@app.command()
+def promote(
+    version_id: Annotated[str, typer.Argument(help="Version id.")],
+    stage: Annotated[str, typer.Option(help="staging or production.")] = "production",
+    force: Annotated[
+        bool, typer.Option(help="Promote past the gate (or without an evaluation); audited.")
+    ] = False,
+    profile: ProfileOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Promote a version. Production needs the promotion gate: no worse than production
+    on the gate's metrics, overall and per class, and every class's sensitivity at or
+    above the floor; a refusal prints every check as a table.
 
     Example: medvec admin promote 9b1e... --stage production
     """
     with make_client(profile, server, token) as client:
-        record = client.promote(version_id, stage, force=force)
+        try:
+            record = client.promote(version_id, stage, force=force)
+        except ApiError as exc:
+            if exc.code == "gate_failed" and isinstance(exc.detail, dict) and not as_json:
+                _gate_table(exc.detail)
+            raise
     output.record(record, as_json, f"version {version_id} is now {record.get('status', stage)}")
+
+
+GATE_COLUMNS = ["check", "metric", "class", "candidate", "production", "threshold", "result"]
+
+
+def _gate_table(detail: dict[str, Any]) -> None:
+    """Every check of a refused promotion, failed ones first."""
+    checks = sorted(detail.get("checks") or [], key=lambda c: bool(c.get("passed")))
+    rows = [
+        {
+            "check": check.get("kind"),
+            "metric": check.get("metric"),
+            "class": check.get("class_index"),
+            "candidate": _rounded(check.get("candidate")),
+            "production": _rounded(check.get("production")),
+            "threshold": _rounded(check.get("threshold")),
+            "result": "pass" if check.get("passed") else "FAIL",
+        }
+        for check in checks
+    ]
+    title = f"promotion gate on {detail.get('split')} of benchmark {detail.get('benchmark_id')}"
+    output.table(rows, GATE_COLUMNS, title=title)
+
+
+def _rounded(value: Any) -> float | None:
+    return None if value is None else round(float(value), 4)
 
 
 @app.command()

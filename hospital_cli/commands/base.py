@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from hospital_cli import output
-from hospital_cli.bases import base_cache, pull_base
+from hospital_cli.bases import base_cache, pretrained_cache, pull_base
 from hospital_cli.options import (
     DeviceOpt,
     JsonOpt,
@@ -105,8 +105,14 @@ def pretrain(
         ),
     ] = None,
     output_dir: Annotated[
-        Path, typer.Option("--output", "-o", help="The cache folder for pretrained bases.")
-    ] = Path("medvec-bases"),
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The cache folder for pretrained bases (default: the user cache, "
+            "shared with medvec demo; MEDVEC_CACHE_DIR moves it).",
+        ),
+    ] = None,
     datasets_dir: Annotated[
         Path | None,
         typer.Option("--datasets-dir", help="Folder of MedMNIST .npz files (MEDVEC_DATASETS_DIR)."),
@@ -148,7 +154,7 @@ def pretrain(
 
         path = ensure_base(
             spec,
-            output_dir,
+            output_dir or pretrained_cache(),
             config=config,
             checkpoint=checkpoint,
             datasets_dir=folder,

@@ -154,7 +154,7 @@ def merge(
     --lambda 1.0 --calibration val.npz -o merged.safetensors v1.safetensors v2.safetensors
     """
     from medvec.hashing import sha256_file
-    from medvec.merging import merge_files
+    from medvec.merging import MergeSpec, merge_files
     from medvec.models import read_model_spec
 
     images, split = None, ""
@@ -167,17 +167,21 @@ def merge(
         "drop_rate": drop_rate,
         "trim_fraction": trim_fraction,
     }
-    params = {name: value for name, value in given.items() if value is not None}
+    spec = MergeSpec.checked(
+        strategy=strategy.value,
+        params={name: value for name, value in given.items() if value is not None},
+        seed=seed,
+    )
     with output.progress_steps(transient=as_json) as bar:
         task = bar.add_task(f"merge {len(vectors)} vectors ({strategy.value})", info="", total=None)
         result = merge_files(
             base,
             vectors,
             out,
-            strategy=strategy.value,
-            params=params,
+            strategy=spec.strategy,
+            params=spec.params,
             weights=parse_weights(weights),
-            seed=seed,
+            seed=spec.seed,
             progress=lambda done, total, key: bar.update(
                 task, completed=done, total=total, info=key
             ),

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +14,7 @@ from hospital_cli.config import cache_dir
 from hospital_cli.errors import EXIT_REJECTED, ApiError
 from hospital_cli.options import JsonOpt, ProfileOpt, ServerOpt, TokenOpt, make_client
 from hospital_cli.uploads import PART_SIZE, ResumeStore, Uploader
+from hospital_cli.waiting import await_status
 
 app = typer.Typer()
 
@@ -33,6 +33,35 @@ def push(
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for the validation verdict (0: don't).")
     ] = 60.0,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Split into two additive shares: A to the registry, B to the share holder.",
+        ),
+    ] = False,
+    share_holder: Annotated[
+        str | None,
+        typer.Option(envvar="MEDVEC_SHARE_HOLDER_URL", help="Share holder URL (--secure)."),
+    ] = None,
+    share_holder_token: Annotated[
+        str | None,
+        typer.Option(envvar="MEDVEC_SHARE_HOLDER_TOKEN", help="Your token at the share holder."),
+    ] = None,
+    dp_noise: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="--secure: sigma of the sum's noise; you add sigma*C/sqrt(K)."),
+    ] = None,
+    dp_clip: Annotated[
+        float | None, typer.Option(min=0.0, help="--secure --dp-noise: clip bound C.")
+    ] = None,
+    dp_k: Annotated[
+        int, typer.Option(min=1, help="--secure --dp-noise: K, the share holder's minimum set.")
+    ] = 3,
+    dp_delta: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1e-5,
+    max_norm: Annotated[
+        float, typer.Option(help="--secure: the registry's norm bound (MEDVEC_MAX_VECTOR_NORM).")
+    ] = 1.0e4,
     profile: ProfileOpt = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
@@ -41,12 +70,28 @@ def push(
     """Push a data vector; an interrupted push resumes where it stopped.
 
     Pushing the same bytes again is harmless: the registry answers with the same vector.
+    With --secure neither server ever holds the vector: see docs/secure-aggregation.md.
 
     Example: medvec push vectors/pneumonia-2026-11-23.safetensors
     """
     from medvec.hashing import sha256_file
 
     sha256 = sha256_file(vector)
+    if secure:
+        options = SecureOptions(share_holder, share_holder_token, dp_noise, dp_clip, dp_k, dp_delta)
+        _push_secure(
+            vector,
+            sha256,
+            options,
+            max_norm,
+            part_size,
+            retries,
+            make_client(profile, server, token),
+            as_json,
+        )
+        return
+    if dp_noise is not None:
+        raise typer.BadParameter("--dp-noise on push needs --secure (else use `medvec train`)")
     with make_client(profile, server, token) as client, output.progress_bytes() as bar:
         task = bar.add_task(f"push {vector.name}", total=vector.stat().st_size)
         uploader = Uploader(
@@ -83,13 +128,7 @@ def push(
 
 def _await_verdict(client: RegistryClient, vector: dict[str, Any], wait: float) -> dict[str, Any]:
     """Poll the vector until validation leaves ``received`` (when a worker validates)."""
-    deadline = time.monotonic() + wait
-    delay = 0.5
-    while str(vector.get("status")) in PENDING and time.monotonic() < deadline:
-        time.sleep(delay)
-        delay = min(delay * 2, 5.0)
-        vector = client.get_vector(str(vector["id"]))
-    return vector
+    return await_status(vector, lambda: client.get_vector(str(vector["id"])), PENDING, wait)
 
 
 def _rejected(reason: str, detail: Any, as_json: bool) -> None:
@@ -97,3 +136,64 @@ def _rejected(reason: str, detail: Any, as_json: bool) -> None:
         output.print_json({"status": "rejected", "reason": reason, "detail": detail})
     output.error(f"rejected by the registry: {reason}")
     raise typer.Exit(EXIT_REJECTED)
+
+
+@dataclass(frozen=True)
+class SecureOptions:
+    share_holder: str | None
+    share_holder_token: str | None
+    dp_noise: float | None
+    dp_clip: float | None
+    dp_k: int
+    dp_delta: float
+
+
+def _push_secure(
+    vector: Path,
+    sha256: str,
+    options: SecureOptions,
+    max_norm: float,
+    part_size: int,
+    retries: int,
+    client: RegistryClient,
+    as_json: bool,
+) -> None:
+    from hospital_cli.secure import DistributedNoise, ShareHolderClient, prepare_shares, push_pair
+
+    if not options.share_holder or not options.share_holder_token:
+        raise typer.BadParameter(
+            "--secure needs the share holder's URL and your token there "
+            "(--share-holder / MEDVEC_SHARE_HOLDER_URL, --share-holder-token)"
+        )
+    noise = None
+    if options.dp_noise is not None:
+        if not options.dp_clip:
+            raise typer.BadParameter("--dp-noise needs --dp-clip (the L2 bound C)")
+        noise = DistributedNoise(options.dp_noise, options.dp_clip, options.dp_k, options.dp_delta)
+    pair = prepare_shares(vector, sha256, cache_dir(), noise=noise, max_norm=max_norm)
+    resume = ResumeStore(cache_dir() / "uploads")
+    holder = ShareHolderClient(options.share_holder, options.share_holder_token)
+    with client, holder, output.progress_bytes() as bar:
+        task = bar.add_task(f"push --secure {vector.name}", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def uploader(to: RegistryClient) -> Uploader:
+            return Uploader(to, resume, part_size=part_size, retries=retries, on_progress=progress)
+
+        try:
+            result = push_pair(pair, uploader(holder), uploader(client))
+        except ApiError as exc:
+            if exc.status == 422:
+                bar.stop()
+                _rejected(exc.message, exc.detail, as_json)
+            raise
+    if as_json:
+        output.print_json(result)
+        return
+    record = result["registry"]["vector"]
+    output.success(
+        f"share {record.get('id')} {record.get('status')} at the registry, share B held by "
+        f"the share holder; pair {pair.pair_id[:12]}…"
+    )

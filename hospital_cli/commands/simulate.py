@@ -13,12 +13,13 @@ import typer
 
 from hospital_cli import output
 from hospital_cli.options import DeviceOpt, JsonOpt, Stem
+from medvec.training_config import Recipe
 
 app = typer.Typer()
 
 # SimulationConfig's and PretrainConfig's defaults, spelled out so that `medvec --help`
 # does not import torch; a test keeps them equal.
-SIM_DEFAULTS = {"max_train": 2500, "generations": 3, "epochs": 3, "lr": 0.05, "batch_size": 32}
+SIM_DEFAULTS = {"max_train": 2500, "generations": 6, "epochs": 3, "lr": None, "batch_size": 32}
 PRETRAIN_DEFAULTS = {"steps": 500}
 
 DatasetsDirOpt = Annotated[
@@ -56,8 +57,8 @@ def simulate(
         str, typer.Option(help="Number of hospitals (comma list with --sweep).")
     ] = "5",
     arch: Annotated[
-        str, typer.Option(help="resnet18, flra_resnet18 ... (comma list with --sweep).")
-    ] = "resnet18",
+        str, typer.Option(help="resnet10, resnet18, flra_resnet18 ... (comma list with --sweep).")
+    ] = "resnet10",
     stem: StemOpt = Stem.imagenet,
     alpha: Annotated[
         float | None, typer.Option(min=0.0, help="Dirichlet non-IID split with this alpha.")
@@ -79,9 +80,18 @@ def simulate(
         int | None,
         typer.Option(min=1, help="Local optimiser steps per generation (instead of --epochs)."),
     ] = None,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (SGD, cosine).")] = (
-        SIM_DEFAULTS["lr"]
-    ),
+    recipe: Annotated[
+        Recipe,
+        typer.Option(
+            help="Local training: sgd (SGD, cosine, flips and crops; best for IID and pooled "
+            "training) or adam (constant Adam, no augmentation; merges best when "
+            "hospitals' labels differ)."
+        ),
+    ] = "sgd",
+    lr: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Peak learning rate [the recipe's: sgd 0.05, adam 0.001]."),
+    ] = SIM_DEFAULTS["lr"],
     batch_size: Annotated[int, typer.Option(min=1)] = SIM_DEFAULTS["batch_size"],
     calibrate: Annotated[
         bool,
@@ -127,6 +137,7 @@ def simulate(
         generations=generations,
         epochs=epochs,
         steps=steps,
+        recipe=recipe,
         lr=lr,
         batch_size=batch_size,
         calibrate=calibrate,

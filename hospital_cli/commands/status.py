@@ -33,13 +33,22 @@ def status(
     with make_client(profile, server, token) as client:
         vectors = client.list_vectors(status=vector_status)
         production = _production(client)
+        ledger = _ledger(client)
     inputs = _production_inputs(production)
     vectors = [_with_merge_state(v, inputs, production) for v in vectors]
     if as_json:
-        output.print_json({"vectors": vectors, "production": production})
+        output.print_json({"vectors": vectors, "production": production, "privacy": ledger})
         return
     rows = [_vector_row(v) for v in vectors]
     output.listing(rows, VECTOR_COLUMNS, as_json=False, title="vectors")
+    for vector in vectors:
+        if vector.get("status") == "quarantined":
+            output.warn(
+                f"vector {vector.get('id')} is quarantined: {vector.get('reason')} — no merge "
+                "takes it until an admin releases it; push a new vector to replace it"
+            )
+    if ledger is not None:
+        output.note(f"privacy: {describe_ledger(ledger)}")
     if production is None:
         output.note("no production model yet")
         return
@@ -52,6 +61,25 @@ def status(
         as_json=False,
         title="production evaluations",
     )
+
+
+def _ledger(client: RegistryClient) -> dict[str, Any] | None:
+    """This hospital's privacy ledger (None for an admin token, which has no hospital)."""
+    hospital_id = client.whoami().get("hospital_id")
+    return client.privacy_ledger(str(hospital_id)) if hospital_id else None
+
+
+def describe_ledger(ledger: dict[str, Any]) -> str:
+    """One line: the composed epsilon at delta, the vectors behind it, the budget."""
+    epsilon = ledger.get("epsilon")
+    spent = "unbounded (a vector without noise)" if epsilon is None else f"{epsilon:.3f}"
+    line = (
+        f"epsilon {spent} at delta {ledger['delta']:g} over {ledger['vectors']} vectors "
+        f"({ledger['private_vectors']} with differential privacy)"
+    )
+    if ledger.get("budget_epsilon") is not None:
+        line += f"; budget epsilon {ledger['budget_epsilon']:g} at delta {ledger['budget_delta']:g}"
+    return line
 
 
 def _production(client: RegistryClient) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """The demo's figure: test accuracy of every merged version, generation by generation,
-against the mean local model of each generation and the centralized model."""
+against the mean local model of each generation, the mean hospital trained alone and
+the centralized model."""
 
 from __future__ import annotations
 
@@ -47,13 +48,18 @@ def plot_report(report: DemoReport, path: Path) -> Path:
         ax.axvline(max(xs) + 0.5, color="lightgrey", linewidth=0.8)
         ax.text((min(xs) + max(xs)) / 2, 0.02, f"generation {generation}", ha="center",
                 va="bottom", fontsize=8, transform=ax.get_xaxis_transform())  # fmt: skip
+    if report.alone:
+        alone = sum(m["accuracy"] for m in report.alone.values()) / len(report.alone)
+        ax.axhline(alone, color="firebrick", linestyle=":", label="mean hospital alone")
     if report.centralized:
         ax.axhline(report.centralized["accuracy"], color="black", label="centralized (union)")
     ax.set_xlabel("model version (in order of creation)")
     ax.set_ylabel("test accuracy")
     settings = report.settings
     split = "IID" if settings.alpha is None else f"Dirichlet alpha={settings.alpha:g}"
-    ax.set_title(f"MedVec demo: {settings.dataset}, {settings.hospitals} hospitals, {split}")
+    ax.set_title(
+        f"MedVec demo: {settings.dataset}, {settings.arch}, {settings.hospitals} hospitals, {split}"
+    )
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,16 +1,19 @@
-"""What the demo measures beside the registry: local models on the test split, and the
-centralized model trained on the union of all hospitals' images (the reference)."""
+"""What the demo measures beside the registry, on the test split: each hospital's model
+trained alone (what it has without MedVec) and the centralized model trained on the
+union of all hospitals' images (pooled training), both with the generations' budget."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from hospital_cli.demo.data import DemoData
 from hospital_cli.demo.hospital import demo_recipe
 from hospital_cli.demo.state import DemoSettings, Ui
+
+T = TypeVar("T")
 
 
 class Scorer:
@@ -42,49 +45,84 @@ class Scorer:
         }
 
 
-def train_centralized(
-    settings: DemoSettings, data: DemoData, base_file: Path, score: Scorer, ui: Ui
-) -> dict[str, float]:
-    """One model trained on the union of all hospitals' data, for the same epochs."""
+def _union(shards: list[Path]) -> tuple[Any, Any]:
     import numpy as np
 
+    images, labels = [], []
+    for shard in shards:
+        with np.load(shard) as archive:
+            images.append(archive["train_images"])
+            labels.append(archive["train_labels"])
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _train_from_base(
+    settings: DemoSettings, shards: list[Path], base_file: Path, out: Path, ui_step: Any
+) -> Path:
+    """Fine-tune the base on ``shards`` for every generation's epochs at once."""
     from medvec.data import ImageArrayDataset
     from medvec.models import load_model_file, save_model_file
     from medvec.training import fine_tune, resolve_device
 
-    images, labels = [], []
-    for shard in data.shards:
-        with np.load(shard) as archive:
-            images.append(archive["train_images"])
-            labels.append(archive["train_labels"])
+    images, labels = _union(shards)
     model, spec = load_model_file(base_file)
-    union = ImageArrayDataset(
-        np.concatenate(images), np.concatenate(labels), spec.in_channels, spec.image_size
-    )
+    dataset = ImageArrayDataset(images, labels, spec.in_channels, spec.image_size)
     config = demo_recipe(
         epochs=settings.epochs * settings.generations,
         lr=settings.lr,
         batch_size=settings.batch_size,
         seed=settings.seed,
     )
+    fine_tune(model, dataset, config, device=resolve_device(settings.device), on_step=ui_step)
+    save_model_file(out, model.to("cpu"), spec, provenance={"name": out.stem})
+    return out
 
-    def on_step(step: Any = None, total: int | None = None, **_: Any) -> None:
+
+def train_alone(
+    settings: DemoSettings, data: DemoData, base_file: Path, score: Scorer, ui: Ui
+) -> dict[str, dict[str, float]]:
+    """Every hospital alone, for all generations' epochs: test metrics by hospital name.
+
+    A hospital alone is what it would have without MedVec: the base fine-tuned on its
+    own images only, with as many epochs as it spends over all generations.
+    """
+    folder = settings.output / "references"
+    folder.mkdir(parents=True, exist_ok=True)
+    alone: dict[str, dict[str, float]] = {}
+    for number, shard in enumerate(data.shards):
+        name = f"hospital-{number + 1:02d}"
+
+        def step(step: Any = None, total: int | None = None, _n: str = name, **_: Any) -> None:
+            ui.hospital("alone", f"{_n} on its own images", step, total)
+
+        model = _train_from_base(settings, [shard], base_file, folder / f"{name}.safetensors", step)
+        alone[name] = score(model)
+    ui.hospital("alone", "done", 1, 1)
+    return alone
+
+
+def train_centralized(
+    settings: DemoSettings, data: DemoData, base_file: Path, score: Scorer, ui: Ui
+) -> dict[str, float]:
+    """One model on the union of all hospitals' images, for all generations' epochs."""
+
+    def step(step: Any = None, total: int | None = None, **_: Any) -> None:
         ui.hospital("centralized", "training on the union", step, total)
 
-    fine_tune(model, union, config, device=resolve_device(settings.device), on_step=on_step)
-    out = settings.output / "centralized.safetensors"
-    save_model_file(out, model.to("cpu"), spec, provenance={"name": "centralized"})
+    out = settings.output / "references" / "centralized.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = _train_from_base(settings, data.shards, base_file, out, step)
     ui.hospital("centralized", "done", 1, 1)
-    return score(out)
+    return score(model)
 
 
-class Background(threading.Thread):
-    """Runs one function beside the generations (the centralized reference model)."""
+class Background(threading.Thread, Generic[T]):
+    """Runs one function beside the generations (a reference model)."""
 
-    def __init__(self, work: Callable[[], dict[str, float]]) -> None:
-        super().__init__(name="centralized", daemon=True)
+    def __init__(self, name: str, work: Callable[[], T]) -> None:
+        super().__init__(name=name, daemon=True)
         self.work = work
-        self.value: dict[str, float] = {}
+        self.value: T | None = None
         self.error: BaseException | None = None
         self.start()
 
@@ -94,8 +132,9 @@ class Background(threading.Thread):
         except BaseException as exc:  # handed to the caller by result()
             self.error = exc
 
-    def result(self) -> dict[str, float]:
+    def result(self) -> T:
         self.join()
         if self.error is not None:
             raise self.error
+        assert self.value is not None
         return self.value

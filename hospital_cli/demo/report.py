@@ -43,17 +43,58 @@ def result_rows(report: DemoReport) -> list[dict[str, Any]]:
             detail = f"{r.samples} images, pushed at {r.pushed_s:.0f} s"
             rows.append(_row(generation, r.hospital, detail, r.metrics))
         if local:
-            mean = {k: sum(r.metrics[k] for r in local) / len(local) for k in METRICS}
+            mean = _mean([r.metrics for r in local])
             rows.append(_row(generation, "mean of local models", f"{len(local)} hospitals", mean))
         for v in report.versions:
             if v.generation == generation and v.metrics:
                 model = f"merged: {v.strategy}"
                 val = v.val_metrics.get("accuracy")
                 rows.append(_row(generation, model, _version_detail(v), v.metrics, val))
+    epochs = report.settings.epochs * report.settings.generations
+    sizes = {r.hospital: r.samples for r in report.locals}
+    for name, metrics in sorted(report.alone.items()):
+        detail = f"{sizes.get(name, '?')} images, {epochs} epochs, no merging"
+        rows.append(_row(None, f"{name} alone", detail, metrics))
+    if report.alone:
+        mean = _mean(list(report.alone.values()))
+        rows.append(_row(None, "mean of hospitals alone", f"{len(report.alone)} hospitals", mean))
     if report.centralized:
-        detail = "all hospitals' images, same epochs"
+        detail = f"all hospitals' images, {epochs} epochs"
         rows.append(_row(None, "centralized (union)", detail, report.centralized))
     return rows
+
+
+def _mean(metrics: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(m[k] for m in metrics) / len(metrics) for k in METRICS}
+
+
+def summary(report: DemoReport) -> dict[str, float | str | None]:
+    """The promoted model of the last generation against the references (test accuracy).
+
+    ``gain_over_alone``: points above the mean hospital trained alone; ``gap_to_central``:
+    points below the centralized model (negative when the merge is above it).
+    """
+    promoted = next(
+        (v for v in report.versions if report.promoted and v.version_id == report.promoted[-1]),
+        None,
+    )
+    accuracy = promoted.metrics.get("accuracy") if promoted else None
+    alone = _mean(list(report.alone.values()))["accuracy"] if report.alone else None
+    central = report.centralized.get("accuracy")
+    return {
+        "promoted_version": promoted.version_id if promoted else None,
+        "promoted_strategy": promoted.strategy if promoted else None,
+        "promoted_accuracy": accuracy,
+        "mean_alone_accuracy": alone,
+        "best_alone_accuracy": max(m["accuracy"] for m in report.alone.values())
+        if report.alone
+        else None,
+        "centralized_accuracy": central,
+        "gain_over_alone": None if accuracy is None or alone is None else 100 * (accuracy - alone),
+        "gap_to_central": None
+        if accuracy is None or central is None
+        else 100 * (central - accuracy),
+    }
 
 
 def _row(
@@ -107,7 +148,9 @@ def write_outputs(report: DemoReport, rows: list[dict[str, Any]], folder: Path) 
         "rows": rows,
         "locals": [asdict(r) for r in report.locals],
         "versions": [asdict(v) for v in report.versions],
+        "alone": report.alone,
         "centralized": report.centralized,
+        "summary": summary(report),
         "promoted": report.promoted,
         "timeline": report.timeline,
     }

@@ -28,6 +28,7 @@ class RunningRegistry:
     admin_token: str
     data_dir: Path
     log: Path
+    pid: int
 
 
 def free_port() -> int:
@@ -53,8 +54,11 @@ def server_command() -> list[str]:
     return [found]
 
 
-def server_env(data_dir: Path, admin_token: str, auto_merge_k: int) -> dict[str, str]:
-    """The embedded default (SQLite + local blobs in ``data_dir``) with auto-merge on."""
+def server_env(
+    data_dir: Path, admin_token: str, auto_merge_k: int, threads: int | None = None
+) -> dict[str, str]:
+    """The embedded default (SQLite + local blobs in ``data_dir``) with auto-merge on;
+    ``threads`` caps the worker's CPU threads (it shares the machine with the hospitals)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDVEC_")}
     env.update(
         {
@@ -67,6 +71,8 @@ def server_env(data_dir: Path, admin_token: str, auto_merge_k: int) -> dict[str,
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     if "MEDVEC_DATASETS_DIR" in os.environ:
         env["MEDVEC_DATASETS_DIR"] = os.environ["MEDVEC_DATASETS_DIR"]
     return env
@@ -102,13 +108,23 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def embedded_registry(data_dir: Path, *, auto_merge_k: int) -> Iterator[RunningRegistry]:
-    """Run registry + worker on a free loopback port until the block ends."""
+def embedded_registry(
+    data_dir: Path,
+    *,
+    auto_merge_k: int,
+    threads: int | None = None,
+    admin_token: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[RunningRegistry]:
+    """Run registry + worker on a free loopback port until the block ends (in its own
+    process group, ``pid``). ``admin_token``: the one a registry in ``data_dir`` was
+    started with before; a new one is minted by default. ``extra_env``: more settings
+    (``MEDVEC_DATABASE_URL`` runs the same on PostgreSQL)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    token = mint_token()
+    token = admin_token or mint_token()
     log = data_dir / "server.log"
-    env = server_env(data_dir, token, auto_merge_k)
+    env = {**server_env(data_dir, token, auto_merge_k, threads), **(extra_env or {})}
     command = [*server_command(), "serve", "--worker", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("ab") as sink:
         process = subprocess.Popen(
@@ -122,6 +138,8 @@ def embedded_registry(data_dir: Path, *, auto_merge_k: int) -> Iterator[RunningR
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process, log)
-        yield RunningRegistry(url=url, admin_token=token, data_dir=data_dir, log=log)
+        yield RunningRegistry(
+            url=url, admin_token=token, data_dir=data_dir, log=log, pid=process.pid
+        )
     finally:
         _stop(process)

@@ -9,25 +9,28 @@ from typing import Any
 from hospital_cli.demo.hospital import LocalRound
 
 STRATEGIES = ("weighted_mean", "task_arithmetic", "ties", "median")
+"""The strategies the demo can show; by default the admin runs the first two (linear
+merges, cheapest to evaluate on a CPU)."""
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     output: Path
     dataset: str = "bloodmnist"
-    hospitals: int = 5
+    hospitals: int = 10
     generations: int = 3
-    alpha: float | None = 0.5
-    arch: str = "resnet18"
-    max_train: int | None = 1500
-    max_val: int | None = 300
-    max_test: int | None = 1000
+    alpha: float | None = 1.0
+    arch: str = "resnet10"
+    max_train: int | None = 12000
+    max_val: int | None = 500
+    max_test: int | None = None
     epochs: int = 1
     lr: float = 1e-3
-    batch_size: int = 16
+    batch_size: int = 32
     max_delay: float = 6.0
     concurrency: int = 2
-    strategies: tuple[str, ...] = STRATEGIES
+    score_locals: bool = False  # score each generation's local fine-tunes on test too
+    strategies: tuple[str, ...] = STRATEGIES[:2]
     pretrain_samples: int | None = None
     pretrain_steps: int = 500
     stem: str = "imagenet"
@@ -56,6 +59,7 @@ class DemoReport:
     base: dict[str, Any] = field(default_factory=dict)
     locals: list[LocalRound] = field(default_factory=list)
     versions: list[MergedVersion] = field(default_factory=list)
+    alone: dict[str, dict[str, float]] = field(default_factory=dict)  # hospital -> test
     centralized: dict[str, float] = field(default_factory=dict)
     promoted: list[str] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)

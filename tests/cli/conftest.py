@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import threading
 import time
 from collections import Counter
@@ -24,6 +23,8 @@ import uvicorn
 from click.testing import CliRunner
 
 from hospital_cli.client import RegistryClient
+from hospital_cli.demo.server import free_port
+from hospital_cli.waiting import await_status
 from medvec.hashing import sha256_file
 from tests.cli.tiny import make_base
 
@@ -98,12 +99,6 @@ class CliResult:
         return [line for line in self.stderr.splitlines() if line.strip()]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _serve(app: ASGIApp, port: int) -> tuple[uvicorn.Server, threading.Thread]:
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
@@ -131,6 +126,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEDVEC_DATA_DIR", str(data_dir))
         patch.setenv("MEDVEC_BOOTSTRAP_ADMIN_TOKEN", admin_token)
+        # tiny vectors from a few steps on a handful of images: not what screening is
+        # for (it is tested on real hospitals in tests/e2e/test_screening.py)
+        patch.setenv("MEDVEC_SCREENING_ENABLED", "false")
         for name in ("MEDVEC_DATABASE_URL", "DATABASE_URL", "MEDVEC_REDIS_URL"):
             patch.delenv(name, raising=False)
         settings = WorkerSettings()
@@ -158,7 +156,8 @@ def base_record(registry: Registry, tiny_base: Path) -> dict[str, Any]:
     path = tiny_base
     with registry.admin() as admin:
         record = admin.register_base("tiny-base", path)
-    assert record["sha256"] == sha256_file(path)
+        record = await_status(record, lambda: admin.get_base(record["id"]), {"verifying"}, 120)
+    assert record["sha256"] == sha256_file(path) and record["status"] == "ready"
     return {**record, "path": str(path)}
 
 

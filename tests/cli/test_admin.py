@@ -3,6 +3,7 @@ merges, versions, promotion and rollback; then a hospital pulls the production m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from medvec.data import load_medmnist
 from medvec.hashing import sha256_file
+from medvec.models import load_model_file
 from tests.cli.conftest import CliResult, Registry, assert_one_line_error, login
 from tests.cli.test_push_pull import make_vector
 from tests.cli.tiny import make_base
@@ -21,6 +24,32 @@ Cli = Callable[..., CliResult]
 def _ok(result: CliResult) -> Any:
     assert result.exit_code == 0, result.stderr
     return result.json()
+
+
+def _evaluated(cli: Cli, version_id: str, timeout: float = 120.0) -> Any:
+    """The version as `medvec admin versions` lists it, once its evaluations completed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = next(v for v in _ok(cli("admin", "versions", "--json")) if v["id"] == version_id)
+        if row["evaluations"] and all(e["status"] == "completed" for e in row["evaluations"]):
+            return row
+        assert time.monotonic() < deadline, row["evaluations"]
+        time.sleep(0.5)
+
+
+def _assert_onnx_matches_pytorch(onnx_path: Path, model_path: Path, datasets_dir: Path) -> None:
+    """onnxruntime's logits on 128 real test images equal PyTorch's to 1e-4."""
+    import onnxruntime as ort
+    import torch
+
+    model, spec = load_model_file(model_path)
+    dataset = load_medmnist("pneumoniamnist", "test", datasets_dir, in_channels=spec.in_channels)
+    images = torch.stack([dataset[i][0] for i in range(128)])
+    with torch.no_grad():
+        expected = model.eval()(images).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"images": images.numpy()})
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
 
 
 @pytest.fixture()
@@ -54,6 +83,49 @@ def test_hospitals_and_tokens(admin_cli: Cli, registry: Registry) -> None:
     assert_one_line_error(unknown, 1, "no hospital 'nowhere'")
     table = cli("admin", "hospitals", "list")
     assert table.exit_code == 0 and "st-marys-admin-test" in table.stdout
+
+
+def test_privacy_budget_is_set_shown_and_cleared(admin_cli: Cli) -> None:
+    cli = admin_cli
+    hospital = _ok(cli("admin", "hospitals", "create", "budget-test", "--json"))
+    budget = "admin", "hospitals", "privacy-budget", "budget-test"
+    ledger = _ok(cli(*budget, "--epsilon", "8", "--delta", "1e-6", "--json"))
+    assert ledger["hospital_id"] == hospital["id"]
+    assert (ledger["budget_epsilon"], ledger["budget_delta"]) == (8.0, 1e-6)
+    assert (ledger["epsilon"], ledger["vectors"]) == (0.0, 0)
+    shown = cli(*budget)
+    assert shown.exit_code == 0 and "budget epsilon 8 at delta 1e-06" in shown.stdout
+    assert _ok(cli(*budget, "--clear", "--json"))["budget_epsilon"] is None
+    assert_one_line_error(cli(*budget, "--epsilon", "0"), 6)
+    assert_one_line_error(
+        cli("admin", "hospitals", "privacy-budget", "nowhere", "--epsilon", "1"), 1, "nowhere"
+    )
+
+
+def test_remove_a_hospital_revokes_its_tokens_and_is_audited(admin_cli: Cli) -> None:
+    cli = admin_cli
+    hospital = _ok(cli("admin", "hospitals", "create", "leaving-test", "--json"))
+    minted = _ok(
+        cli("admin", "tokens", "create", "--name", "leaving", "--hospital", "leaving-test",
+            "--json")
+    )  # fmt: skip
+    unconfirmed = cli("admin", "hospitals", "remove", "leaving-test")  # no answer: aborted
+    assert unconfirmed.exit_code != 0
+    assert _ok(cli("whoami", "--json", "--token", minted["token"]))["hospital_id"] == hospital["id"]
+
+    removed = _ok(
+        cli("admin", "hospitals", "remove", "leaving-test", "--reason", "left", "--yes", "--json")
+    )
+    assert removed["id"] == hospital["id"] and removed["removed_at"]
+    assert_one_line_error(cli("whoami", "--token", minted["token"]), 4)
+    listed = {h["id"]: h for h in _ok(cli("admin", "hospitals", "list", "--json"))}
+    assert listed[hospital["id"]]["removed_at"] == removed["removed_at"]
+    events = _ok(cli("admin", "audit", "--action", "hospital.removed", "--json"))
+    mine = [e for e in events if e["target_id"] == hospital["id"]]
+    assert mine and mine[0]["payload"]["reason"] == "left"
+    assert mine[0]["payload"]["revoked_tokens"] == [minted["id"]]
+    again = cli("admin", "tokens", "create", "--name", "back", "--hospital", hospital["id"])
+    assert_one_line_error(again, 1, "was removed")
 
 
 def test_register_base_and_benchmark(admin_cli: Cli, tmp_path: Path, datasets_dir: Path) -> None:
@@ -116,10 +188,15 @@ def test_merge_promote_pull_and_rollback(
     assert jobs[0]["version_id"] == jobs[1]["version_id"]  # the same inputs: the same version
     version_id = jobs[0]["version_id"]
 
-    versions = _ok(cli("admin", "versions", "--json"))
-    row = next(v for v in versions if v["id"] == version_id)
+    row = _evaluated(cli, version_id)
     assert row["status"] == "candidate"
     assert row["evaluations"] and "accuracy" in row["evaluations"][0]["metrics"]
+    again = _ok(cli("admin", "evaluate", version_id, "--benchmark", benchmark["id"], "--json"))
+    assert (again["split"], again["status"], again["attempts"]) == ("test", "queued", 0)
+    rerun = next(e for e in _evaluated(cli, version_id)["evaluations"] if e["split"] == "test")
+    assert rerun["attempts"] == 1 and rerun["metrics"]["n"] == 64
+    missing = cli("admin", "evaluate", version_id, "--benchmark", "no-such-benchmark")
+    assert_one_line_error(missing, 5, "no benchmark no-such-benchmark")
     assert "accuracy" in cli("admin", "versions").stdout
 
     promoted = _ok(cli("admin", "promote", version_id, "--stage", "production", "--json"))
@@ -129,6 +206,20 @@ def test_merge_promote_pull_and_rollback(
     target = tmp_path / "prod.safetensors"
     pulled = _ok(cli("pull", "--production", "-o", target, "--token", hospital.token, "--json"))
     assert pulled["sha256"] == sha256_file(target) == pulled["version"]["sha256"]
+    card = Path(pulled["card_path"])
+    assert card == tmp_path / "prod.card.md"
+    card_text = card.read_text()
+    assert f"# Model card: version {version_id}" in card_text
+    assert "95% bootstrap interval" in card_text and "## Known limitations" in card_text
+    assert hospitals[0].name not in card_text  # a hospital reader sees no hospital names
+    onnx_target = tmp_path / "deploy" / "prod.onnx"
+    exported = _ok(
+        cli("pull", "--format", "onnx", "-o", onnx_target, "--token", hospital.token, "--json")
+    )
+    assert exported["onnx_path"] == str(onnx_target) and onnx_target.is_file()
+    assert exported["path"] == str(onnx_target.with_suffix(".safetensors"))
+    assert sha256_file(exported["path"]) == pulled["sha256"]
+    _assert_onnx_matches_pytorch(onnx_target, target, datasets_dir)
     status = _ok(cli("status", "--token", hospital.token, "--json"))
     assert status["production"]["version"]["id"] == version_id
     assert status["vectors"] == []  # a hospital sees only its own vectors
@@ -138,8 +229,10 @@ def test_merge_promote_pull_and_rollback(
     assert mine["in_production"] is True and mine["merged_into"] == version_id
     assert mine["production_weight"] > 0
     assert contributor["production"]["evaluations"]
+    assert contributor["privacy"]["vectors"] == 1 and contributor["privacy"]["epsilon"] is None
     table = cli("status", "--token", hospitals[0].token)
     assert table.exit_code == 0 and "vectors" in table.stdout
+    assert "privacy: epsilon unbounded" in " ".join(table.stderr.split())  # notes: stderr
 
     other = _ok(
         cli("admin", "merge", "--base", base_record["id"], "--strategy", "task_arithmetic",

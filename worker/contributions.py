@@ -1,0 +1,148 @@
+"""Compute each input hospital's contribution to a linear version, on a validation split.
+
+The version's own inputs and weights (its lineage) are summed once
+(``medvec.merging.sums.build_sums``); each leave-one-out model is then the sums minus one
+share (one vector read), recalibrated on the version's calibration images like the
+version itself, and evaluated on the validation split of the version's validation
+benchmark. The result (``ModelVersion.contributions``) is
+``{"benchmark_id", "split", "all": metrics, "hospitals": [{vector_id, hospital_id,
+accuracy, auc_macro, sensitivity, without: {accuracy, auc_macro, sensitivity}}]}``.
+Running it again recomputes the same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import BaseModelRecord, Benchmark, DataVector, ModelVersion, VersionInput
+from app.services.calibration import VALIDATION_SPLIT, validation_benchmark
+from app.services.secure_shares import is_secure_version
+from app.storage import BlobStore
+from medvec.merging import get_strategy
+from medvec.merging.contributions import leave_one_out
+from medvec.merging.sums import Share, build_sums
+from medvec.metrics import Metrics
+from medvec.models import load_model_file, read_model_spec
+from worker.calibrate import recalibrate_on
+from worker.config import WorkerSettings
+from worker.errors import JobGone, TerminalJobError
+from worker.evaluate import SplitRef, evaluate_model_on, load_benchmark_split
+from worker.session import session_scope
+
+log = logging.getLogger(__name__)
+
+
+def _inputs(session: Session, version: ModelVersion) -> list[tuple[DataVector, float]]:
+    rows = session.execute(
+        select(DataVector, VersionInput.weight)
+        .join(VersionInput, VersionInput.vector_id == DataVector.id)
+        .where(VersionInput.version_id == version.id)
+        .order_by(DataVector.created_at, DataVector.id)
+    ).all()
+    return [(vector, float(weight)) for vector, weight in rows]
+
+
+def _brief(metrics: Metrics) -> dict[str, Any]:
+    return {
+        "accuracy": metrics.accuracy,
+        "auc_macro": metrics.auc_macro,
+        "sensitivity": metrics.sensitivity,
+    }
+
+
+def compute_contributions(
+    sessions: sessionmaker[Session], store: BlobStore, version_id: str, settings: WorkerSettings
+) -> dict[str, Any]:
+    """Compute and store the contributions of ``version_id``'s inputs; the stored document."""
+    with session_scope(sessions) as session:
+        version = session.get(ModelVersion, version_id)
+        if version is None:
+            raise JobGone(f"version {version_id} does not exist")
+        base = session.get(BaseModelRecord, version.base_id)
+        assert base is not None
+        if is_secure_version(version):
+            raise TerminalJobError(
+                f"version {version_id} is a secure merge: leave-one-out would reveal a vector"
+            )
+        if not get_strategy(version.strategy).is_linear:
+            raise TerminalJobError(
+                f"{version.strategy} is not linear: a hospital's share cannot be taken out"
+            )
+        benchmark = validation_benchmark(session, base, None)
+        if benchmark is None:
+            raise TerminalJobError("no benchmark of the base's task has a validation split")
+        validation = SplitRef.of(benchmark, VALIDATION_SPLIT)
+        calibration = None
+        if version.calibration and version.calibration.get("benchmark_id"):
+            source = session.get(Benchmark, version.calibration["benchmark_id"])
+            if source is not None:
+                calibration = SplitRef.of(source, str(version.calibration["split"]))
+        inputs = _inputs(session, version)
+        hospital_of = {v.id: v.hospital_id for v, _ in inputs}
+        shares = [Share(v.id, store.local_path(v.sha256), w) for v, w in inputs]
+        strategy, params = (
+            version.strategy,
+            {k: v for k, v in version.params.items() if k == "lambda"},
+        )
+        base_sha, base_path = base.sha256, store.local_path(base.sha256)
+    spec = read_model_spec(base_path)
+    val = load_benchmark_split(store, validation, validation.split, spec)
+    images = (
+        load_benchmark_split(store, calibration, calibration.split, spec) if calibration else None
+    )
+
+    def score(model_file: Path) -> Metrics:
+        merged, _ = load_model_file(model_file)
+        if calibration is not None and images is not None:
+            recalibrate_on(merged, images, calibration, settings.eval_batch_size)
+        return evaluate_model_on(merged, val, settings.eval_batch_size)
+
+    stamp = f"{version_id}-{time.monotonic_ns()}"
+    sums = store.staging_path(f"contrib-sums-{stamp}.safetensors")
+    workdir = store.staging_path(f"contrib-{stamp}")
+    try:
+        build_sums(base_path, shares, sums, base_sha256=base_sha)
+        everyone, found = leave_one_out(
+            base_path,
+            sums,
+            shares,
+            score,
+            workdir,
+            strategy=strategy,
+            params=params,
+            base_sha256=base_sha,
+        )
+    finally:
+        sums.unlink(missing_ok=True)
+        if workdir.is_dir():
+            workdir.rmdir()
+    document = {
+        "benchmark_id": validation.benchmark_id,
+        "split": validation.split,
+        "recalibrated_on": calibration.benchmark_id if calibration else None,
+        "all": _brief(everyone),
+        "hospitals": [
+            {
+                "vector_id": c.member,
+                "hospital_id": hospital_of[c.member],
+                "accuracy": c.accuracy,
+                "auc_macro": c.auc_macro,
+                "sensitivity": c.sensitivity,
+                "without": _brief(c.without),
+            }
+            for c in found
+        ],
+    }
+    with session_scope(sessions) as session:
+        version = session.get(ModelVersion, version_id, with_for_update=True)
+        if version is None:
+            raise JobGone(f"version {version_id} does not exist")
+        version.contributions = document
+    log.info("version %s: contributions of %d hospitals computed", version_id, len(found))
+    return document
