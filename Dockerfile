@@ -1,4 +1,4 @@
-# One image for the api, worker, beat and migrate services (docker-compose.yml).
+# One image for the api, worker, beat, migrate and aggregator services (docker-compose.yml).
 # CPU PyTorch by default; pass --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124
 # (or another CUDA index) to build for GPUs.
 FROM python:3.11-slim
@@ -20,6 +20,7 @@ COPY app ./app
 COPY worker ./worker
 COPY hospital_cli ./hospital_cli
 COPY migrations ./migrations
+COPY aggregator ./aggregator
 RUN pip install ".[worker]"
 
 USER medvec

@@ -4,12 +4,14 @@ medvec-server                      # serve on 127.0.0.1:8000 (embedded SQLite de
 medvec-server serve --host 0.0.0.0 --port 443 --ssl-keyfile k.pem --ssl-certfile c.pem
 medvec-server migrate              # alembic upgrade head on MEDVEC_DATABASE_URL
 medvec-server create-admin-token   # prints a new admin token once
+medvec-server fsck --verify-hashes # blobs against rows; exit 1 when something is wrong
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,9 +22,10 @@ from app import schema
 from app.config import Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.jobs import JobQueue
+from app.metrics_setup import configure_multiprocess
 from app.models import Role
 from app.security import Actor, mint_token
-from app.services import hospitals
+from app.services import hospitals, integrity
 
 cli = typer.Typer(
     name="medvec-server",
@@ -34,6 +37,9 @@ cli = typer.Typer(
 #: module providing ``embedded_worker(settings)`` (a worker in this process) and
 #: ``sending_queue(settings)`` (send to Redis), each a ``ContextManager[JobQueue]``
 EMBEDDED_WORKER = "worker.embedded"
+
+#: fsck's exit code when it cannot check at all (1 means it found problems)
+CANNOT_CHECK = 2
 
 
 def _job_queue(
@@ -90,9 +96,11 @@ def serve(
     """Serve the registry with uvicorn."""
     import uvicorn
 
+    settings = get_settings()
+    configure_multiprocess(settings)  # before app.main imports prometheus-client
+
     from app.main import create_app
 
-    settings = get_settings()
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -153,6 +161,64 @@ def create_admin_token(
         )
     typer.echo(secret)
     typer.echo(f"admin token {token.id} ({name}); it is shown only now", err=True)
+
+
+@cli.command()
+def fsck(
+    verify_hashes: Annotated[
+        bool, typer.Option(help="Re-read every blob and check its sha256 (reads every byte).")
+    ] = False,
+    grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a newly stored blob may wait for its row before it is an orphan.",
+        ),
+    ] = integrity.DEFAULT_GRACE_S,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check the blob store against the database; exit 1 when something is wrong.
+
+    Read-only, so it can run beside a live registry.
+    """
+    from app.main import make_store
+
+    settings = get_settings()
+    if settings.is_embedded_db and not settings.embedded_database_path.is_file():
+        typer.echo(f"fsck: no registry in {settings.data_dir} (MEDVEC_DATA_DIR)", err=True)
+        raise typer.Exit(CANNOT_CHECK)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        try:
+            schema.check_up_to_date(engine)
+        except schema.SchemaOutOfDate as exc:
+            typer.echo(f"fsck: {exc}", err=True)
+            raise typer.Exit(CANNOT_CHECK) from exc
+        with make_sessionmaker(engine)() as session:
+            report = integrity.check(
+                session, make_store(settings), verify_hashes=verify_hashes, grace_s=grace
+            )
+            session.rollback()
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_report(report: integrity.Report) -> None:
+    checked = f"{report.rows} rows, {report.blobs} blobs"
+    if report.hashed:
+        checked += f", {report.hashed} re-hashed"
+    for finding in report.problems:
+        typer.echo(f"PROBLEM {finding.kind}: {finding.message}")
+    for finding in report.notes:
+        typer.echo(f"note    {finding.kind}: {finding.message}")
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    typer.echo(f"fsck: {checked}: {verdict}")
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
-"""Typed application errors and the one JSON body every error is rendered as.
+"""The HTTP face of errors: each domain error's status, and the one JSON body every error
+is rendered as.
 
 ``{"code": str, "message": str, "detail": object | null}``: ``message`` says what is
-wrong and how to fix it. Core-library errors (``medvec.errors``) map onto a status here,
-so services let them propagate.
+wrong and how to fix it. Services raise the domain errors of ``app.services.errors``
+(re-exported here under the same names); core-library errors (``medvec.errors``) map
+onto a status here too, so services let them propagate.
 """
 
 from __future__ import annotations
@@ -18,13 +20,62 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.services.errors import (
+    BaseNotReady,
+    BaseRejected,
+    Conflict,
+    DomainError,
+    EmptyPart,
+    Forbidden,
+    GateFailed,
+    Gone,
+    HospitalMismatch,
+    InvalidInput,
+    NotFound,
+    OffsetMismatch,
+    PartTooSmall,
+    PayloadTooLarge,
+    PreconditionFailed,
+    ShaMismatch,
+    Unauthenticated,
+    UnknownBase,
+)
 from medvec.errors import MedVecError
+
+__all__ = [
+    "AUTH_ERRORS",
+    "AppError",
+    "BaseNotReady",
+    "BaseRejected",
+    "Conflict",
+    "DomainError",
+    "EmptyPart",
+    "ErrorBody",
+    "Forbidden",
+    "GateFailed",
+    "Gone",
+    "HospitalMismatch",
+    "InvalidInput",
+    "NotFound",
+    "OffsetMismatch",
+    "PartTooSmall",
+    "PayloadTooLarge",
+    "PreconditionFailed",
+    "ShaMismatch",
+    "Unauthenticated",
+    "UnknownBase",
+    "install_error_handlers",
+    "render",
+    "responses",
+    "status_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,81 +88,39 @@ class ErrorBody(BaseModel):
     detail: Any = None
 
 
-class AppError(Exception):
-    status_code = 400
-    code = "bad_request"
+#: the domain errors services raise, under the names routes and dependencies use
+AppError = DomainError
 
-    def __init__(self, message: str, *, hint: str | None = None, **detail: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.detail = detail or None
-
-    def render(self) -> ErrorBody:
-        message = f"{self.message} — {self.hint}" if self.hint else self.message
-        return ErrorBody(code=self.code, message=message, detail=self.detail)
-
-
-class Unauthenticated(AppError):
-    status_code = 401
-    code = "unauthenticated"
+#: the HTTP status of each domain error class (a subclass takes its nearest ancestor's)
+STATUS: dict[type[DomainError], int] = {
+    DomainError: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Gone: 410,
+    PayloadTooLarge: 413,
+    InvalidInput: 422,
+    PreconditionFailed: 409,
+}
 
 
-class Forbidden(AppError):
-    status_code = 403
-    code = "forbidden"
+def status_of(error: DomainError | type[DomainError]) -> int:
+    """The status code ``error`` (an instance or a class) is answered with."""
+    cls = error if isinstance(error, type) else type(error)
+    return next(STATUS[c] for c in cls.__mro__ if c in STATUS)
 
 
-class NotFound(AppError):
-    status_code = 404
-    code = "not_found"
+def render(error: DomainError) -> ErrorBody:
+    return ErrorBody(code=error.code, message=error.text, detail=error.detail)
 
 
-class Conflict(AppError):
-    status_code = 409
-    code = "conflict"
+#: seconds a client is asked to wait when the database is out of reach (``Retry-After``)
+DATABASE_RETRY_AFTER_S = 5
 
-
-class OffsetMismatch(Conflict):
-    code = "offset_mismatch"
-
-
-class Gone(AppError):
-    status_code = 410
-    code = "gone"
-
-
-class PayloadTooLarge(AppError):
-    status_code = 413
-    code = "payload_too_large"
-
-
-class InvalidInput(AppError):
-    status_code = 422
-    code = "invalid_input"
-
-
-class EmptyPart(InvalidInput):
-    code = "empty_part"
-
-
-class ShaMismatch(InvalidInput):
-    code = "sha256_mismatch"
-
-
-class UnknownBase(InvalidInput):
-    code = "unknown_base"
-
-
-class HospitalMismatch(InvalidInput):
-    code = "hospital_mismatch"
-
-
-class PreconditionFailed(AppError):
-    """The action is valid in general but not for this object's state (e.g. no evaluation)."""
-
-    status_code = 409
-    code = "precondition_failed"
+#: the database connection broke or could not be had: a dropped or terminated connection,
+#: a database restarting, a full connection pool, SQLite busy past its timeout
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def _error_response(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Any:
@@ -206,30 +215,48 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route of the app serves on the request's path, and OPTIONS.
 
     FastAPI makes one route per method, so Starlette's own 405 names only the first
-    route whose path matched; this asks every route about every method instead."""
+    route whose path matched; this asks every route about every method instead. A path
+    the OpenAPI document names literally (``/versions/rollback``) is that operation's
+    resource: a templated route (``/versions/{version_id}``) whose parameter happens to
+    match it adds nothing (it would only answer 404 there)."""
     routes = request.app.router.routes
     served = [
         method
         for method in METHOD_ORDER[:-1]
         if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
     ]
+    literal = request.app.openapi()["paths"].get(request.url.path)
+    if literal is not None:
+        served = [method for method in served if method.lower() in literal]
     return [*served, "OPTIONS"]
+
+
+def _count_rejection(request: Request, code: str) -> None:
+    # imported here: this module is imported before an entry point can point
+    # prometheus-client at its multiprocess directory
+    from app.metrics import record_rejection
+
+    record_rejection(request.method, request.url.path, code)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Render app errors, core errors, validation errors and HTTP errors as one body."""
 
     async def app_error(request: Request, exc: Exception) -> Any:
-        assert isinstance(exc, AppError)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        body = scrub_paths(exc.render(), _server_roots(request))
-        return _error_response(exc.status_code, body, headers)
+        assert isinstance(exc, DomainError)
+        status = status_of(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        body = scrub_paths(render(exc), _server_roots(request))
+        _count_rejection(request, body.code)
+        return _error_response(status, body, headers)
 
     async def medvec_error(request: Request, exc: Exception) -> Any:
         assert isinstance(exc, MedVecError)
-        return _error_response(422, scrub_paths(_medvec_body(exc), _server_roots(request)))
+        body = scrub_paths(_medvec_body(exc), _server_roots(request))
+        _count_rejection(request, body.code)
+        return _error_response(422, body)
 
-    async def request_invalid(_request: Request, exc: Exception) -> Any:
+    async def request_invalid(request: Request, exc: Exception) -> Any:
         assert isinstance(exc, RequestValidationError)
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
@@ -242,6 +269,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 "reference says",
                 detail=errors,
             )
+            _count_rejection(request, body.code)
             return _error_response(400, body)
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
@@ -250,6 +278,7 @@ def install_error_handlers(app: FastAPI) -> None:
             message=f"{where}: {first['msg']} — fix the request as the API reference says",
             detail=errors,
         )
+        _count_rejection(request, body.code)
         return _error_response(422, body)
 
     async def http_error(request: Request, exc: Exception) -> Any:
@@ -271,15 +300,29 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return _error_response(409, body)
 
+    async def database_unavailable(request: Request, exc: Exception) -> Any:
+        """503 with ``Retry-After``: the request's transaction was rolled back, the broken
+        connection is dropped from the pool (``pool_pre_ping`` tests the others before
+        use), and the same request sent again is served once the database answers."""
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        body = ErrorBody(
+            code="database_unavailable",
+            message="the registry lost its connection to its database, so this request was "
+            f"not completed — send it again in {DATABASE_RETRY_AFTER_S} s",
+        )
+        return _error_response(503, body, {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
     async def client_gone(_request: Request, _exc: Exception) -> Any:
         """The client hung up mid-body: nobody reads this answer, and nothing is logged as
         a server error (what the request had staged is already cleaned up)."""
         body = ErrorBody(code="client_disconnected", message="the client closed the connection")
         return _error_response(400, body)
 
-    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(DomainError, app_error)
     app.add_exception_handler(IntegrityError, integrity_error)
     app.add_exception_handler(ClientDisconnect, client_gone)
+    for error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, database_unavailable)
     app.add_exception_handler(MedVecError, medvec_error)
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -290,6 +333,7 @@ COMMON_ERRORS: dict[str, str] = {
     "400": "invalid_json (a JSON body that does not parse), client_disconnected",
     "422": "invalid_request (a parameter or body field out of its bounds or type)",
     "500": "internal_error",
+    "503": "database_unavailable (the database is out of reach; retry after Retry-After)",
 }
 
 
@@ -333,7 +377,7 @@ def responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for a route: each status with the ErrorBody model."""
     out: dict[int | str, dict[str, Any]] = {}
     for error in errors:
-        entry = out.setdefault(error.status_code, {"model": ErrorBody, "description": ""})
+        entry = out.setdefault(status_of(error), {"model": ErrorBody, "description": ""})
         entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
     return out
 

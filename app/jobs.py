@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 DEFERRED_KEY = "medvec.deferred_jobs"
 
 VECTOR_ACCEPTED = "medvec.vectors.accepted"
+SUMS_REFRESH = "medvec.sums.refresh"
+"""bring one base's running sums up to date (a hospital left): payload ``base_id``"""
 
 
 class JobQueue(Protocol):

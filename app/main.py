@@ -8,7 +8,6 @@ out-of-date schema and says which command to run.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -21,21 +20,22 @@ from starlette.concurrency import run_in_threadpool
 
 from app import schema
 from app.api.router import build_api_router, health_router
+from app.api.routes.metrics import router as metrics_router
 from app.config import Settings
+from app.console.deps import make_signer
+from app.console.routes import install_console
 from app.db import make_engine, make_sessionmaker
 from app.errors import document_common_errors, install_error_handlers
 from app.jobs import JobQueue, default_job_queue
 from app.services.hospitals import ensure_bootstrap_admin
 from app.services.uploads import expire_uploads
-from app.storage import BlobStore, LocalBlobStore
+from app.storage import BlobStore
+from app.stores import make_store
+from app.sweeping import sweep_once, sweeping_uploads
 
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY = timedelta(minutes=10)
-
-
-def make_store(settings: Settings) -> BlobStore:
-    return LocalBlobStore(settings.data_dir / "blobs")
 
 
 def prepare_database(engine: Engine, settings: Settings) -> None:
@@ -54,17 +54,7 @@ def bootstrap(makesession: sessionmaker[Session], settings: Settings) -> None:
 
 
 def sweep_uploads(makesession: sessionmaker[Session], store: BlobStore) -> int:
-    with makesession.begin() as session:
-        return expire_uploads(session, store)
-
-
-async def _sweeper(makesession: sessionmaker[Session], store: BlobStore) -> None:
-    while True:
-        try:
-            await run_in_threadpool(sweep_uploads, makesession, store)
-        except Exception:
-            log.exception("upload sweep failed; retrying later")
-        await asyncio.sleep(SWEEP_EVERY.total_seconds())
+    return sweep_once(makesession, store, expire_uploads)
 
 
 def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> FastAPI:
@@ -82,14 +72,13 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
         app.state.engine = engine
         app.state.sessionmaker = makesession
         app.state.store = store
+        app.state.console_signer = make_signer(settings)
         app.state.job_queue = job_queue or default_job_queue(settings)
-        sweeper = asyncio.create_task(_sweeper(makesession, store))
+        every = SWEEP_EVERY.total_seconds()
         try:
-            yield
+            async with sweeping_uploads(makesession, store, expire_uploads, every):
+                yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
             engine.dispose()
 
     app = FastAPI(
@@ -100,6 +89,9 @@ def create_app(settings: Settings, *, job_queue: JobQueue | None = None) -> Fast
     )
     install_error_handlers(app)
     app.include_router(health_router)
+    if settings.metrics_enabled:
+        app.include_router(metrics_router)
     app.include_router(build_api_router())
+    install_console(app)
     document_common_errors(app)
     return app

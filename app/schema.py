@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 import migrations
+from app import migrating
 
 MIGRATE_COMMAND = "medvec-server migrate"
 
@@ -19,12 +20,12 @@ class SchemaOutOfDate(RuntimeError):
     """The database is not at the migrations' head; the message says what to run."""
 
 
+SCRIPT_LOCATION = Path(migrations.__file__).parent
+
+
 def alembic_config(url: str) -> Config:
     """An Alembic config that needs no ini or pyproject file (works when installed)."""
-    config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    config.attributes["url"] = url
-    return config
+    return migrating.alembic_config(SCRIPT_LOCATION, url)
 
 
 def head_revision() -> str | None:
@@ -38,10 +39,7 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as connection:
-        config = alembic_config(engine.url.render_as_string(hide_password=False))
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    migrating.upgrade(engine, SCRIPT_LOCATION, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:

@@ -12,6 +12,18 @@ and sent with the same client to a bare ASGI app under uvicorn that drops the bo
     python benchmarks/upload.py --sizes-mb 50,100,250,500 --repeats 3
 
 Targets: peak server memory flat in upload size; throughput >= 50% of the raw copy.
+
+``--concurrent N`` measures instead what a registry replica pays to take real pushes:
+a ResNet-18 base is registered (and verified, as a worker would, from this process),
+then N hospitals push a valid data vector each, all at once (one-shot ``POST
+/vectors``: streamed, hashed, validated against the base, stored). It prints the
+server's resident memory idle (after start-up and registration) and at its peak under
+the N pushes, and the throughput (vector bytes accepted per second); the registry runs
+on a fresh PostgreSQL database (on ``MEDVEC_TEST_PG_ADMIN``'s server, as the tests). With
+``--baseline-src DIR`` the same run first serves the registry from another source tree
+(today's ``main``), so the two lines compare in one run:
+
+    python benchmarks/upload.py --concurrent 40 --baseline-src ../main
 """
 
 from __future__ import annotations
@@ -88,8 +100,11 @@ class RssSampler:
 
 
 @contextmanager
-def registry(workdir: Path, max_bytes: int) -> Iterator[tuple[str, str, int]]:
-    """A registry subprocess; yields (url, admin token, pid)."""
+def registry(
+    workdir: Path, max_bytes: int, src: Path | None = None, database_url: str | None = None
+) -> Iterator[tuple[str, str, int]]:
+    """A registry subprocess, its code from ``src`` (default: this tree); yields (url, token,
+    pid). It runs in ``workdir`` so that no source tree is importable from its directory."""
     port, token = _free_port(), "mv_" + secrets.token_urlsafe(32)
     env = {
         **os.environ,
@@ -98,6 +113,12 @@ def registry(workdir: Path, max_bytes: int) -> Iterator[tuple[str, str, int]]:
         "MEDVEC_MAX_UPLOAD_BYTES": str(max_bytes),
     }
     env.pop("MEDVEC_DATABASE_URL", None)
+    env.pop("MEDVEC_REDIS_URL", None)
+    env["PYTHONPATH"] = str((src or Path(__file__).resolve().parents[1]).resolve())
+    if database_url is not None:  # migrated by the tree's own `medvec-server migrate`
+        env["MEDVEC_DATABASE_URL"] = database_url
+        migrate = [sys.executable, "-c", "from app.cli import main; main()", "migrate"]
+        subprocess.run(migrate, env=env, cwd=workdir, check=True, capture_output=True)
     command = [
         sys.executable,
         "-c",
@@ -109,7 +130,7 @@ def registry(workdir: Path, max_bytes: int) -> Iterator[tuple[str, str, int]]:
         "--log-level",
         "warning",
     ]
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(command, env=env, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(1200):
@@ -170,11 +191,11 @@ def drain_upload(url: str, path: Path) -> float:
     return time.perf_counter() - started
 
 
-def hospital_token(url: str, admin_token: str) -> str:
+def hospital_token(url: str, admin_token: str, name: str = "bench") -> str:
     headers = {"Authorization": f"Bearer {admin_token}"}
     with httpx.Client(base_url=f"{url}/api/v1", headers=headers) as admin:
-        hospital = admin.post("/hospitals", json={"name": "bench"}).json()
-        body = {"name": "bench", "role": "hospital", "hospital_id": hospital["id"]}
+        hospital = admin.post("/hospitals", json={"name": name}).json()
+        body = {"name": name, "role": "hospital", "hospital_id": hospital["id"]}
         return str(admin.post("/tokens", json=body).json()["token"])
 
 
@@ -232,15 +253,152 @@ def raw_copy(path: Path, target: Path) -> float:
     return elapsed
 
 
+def make_base_file(path: Path) -> Path:
+    from medvec.models import ModelSpec, get_model, save_model_file
+
+    spec = ModelSpec(arch="resnet18", num_classes=8, in_channels=3, image_size=28)
+    return save_model_file(path, get_model(spec.arch, **spec.builder_kwargs()), spec)
+
+
+def make_vectors(base_path: Path, base: dict[str, Any], names: list[str], work: Path) -> list[Path]:
+    """One valid vector per hospital name (same values; the names make the bytes differ)."""
+    import torch
+
+    from medvec.models import read_model_spec
+    from medvec.vectors import VectorMetadata, save_vector
+    from medvec.vectors.lazy import LazyTensorReader
+
+    with LazyTensorReader(base_path) as reader:
+        shapes = {
+            k: reader.info(k).shape for k in reader.keys() if reader.info(k).is_floating_point
+        }
+    generator = torch.Generator().manual_seed(0)
+    tensors = {k: 1e-3 * torch.randn(shape, generator=generator) for k, shape in shapes.items()}
+    paths = []
+    for name in names:
+        metadata = VectorMetadata(
+            base_id=base["id"],
+            base_sha256=base["sha256"],
+            hospital=name,
+            num_samples=100,
+            spec=read_model_spec(base_path),
+        )
+        paths.append(save_vector(work / f"vector-{name}.safetensors", tensors, metadata))
+    return paths
+
+
+def register_ready_base(
+    url: str, admin_token: str, path: Path, data_dir: Path, database_url: str
+) -> dict[str, Any]:
+    """Register the base; where bases carry a status, verify it as a worker would."""
+    headers = {"Authorization": f"Bearer {admin_token}", "Content-Type": "application/octet-stream"}
+    with httpx.Client(base_url=f"{url}/api/v1", timeout=600) as admin:
+        base = admin.post(
+            "/bases", params={"name": "bench"}, content=path.read_bytes(), headers=headers
+        )
+        base.raise_for_status()
+    record: dict[str, Any] = base.json()
+    if record.get("status") == "verifying":
+        from sqlalchemy.orm import Session
+
+        from app.db import make_engine
+        from app.storage import LocalBlobStore
+        from worker.bases import verify_base
+
+        engine = make_engine(database_url)
+        with Session(engine) as session, session.begin():
+            verify_base(session, LocalBlobStore(data_dir / "blobs"), record["id"])
+        engine.dispose()
+    return record
+
+
+def push_all(url: str, pushes: list[tuple[str, Path]]) -> float:
+    """Push every (token, vector) at once, one thread each; seconds until all are accepted."""
+    failures: list[str] = []
+
+    def push(token: str, path: Path) -> None:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+        with path.open("rb") as body:
+            answer = httpx.post(
+                f"{url}/api/v1/vectors", content=body, headers=headers, timeout=1800
+            )
+        if answer.status_code != 201:
+            failures.append(f"{answer.status_code} {answer.text[:200]}")
+
+    threads = [threading.Thread(target=push, args=pair) for pair in pushes]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise RuntimeError(f"{len(failures)} pushes failed, first: {failures[0]}")
+    return time.perf_counter() - started
+
+
+def concurrent_run(work: Path, count: int, src: Path | None) -> dict[str, float]:
+    """Idle and peak RSS (bytes) of one registry (on a fresh PostgreSQL database, as
+    replicas run) under ``count`` concurrent pushes; MB/s."""
+    from tests.integration.services import fresh_postgres_database
+
+    base_path = make_base_file(work / "base.safetensors")
+    with (
+        fresh_postgres_database() as db_url,
+        registry(work, 1 << 30, src, db_url) as (url, admin, pid),
+    ):
+        base = register_ready_base(url, admin, base_path, work / "registry", db_url)
+        names = [f"bench-{index:03d}" for index in range(count)]
+        tokens = [hospital_token(url, admin, name) for name in names]
+        vectors = make_vectors(base_path, base, names, work)
+        time.sleep(1.0)
+        idle = psutil.Process(pid).memory_info().rss
+        with RssSampler(pid) as sampler:
+            seconds = push_all(url, list(zip(tokens, vectors, strict=True)))
+        total = sum(path.stat().st_size for path in vectors)
+        for path in vectors:
+            path.unlink()
+    return {"idle": idle, "peak": sampler.peak, "mb_s": total / 1e6 / seconds, "seconds": seconds}
+
+
+def concurrent_main(args: argparse.Namespace) -> None:
+    print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
+    runs: dict[str, dict[str, float]] = {}
+    sources = ([("baseline", args.baseline_src)] if args.baseline_src else []) + [("this", None)]
+    for label, src in sources:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            runs[label] = concurrent_run(Path(tmp), args.concurrent, src)
+    print(
+        f"{'registry':>9} {'idle RSS MiB':>12} {'peak RSS MiB':>12} {'MB/s':>7} "
+        f"{'seconds':>8}  ({args.concurrent} concurrent pushes)"
+    )
+    for label, run in runs.items():
+        print(
+            f"{label:>9} {run['idle'] / MIB:>12.0f} {run['peak'] / MIB:>12.0f} "
+            f"{run['mb_s']:>7.1f} {run['seconds']:>8.1f}"
+        )
+    if "baseline" in runs:
+        ratio = {k: runs["this"][k] / runs["baseline"][k] for k in ("idle", "peak", "mb_s")}
+        print(
+            f"this / baseline: idle RSS {ratio['idle']:.2f}, peak RSS {ratio['peak']:.2f}, "
+            f"throughput {ratio['mb_s']:.2f}"
+        )
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mb", default="50,100,250,500")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--serve-drain", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--concurrent", type=int, default=0, help="N hospitals push at once")
+    parser.add_argument("--baseline-src", type=Path, default=None, help="source tree to compare")
     args = parser.parse_args(argv)
     if args.serve_drain:
         serve_drain(args.serve_drain)
+        return
+    if args.concurrent:
+        concurrent_main(args)
         return
     sizes = [int(s) * MIB for s in args.sizes_mb.split(",")]
     with (

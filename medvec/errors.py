@@ -58,3 +58,21 @@ class PrivacyError(MedVecError):
     """Differential-privacy settings are invalid or cannot be accounted."""
 
     code = "privacy_invalid"
+
+
+class SecureAggregationError(MedVecError):
+    """A share, a share sum or a secure merge is malformed or would leak a single vector."""
+
+    code = "secure_invalid"
+
+
+class SetTooSmallError(SecureAggregationError):
+    """A sum over fewer shares than the share holder's minimum K."""
+
+    code = "set_too_small"
+
+
+class DifferencingSetError(SecureAggregationError):
+    """A sum that, with the sums already released, would reveal one hospital's vector."""
+
+    code = "differencing_set"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -18,9 +19,27 @@ from app.config import Settings
 from app.errors import Forbidden
 from app.jobs import JobQueue, discard_deferred, dispatch_deferred
 from app.models import Role
+from app.schemas.common import contains_nul
 from app.security import Actor, parse_bearer
 from app.services.hospitals import authenticate
 from app.storage import BlobStore
+
+
+def reject_nul_parameters(request: Request) -> None:
+    """Refuse NUL in a path or query parameter as a 422 (PostgreSQL text cannot hold it)."""
+    places = [("path", request.path_params), ("query", dict(request.query_params))]
+    errors = [
+        {
+            "loc": [where, name],
+            "msg": "must not contain NUL (\\u0000) characters",
+            "type": "value_error",
+        }
+        for where, params in places
+        for name, value in params.items()
+        if contains_nul(value)
+    ]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def get_settings(request: Request) -> Settings:
@@ -74,9 +93,18 @@ def client_ip(request: Request) -> str | None:
 
 
 def get_actor(request: Request, session: SessionDep) -> Actor:
-    """The token's identity; 401 when it is missing, unknown or revoked."""
+    """The token's identity; 401 when it is missing, unknown or revoked.
+
+    Authentication may stamp the token's ``last_used_at``: that write is committed here,
+    in the thread that made it, and not with the request's work. Otherwise the request
+    would hold the database's write lock (SQLite has one) while it waits for its body or
+    for a thread-pool thread, and requests blocked on that lock in every pool thread
+    would never let it continue: concurrent uploads ended in 503 "database is locked".
+    """
     token = parse_bearer(request.headers.get("authorization"))
-    return authenticate(session, token, client_ip(request))
+    actor = authenticate(session, token, client_ip(request))
+    session.commit()
+    return actor
 
 
 Principal = Annotated[Actor, Depends(get_actor)]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from app.api.deps import reject_nul_parameters
 from app.api.routes import (
     audit,
     auth,
@@ -13,6 +14,9 @@ from app.api.routes import (
     health,
     hospitals,
     merges,
+    privacy,
+    quarantine,
+    secure,
     tokens,
     uploads,
     vectors,
@@ -24,20 +28,23 @@ API_PREFIX = "/api/v1"
 RESOURCES = (
     auth,
     hospitals,
+    privacy,
     tokens,
     bases,
     benchmarks,
     uploads,
     vectors,
+    quarantine,
     versions,
     merges,
+    secure,
     evaluations,
     audit,
 )
 
 
 def build_api_router() -> APIRouter:
-    router = APIRouter(prefix=API_PREFIX)
+    router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(reject_nul_parameters)])
     for module in RESOURCES:
         router.include_router(module.router)
     return router

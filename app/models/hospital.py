@@ -18,9 +18,14 @@ class Role(enum.StrEnum):
 
 
 class Hospital(IdMixin, CreatedMixin, Base):
+    """A site that pushes vectors. Removing it (``removed_at``) keeps its row and vectors
+    for the lineage and the audit log, revokes its tokens, and takes its vectors out of
+    default and automatic merges and of the running sums."""
+
     __tablename__ = "hospitals"
 
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    removed_at: Mapped[datetime | None]
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="hospital", lazy="raise")
 

@@ -18,6 +18,10 @@ class VectorStatus(enum.StrEnum):
     VALIDATED = "validated"
     REJECTED = "rejected"
     SUPERSEDED = "superseded"
+    QUARANTINED = "quarantined"
+    SHARE = "share"
+    """share A of a secure push (``medvec push --secure``): never merged in the clear"""
+    SHARE_SUPERSEDED = "share_superseded"
 
 
 class DataVector(IdMixin, TimestampMixin, Base):
@@ -25,6 +29,9 @@ class DataVector(IdMixin, TimestampMixin, Base):
 
     The latest vector of a hospital for a base is the one in status ``validated``:
     accepting a new one marks the previous ``superseded`` (``superseded_by_id``).
+    Screening (``worker.screen``) fills ``screening`` and ``screened_at`` after
+    acceptance and moves an outlier to ``quarantined``, with the why in ``reason``,
+    until an admin releases it (back to ``validated``) or rejects it.
     """
 
     __tablename__ = "data_vectors"
@@ -48,3 +55,5 @@ class DataVector(IdMixin, TimestampMixin, Base):
         ForeignKey("data_vectors.id", ondelete="SET NULL")
     )
     superseded_at: Mapped[datetime | None]
+    screening: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    screened_at: Mapped[datetime | None]

@@ -45,6 +45,8 @@ class ModelVersion(IdMixin, TimestampMixin, Base):
     rolled_back_at: Mapped[datetime | None]
     calibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     mergeability: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    contributions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """Per input hospital, metric(all) - metric(without it) on a validation split."""
 
     inputs: Mapped[list[VersionInput]] = relationship(
         back_populates="version", lazy="raise", order_by="VersionInput.vector_id"

@@ -7,10 +7,10 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.models.hospital import Role
-from app.schemas.common import ReadModel
+from app.schemas.common import ReadModel, RequestModel
 
 
-class HospitalCreate(BaseModel):
+class HospitalCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200)
 
 
@@ -18,12 +18,17 @@ class HospitalRead(ReadModel):
     id: str
     name: str
     created_at: datetime
+    removed_at: datetime | None = Field(
+        default=None, description="when an admin removed it (its vectors are no longer merged)"
+    )
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     role: Role
-    hospital_id: str | None = None
+    hospital_id: str | None = Field(
+        default=None, min_length=1, description="the hospital of a hospital token; admin: none"
+    )
 
 
 class TokenRead(ReadModel):

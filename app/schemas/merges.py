@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-#: lambdas tried by ``"lambda": "tune"`` when the request names no ``lambda_grid``, together
-#: with ``LAMBDA_MULTIPLES / N`` for N vectors
-DEFAULT_LAMBDA_GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-#: ``m / N`` reaches from half the plain mean (m = 0.5) to eight times it: after BatchNorm
-#: recalibration the best task-arithmetic scale is often well above the mean's ``1 / N``
-LAMBDA_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0)
-#: ``MergeCreate.calibration`` values besides a benchmark id
-CALIBRATION_AUTO = "auto"
-CALIBRATION_NONE = "none"
+from app.schemas.common import RequestModel
+from app.services.calibration import CALIBRATION_AUTO
 
 
 class StalePolicy(enum.StrEnum):
@@ -27,17 +20,19 @@ class StalePolicy(enum.StrEnum):
     WEIGHT = "weight"
 
 
-class Selection(BaseModel):
+class Selection(RequestModel):
     """Which vectors go into a merge.
 
-    With no ``vector_ids``: the latest validated vector of every hospital for the base.
-    With ``vector_ids``: exactly those, each of which must be validated (or superseded)
-    and made against this base.
+    With no ``vector_ids``: the latest validated vector of every hospital for the base
+    (removed hospitals left out). With ``vector_ids``: exactly those, each of which must
+    be validated (or superseded), made against this base, by a hospital not removed.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    vector_ids: list[str] | None = Field(default=None, min_length=1)
+    vector_ids: (
+        Annotated[list[str], Field(min_length=1, json_schema_extra={"uniqueItems": True})] | None
+    ) = None
     stale: StalePolicy = StalePolicy.EXCLUDE
     staleness_power: float = Field(default=0.5, ge=0)
 
@@ -49,7 +44,7 @@ class Selection(BaseModel):
         return value
 
 
-class MergeCreate(BaseModel):
+class MergeCreate(RequestModel):
     """A merge request. ``params`` are the strategy's own (``lambda``, ``density``, ``drop_rate``,
     ``trim_fraction``); task arithmetic with ``"lambda": "tune"`` (or a ``lambda_grid``) chooses
     lambda on the benchmark's validation split and needs ``benchmark_id``."""

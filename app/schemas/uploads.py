@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from app.models.upload import UploadStatus
-from app.schemas.common import ReadModel
+from app.schemas.common import MAX_JSON_INT, ReadModel, RequestModel
 
 
-class UploadCreate(BaseModel):
-    sha256: str = Field(min_length=64, max_length=64, description="hex sha256 of the file")
-    size: int = Field(gt=0, description="file size in bytes")
+class UploadCreate(RequestModel):
+    sha256: str = Field(pattern="^[0-9a-fA-F]{64}$", description="hex sha256 of the file")
+    size: int = Field(
+        gt=0,
+        le=MAX_JSON_INT,
+        description="file size in bytes (the registry's own limit, MEDVEC_MAX_UPLOAD_BYTES, "
+        "is checked too: 413 over it)",
+    )
 
 
 class UploadRead(ReadModel):

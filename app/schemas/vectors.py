@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from app.models.vector import VectorStatus
-from app.schemas.common import ReadModel
+from app.schemas.common import ReadModel, RequestModel
 
 
 class VectorRead(ReadModel):
@@ -24,5 +24,19 @@ class VectorRead(ReadModel):
     reason: str | None
     superseded_by_id: str | None
     superseded_at: datetime | None
+    screening: dict[str, Any] | None = Field(
+        default=None,
+        description="screening statistics (norm, per-layer norms, cosine to the other "
+        "hospitals' vectors, validation loss and accuracy) and the policy's reasons",
+    )
+    screened_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class ReleaseRequest(RequestModel):
+    note: str | None = Field(default=None, max_length=2000, description="why it is released")
+
+
+class RejectRequest(RequestModel):
+    reason: str = Field(min_length=1, max_length=2000, description="shown to the hospital")

@@ -2,49 +2,43 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-import torch
-from safetensors import safe_open
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput, NotFound
-from app.models import BaseModelRecord
+from app.jobs import defer_job
+from app.models import BaseModelRecord, BaseStatus
 from app.security import Actor
 from app.services import audit
+from app.services.errors import BaseNotReady, BaseRejected, InvalidInput, NotFound
+from app.services.generations import current_base
 from app.services.staging import Staged, read_header_length
 from app.storage import BlobStore
-from medvec.models import ModelSpec, build_model, read_model_provenance, read_model_spec
+from medvec.models.header import provenance_of, read_model_header, spec_of
+from medvec.models.spec import ModelSpec
 
 CURRENT = "current"
 
+#: the worker task that checks a base's tensors against the architecture its spec names
+VERIFY_TASK = "medvec.bases.verify"
+
 
 def inspect_model_file(staged: Staged, max_header_bytes: int) -> tuple[ModelSpec, dict[str, Any]]:
-    """The spec and provenance of a MedVec model file, after checking its tensors' names and
-    shapes against the architecture the spec names (header only: no weights are loaded)."""
+    """The spec and provenance of a MedVec model file, from its header alone.
+
+    The header's layout is checked (bounded size, dtypes, offsets that tile the file);
+    whether the tensors build the architecture is a worker's check (``VERIFY_TASK``).
+    """
     header = read_header_length(staged.path)
     if not 0 < header <= min(max_header_bytes, staged.size - 8):
         raise InvalidInput(
             f"not a safetensors model file: header length {header} is out of range",
             hint="upload a file written by medvec.models.save_model_file",
         )
-    spec = read_model_spec(staged.path)
-    provenance = read_model_provenance(staged.path)
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
-    with safe_open(str(staged.path), framework="pt") as handle:
-        got = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
-    wrong = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
-    if wrong:
-        raise InvalidInput(
-            f"the weights do not match {spec.arch} as the file's spec describes it: "
-            f"{len(wrong)} tensors differ, first {wrong[0]!r} "
-            f"(expected {expected.get(wrong[0])}, got {got.get(wrong[0])})",
-            hint="export the model with medvec.models.save_model_file and its own spec",
-            tensors=wrong[:20],
-        )
-    return spec, provenance
+    parsed = read_model_header(staged.path, max_header_bytes)
+    return spec_of(parsed, staged.path), provenance_of(parsed, staged.path)
 
 
 def register_base(
@@ -77,9 +71,11 @@ def register_base(
         sha256=staged.sha256,
         size=staged.size,
         generation=0,
+        status=BaseStatus.VERIFYING,
     )
     session.add(base)
     session.flush()
+    defer_job(session, VERIFY_TASK, base_id=base.id)
     audit.record(
         session,
         actor,
@@ -100,18 +96,6 @@ def list_bases(session: Session) -> list[BaseModelRecord]:
     return list(session.scalars(query))
 
 
-def current_base(session: Session) -> BaseModelRecord:
-    query = select(BaseModelRecord).order_by(
-        BaseModelRecord.generation.desc(), BaseModelRecord.created_at.desc(), BaseModelRecord.id
-    )
-    base = session.scalars(query.limit(1)).first()
-    if base is None:
-        raise NotFound(
-            "no base model is registered yet", hint="an admin registers one with POST /api/v1/bases"
-        )
-    return base
-
-
 def get_base(session: Session, base_id: str) -> BaseModelRecord:
     if base_id == CURRENT:
         return current_base(session)
@@ -127,3 +111,29 @@ def find_base(session: Session, reference: str) -> BaseModelRecord | None:
     if base is None and len(reference) == 64:
         base = session.scalar(select(BaseModelRecord).where(BaseModelRecord.sha256 == reference))
     return base
+
+
+def require_ready(base: BaseModelRecord) -> None:
+    """Refuse work against a base the worker has not (or not successfully) verified."""
+    if base.status is BaseStatus.VERIFYING:
+        raise BaseNotReady(
+            f"base {base.id} is still being verified by a worker",
+            hint="retry in a moment; GET /api/v1/bases/{id} shows status 'ready' once it passes",
+            base_id=base.id,
+        )
+    if base.status is BaseStatus.REJECTED:
+        raise BaseRejected(
+            f"base {base.id} failed verification: {base.reason}",
+            hint="register a model file whose weights fit the architecture its spec names",
+            base_id=base.id,
+            reason=base.reason,
+        )
+
+
+def unverified_bases(session: Session, registered_before: datetime | None = None) -> list[str]:
+    """Ids of the bases still waiting for verification, registered before a time if given
+    (the sweeper re-sends their task: it may have been lost between commit and send)."""
+    query = select(BaseModelRecord.id).where(BaseModelRecord.status == BaseStatus.VERIFYING)
+    if registered_before is not None:
+        query = query.where(BaseModelRecord.created_at < registered_before)
+    return list(session.scalars(query))

@@ -9,10 +9,10 @@ import numpy as np
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, InvalidInput
 from app.models import Benchmark
 from app.security import Actor
 from app.services import audit
+from app.services.errors import Conflict, InvalidInput
 from app.services.staging import Staged
 from app.storage import BlobStore
 

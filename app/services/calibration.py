@@ -12,10 +12,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput, NotFound
 from app.models import BaseModelRecord, Benchmark
-from app.schemas.merges import CALIBRATION_AUTO, CALIBRATION_NONE
+from app.services.errors import InvalidInput, NotFound
 
+#: ``calibration`` choices besides a benchmark id: the validation benchmark's val split, or none
+CALIBRATION_AUTO = "auto"
+CALIBRATION_NONE = "none"
 VALIDATION_SPLIT = "val"
 #: splits a named calibration set may give, in order of preference
 CALIBRATION_SPLITS = (VALIDATION_SPLIT, "train")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput, NotFound
 from app.models import Benchmark, Evaluation, EvaluationStatus, ModelVersion, VersionStatus
 from app.schemas.evaluations import RANKABLE_METRICS, EvaluationRead, LeaderboardRow
 from app.security import Actor
+from app.services.errors import InvalidInput, NotFound
 
 #: metrics where lower is better
 ASCENDING = frozenset({"ece"})
@@ -24,9 +24,16 @@ def _read(evaluation: Evaluation, benchmark_name: str | None) -> EvaluationRead:
         status=evaluation.status.value,
         metrics=evaluation.metrics,
         error=evaluation.error,
+        attempts=evaluation.attempts,
+        lease_expires_at=evaluation.lease_expires_at,
         created_at=evaluation.created_at,
         updated_at=evaluation.updated_at,
     )
+
+
+def read_evaluation(session: Session, evaluation: Evaluation) -> EvaluationRead:
+    benchmark = session.get(Benchmark, evaluation.benchmark_id)
+    return _read(evaluation, benchmark.name if benchmark is not None else None)
 
 
 def version_evaluations(session: Session, actor: Actor, version_id: str) -> list[EvaluationRead]:

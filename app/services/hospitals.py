@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.errors import Conflict, InvalidInput, NotFound, Unauthenticated
-from app.models import ApiToken, Hospital, Role
+from app.jobs import SUMS_REFRESH, defer_job
+from app.models import ApiToken, DataVector, Hospital, Role, VectorStatus
 from app.security import Actor, hash_token, mint_token
 from app.services import audit
+from app.services.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -42,16 +43,63 @@ def get_hospital(session: Session, hospital_id: str) -> Hospital:
     return hospital
 
 
+def of_present_hospital() -> ColumnElement[bool]:
+    """A filter on ``DataVector`` rows: the vector's hospital was not removed."""
+    removed = select(Hospital.id).where(Hospital.removed_at.is_not(None))
+    return DataVector.hospital_id.not_in(removed)
+
+
+def remove_hospital(
+    session: Session, actor: Actor, hospital_id: str, reason: str | None = None
+) -> Hospital:
+    """Remove a hospital: its tokens are revoked, its vectors stay stored (versions name
+    them in their lineage) but no default or automatic merge takes them any more, and the
+    running sums of every base it held a current vector of are refreshed without it.
+    Removing a removed hospital changes nothing."""
+    hospital = session.get(Hospital, hospital_id, with_for_update=True)
+    if hospital is None:
+        raise NotFound(f"no hospital {hospital_id}", hint="list them with GET /api/v1/hospitals")
+    if hospital.removed_at is not None:
+        return hospital
+    hospital.removed_at = utcnow()
+    active = select(ApiToken.id).where(
+        ApiToken.hospital_id == hospital.id, ApiToken.revoked_at.is_(None)
+    )
+    revoked = [revoke_token(session, actor, token_id).id for token_id in session.scalars(active)]
+    current = select(DataVector.base_id).where(
+        DataVector.hospital_id == hospital.id, DataVector.status == VectorStatus.VALIDATED
+    )
+    bases = sorted(set(session.scalars(current)))
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "hospital.removed",
+        target_type="hospital",
+        target_id=hospital.id,
+        name=hospital.name,
+        reason=reason,
+        revoked_tokens=revoked,
+        bases=bases,
+    )
+    for base_id in bases:
+        defer_job(session, SUMS_REFRESH, base_id=base_id)
+    return hospital
+
+
 def create_token(
     session: Session, actor: Actor, *, name: str, role: Role, hospital_id: str | None
 ) -> tuple[ApiToken, str]:
     """Mint a token; returns the row and the secret, which is never stored or shown again."""
     if role is Role.HOSPITAL and not hospital_id:
         raise InvalidInput("a hospital token needs hospital_id", hint="create the hospital first")
-    if role is Role.ADMIN and hospital_id:
+    if role is Role.ADMIN and hospital_id is not None:
         raise InvalidInput("an admin token belongs to no hospital", hint="leave hospital_id out")
-    if hospital_id:
-        get_hospital(session, hospital_id)
+    if hospital_id and get_hospital(session, hospital_id).removed_at is not None:
+        raise Conflict(
+            f"hospital {hospital_id} was removed; it gets no new tokens",
+            hint="create a new hospital if the site joins again",
+        )
     secret = mint_token()
     token = ApiToken(name=name, token_hash=hash_token(secret), role=role, hospital_id=hospital_id)
     session.add(token)
@@ -96,6 +144,11 @@ def authenticate(session: Session, secret: str | None, ip: str | None) -> Actor:
         raise Unauthenticated("the token is not valid", hint="ask an admin for a token")
     if token.revoked_at is not None:
         raise Unauthenticated("the token was revoked", hint="ask an admin for a new token")
+    return actor_for(session, token, ip)
+
+
+def actor_for(session: Session, token: ApiToken, ip: str | None) -> Actor:
+    """The actor of a valid ``token``; notes its use (to the minute)."""
     now = utcnow()
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         token.last_used_at = now

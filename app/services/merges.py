@@ -10,115 +10,120 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput, NotFound
 from app.jobs import defer_job
 from app.models import BaseModelRecord, Benchmark, JobStatus, MergeJob
-from app.schemas.merges import DEFAULT_LAMBDA_GRID, LAMBDA_MULTIPLES, MergeCreate, MergeRead
 from app.security import Actor
 from app.services import audit
-from app.services.calibration import calibration_source
+from app.services.bases import require_ready
+from app.services.calibration import CALIBRATION_AUTO, calibration_source
+from app.services.errors import InvalidInput, NotFound
+from app.services.evaluation_runs import queue_missing
+from app.services.generations import current_base
 from app.services.selection import Chosen, resolve_selection
+from medvec.errors import MedVecError
+
+if TYPE_CHECKING:
+    from medvec.merging import MergeSpec
+
+
+__all__ = [
+    "MERGE_TASK",
+    "POLICY_TASK",
+    "TUNE_TASK",
+    "MERGE_FINISH_TASK",
+    "MergeRequest",
+    "get_job",
+    "inputs_hash",
+    "list_jobs",
+    "request_merge",
+    "task_for",
+]
 
 MERGE_TASK = "medvec.merge.run"
+MERGE_FINISH_TASK = "medvec.merge.finish"
+"""Recalibrate and record a merge whose file a torch-free merge worker wrote
+(``MEDVEC_MERGE_QUEUE``); sent by that worker, never by the registry."""
 TUNE_TASK = "medvec.tune.run"
-EVALUATE_TASK = "medvec.evaluate.run"
 POLICY_TASK = "medvec.policy.check"
-
-#: keys of ``MergeJob.params`` that steer the job and are not the strategy's own
-JOB_KEYS = frozenset({"seed", "lambda_grid", "tuning", "calibration"})
-
-
-def current_base(session: Session) -> BaseModelRecord:
-    """The base of the newest generation (the one hospitals pull)."""
-    query = select(BaseModelRecord).order_by(
-        BaseModelRecord.generation.desc(), BaseModelRecord.created_at.desc()
-    )
-    base = session.scalars(query.limit(1)).first()
-    if base is None:
-        raise NotFound("no base is registered", hint="register one with POST /api/v1/bases")
-    return base
+SECURE_MERGE_TASK = "medvec.secure.merge"
+SECURE_STRATEGIES = frozenset({"secure_weighted_mean", "secure_task_arithmetic"})
+"""the strategies of secure-mode jobs and versions (``app.services.secure_merges``)"""
 
 
-def strategy_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The strategy's own parameters out of a job's ``params``."""
-    return {k: v for k, v in params.items() if k not in JOB_KEYS}
+@dataclass(frozen=True)
+class MergeRequest:
+    """A merge as asked (by the API or the auto-merge policy), before it is checked.
+
+    ``params`` are loose: ``"lambda": "tune"`` or a ``lambda_grid`` asks for tuning.
+    ``vector_ids`` ``None`` takes each hospital's latest vector; ``rebase`` lets hospitals
+    without one contribute their vector of an older generation, down-weighted.
+    """
+
+    base_id: str | None = None
+    strategy: str = "weighted_mean"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    vector_ids: Sequence[str] | None = None
+    rebase: bool = False
+    staleness_power: float = 0.5
+    benchmark_id: str | None = None
+    calibration: str = CALIBRATION_AUTO
+    seed: int = 0
 
 
-def _check_strategy(strategy: str, params: dict[str, Any]) -> None:
-    from medvec.errors import MedVecError
-    from medvec.merging import get_strategy, list_strategies
+def merge_spec(request: MergeRequest, num_vectors: int) -> MergeSpec:
+    """The request's ``MergeSpec``; ``InvalidInput`` saying what is wrong."""
+    from medvec.merging import MergeSpec  # torch: only a merge request pays for it
 
-    if strategy not in list_strategies():
-        raise InvalidInput(
-            f"unknown merge strategy {strategy!r}",
-            hint=f"use one of {', '.join(sorted(list_strategies()))}",
-        )
     try:
-        get_strategy(strategy).parse_params(params)
+        return MergeSpec.from_request(
+            request.strategy,
+            request.params,
+            num_vectors=num_vectors,
+            seed=request.seed,
+            staleness_power=request.staleness_power,
+            rebase=request.rebase,
+        )
     except MedVecError as exc:
         raise InvalidInput(
-            f"bad parameters for {strategy}: {exc}", hint="see docs/workers.md for each strategy"
+            f"bad merge request: {exc.message}",
+            hint=exc.hint or "see docs/workers.md for each strategy",
+            strategy=request.strategy,
         ) from exc
-
-
-def default_lambda_grid(num_vectors: int) -> list[float]:
-    """``DEFAULT_LAMBDA_GRID`` and ``LAMBDA_MULTIPLES / N``, sorted, without repeats."""
-    points = {*DEFAULT_LAMBDA_GRID, *(m / num_vectors for m in LAMBDA_MULTIPLES)}
-    return sorted({round(float(x), 9) for x in points})
-
-
-def _job_params(request: MergeCreate, num_vectors: int) -> dict[str, Any]:
-    """The request's params, with lambda tuning spelled out as a grid."""
-    params = dict(request.params)
-    tuning = request.strategy == "task_arithmetic" and (
-        params.get("lambda") == "tune" or "lambda_grid" in params
-    )
-    if tuning:
-        grid = params.pop("lambda_grid", None) or default_lambda_grid(num_vectors)
-        params.pop("lambda", None)
-        if not request.benchmark_id:
-            raise InvalidInput(
-                "tuning lambda needs a benchmark",
-                hint="give benchmark_id: lambda is chosen on its validation split",
-            )
-        if not all(isinstance(x, int | float) and x > 0 for x in grid):
-            raise InvalidInput("lambda_grid must hold positive numbers", lambda_grid=grid)
-        params["lambda_grid"] = sorted(float(x) for x in grid)
-    _check_strategy(request.strategy, strategy_params(params))
-    params["seed"] = request.seed
-    return params
 
 
 def inputs_hash(
     base: BaseModelRecord,
-    strategy: str,
-    params: dict[str, Any],
+    spec: MergeSpec,
+    calibration: dict[str, Any] | None,
     chosen: Sequence[Chosen],
     benchmark_id: str | None,
 ) -> str:
     """sha256 of everything the merged weights depend on (the benchmark only when tuning)."""
     document = {
         "base": base.sha256,
-        "strategy": strategy,
-        "params": params,
+        "strategy": spec.strategy,
+        "params": {**spec.record(), "calibration": calibration},
         "inputs": sorted([c.vector.sha256, round(c.weight, 12)] for c in chosen),
-        "tuned_on": benchmark_id if "lambda_grid" in params else None,
+        "tuned_on": benchmark_id if spec.tunes else None,
     }
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-def _selection_record(request: MergeCreate, chosen: Sequence[Chosen]) -> dict[str, Any]:
+def _selection_record(
+    request: MergeRequest, spec: MergeSpec, chosen: Sequence[Chosen]
+) -> dict[str, Any]:
     return {
-        "mode": "explicit" if request.selection.vector_ids else "latest",
-        "stale": request.selection.stale.value,
-        "staleness_power": request.selection.staleness_power,
+        "mode": "explicit" if request.vector_ids else "latest",
+        "stale": "weight" if spec.rebase else "exclude",
+        "staleness_power": spec.staleness_power,
         "inputs": [
             {
                 "vector_id": c.vector.id,
@@ -148,32 +153,45 @@ def _benchmark(session: Session, benchmark_id: str | None, base: BaseModelRecord
         )
 
 
-def request_merge(session: Session, request: MergeCreate, *, actor: Actor) -> tuple[MergeJob, bool]:
+def request_merge(
+    session: Session, request: MergeRequest, *, actor: Actor
+) -> tuple[MergeJob, bool]:
     """Create (or find) the job for ``request`` and defer its task; ``(job, queued_now)``.
 
     Everything is checked here, before any work: base, benchmark, strategy and params,
-    every selected vector, the calibration images (recorded as ``params["calibration"]``).
+    every selected vector, the calibration images.
     """
     base = session.get(BaseModelRecord, request.base_id) if request.base_id else None
     if request.base_id and base is None:
         raise NotFound(f"no base {request.base_id}", hint="list bases with GET /api/v1/bases")
     base = base or current_base(session)
+    require_ready(base)
     _benchmark(session, request.benchmark_id, base)
-    _check_strategy(request.strategy, {})
-    chosen = resolve_selection(session, base, request.selection, request.strategy)
-    params = _job_params(request, len(chosen))
-    params["calibration"] = calibration_source(
-        session, base, request.calibration, request.benchmark_id
-    )
-    digest = inputs_hash(base, request.strategy, params, chosen, request.benchmark_id)
+    spec = merge_spec(request, 1)
+    chosen = resolve_selection(session, base, request.vector_ids, spec)
+    spec = merge_spec(request, len(chosen))
+    if spec.tunes and not request.benchmark_id:
+        raise InvalidInput(
+            "tuning lambda needs a benchmark",
+            hint="give benchmark_id: lambda is chosen on its validation split",
+        )
+    calibration = calibration_source(session, base, request.calibration, request.benchmark_id)
+    digest = inputs_hash(base, spec, calibration, chosen, request.benchmark_id)
     job = session.scalars(select(MergeJob).where(MergeJob.inputs_hash == digest)).first()
     if job is not None:
-        return job, _requeue_existing(session, job, request, actor)
+        return job, _requeue_existing(session, job, request.benchmark_id, actor)
     job = MergeJob(
         base_id=base.id,
-        strategy=request.strategy,
-        params=params,
-        selection=_selection_record(request, chosen),
+        strategy=spec.strategy,
+        params=dict(spec.params),
+        weighting=spec.weighting,
+        staleness_power=spec.staleness_power,
+        rebase=spec.rebase,
+        lambda_grid=list(spec.lambda_grid) if spec.lambda_grid is not None else None,
+        seed=spec.seed,
+        calibration_benchmark_id=calibration["benchmark_id"] if calibration else None,
+        calibration_split=calibration["split"] if calibration else None,
+        selection=_selection_record(request, spec, chosen),
         benchmark_id=request.benchmark_id,
         inputs_hash=digest,
         status=JobStatus.QUEUED,
@@ -187,7 +205,7 @@ def request_merge(session: Session, request: MergeCreate, *, actor: Actor) -> tu
     return job, True
 
 
-def _requeue_existing(session: Session, job: MergeJob, request: MergeCreate, actor: Actor) -> bool:
+def _requeue_existing(session: Session, job: MergeJob, wanted: str | None, actor: Actor) -> bool:
     """A failed job goes back in the queue; a finished one gets the newly asked evaluation."""
     if job.status is JobStatus.FAILED:
         job.status, job.error, job.attempts, job.finished_at = JobStatus.QUEUED, None, 0, None
@@ -195,15 +213,17 @@ def _requeue_existing(session: Session, job: MergeJob, request: MergeCreate, act
         _audit(session, actor, "merge.requeued", job)
         defer_job(session, task_for(job), job_id=job.id)
         return True
-    wanted = request.benchmark_id
     if job.status is JobStatus.SUCCEEDED and job.version_id and wanted != job.benchmark_id:
-        if wanted is not None:
-            defer_job(session, EVALUATE_TASK, version_id=job.version_id, benchmark_id=wanted)
+        benchmark = session.get(Benchmark, wanted) if wanted is not None else None
+        if benchmark is not None:
+            queue_missing(session, job.version_id, [benchmark])
     return False
 
 
 def task_for(job: MergeJob) -> str:
-    return TUNE_TASK if "lambda_grid" in job.params else MERGE_TASK
+    if job.params.get("secure"):
+        return SECURE_MERGE_TASK
+    return TUNE_TASK if job.lambda_grid is not None else MERGE_TASK
 
 
 def _audit(session: Session, actor: Actor, action: str, job: MergeJob) -> None:
@@ -234,24 +254,3 @@ def list_jobs(
     if base_id is not None:
         query = query.where(MergeJob.base_id == base_id)
     return list(session.scalars(query))
-
-
-def to_read(job: MergeJob) -> MergeRead:
-    return MergeRead(
-        id=job.id,
-        job_id=job.id,
-        base_id=job.base_id,
-        strategy=job.strategy,
-        params=job.params,
-        selection=job.selection,
-        benchmark_id=job.benchmark_id,
-        inputs_hash=job.inputs_hash,
-        status=job.status.value,
-        attempts=job.attempts,
-        error=job.error,
-        version_id=job.version_id,
-        requested_by=job.requested_by,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-    )

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput, NotFound
-from app.models import BaseModelRecord, DataVector, VectorStatus
-from app.schemas.merges import Selection, StalePolicy
+from app.models import BaseModelRecord, DataVector, Hospital, VectorStatus
+from app.services.errors import InvalidInput, NotFound
+from app.services.generations import lineage
+from app.services.hospitals import of_present_hospital
 
-#: strategies whose weights are the vectors' sample counts; the others weigh vectors equally
-SAMPLE_WEIGHTED = frozenset({"weighted_mean"})
+if TYPE_CHECKING:
+    from medvec.merging import MergeSpec
+
+
 MERGEABLE = (VectorStatus.VALIDATED, VectorStatus.SUPERSEDED)
 
 
@@ -29,23 +33,20 @@ class Chosen:
     weight: float
 
 
-def staleness_factor(staleness: int, power: float) -> float:
-    """``(1 + staleness) ** -power``: 1 for the current generation, smaller for older ones."""
-    return float((1 + staleness) ** -power)
-
-
 def resolve_selection(
-    session: Session, base: BaseModelRecord, selection: Selection, strategy: str
+    session: Session, base: BaseModelRecord, vector_ids: Sequence[str] | None, spec: MergeSpec
 ) -> list[Chosen]:
-    """The vectors ``selection`` names for ``base``, weighted for ``strategy``.
+    """The vectors ``vector_ids`` names for ``base`` (default: each hospital's latest), each
+    weighted as ``spec`` says (``MergeSpec.weight``: samples or 1, times staleness).
 
-    Raises ``InvalidInput`` (422) when a named vector is rejected, not yet validated or
-    of another base, and when nothing is left to merge; ``NotFound`` for unknown ids.
+    Raises ``InvalidInput`` when a named vector is rejected, not yet validated, of
+    another base or of a removed hospital, and when nothing is left to merge;
+    ``NotFound`` for unknown ids. The default skips removed hospitals' vectors.
     """
-    if selection.vector_ids is not None:
-        picked = [(v, 0) for v in _explicit(session, base, selection.vector_ids)]
+    if vector_ids is not None:
+        picked = [(v, 0) for v in _explicit(session, base, vector_ids)]
     else:
-        picked = _latest_per_hospital(session, base, selection.stale)
+        picked = _latest_per_hospital(session, base, spec.rebase)
     if not picked:
         raise InvalidInput(
             f"base {base.id} has no validated vectors to merge",
@@ -53,20 +54,9 @@ def resolve_selection(
             base_id=base.id,
         )
     return [
-        Chosen(vector, staleness, _weight(vector, staleness, strategy, selection))
+        Chosen(vector, staleness, spec.weight(vector.num_samples, staleness))
         for vector, staleness in picked
     ]
-
-
-def _weight(vector: DataVector, staleness: int, strategy: str, selection: Selection) -> float:
-    """Samples (weighted mean) or 1, times the staleness factor; 1 for the strategies that
-    take no weights (median, trimmed mean: they cannot down-weight a stale vector)."""
-    from medvec.merging import get_strategy
-
-    if not get_strategy(strategy).uses_weights:
-        return 1.0
-    weight = float(vector.num_samples) if strategy in SAMPLE_WEIGHTED else 1.0
-    return weight * staleness_factor(staleness, selection.staleness_power)
 
 
 def _explicit(session: Session, base: BaseModelRecord, ids: Sequence[str]) -> list[DataVector]:
@@ -77,8 +67,23 @@ def _explicit(session: Session, base: BaseModelRecord, ids: Sequence[str]) -> li
         raise NotFound(
             f"no vector {missing[0]}", hint="list vectors with GET /api/v1/vectors", ids=missing
         )
+    hospital_ids = {row.hospital_id for row in rows}
+    removed = set(
+        session.scalars(
+            select(Hospital.id).where(
+                Hospital.id.in_(hospital_ids), Hospital.removed_at.is_not(None)
+            )
+        )
+    )
     for vector_id in ids:
         vector = found[vector_id]
+        if vector.hospital_id in removed:
+            raise InvalidInput(
+                f"vector {vector.id} belongs to a removed hospital and cannot be merged",
+                hint="leave it out of vector_ids",
+                vector_id=vector.id,
+                hospital_id=vector.hospital_id,
+            )
         if vector.status is VectorStatus.REJECTED:
             raise InvalidInput(
                 f"vector {vector.id} was rejected ({vector.reason}) and cannot be merged",
@@ -105,19 +110,23 @@ def _explicit(session: Session, base: BaseModelRecord, ids: Sequence[str]) -> li
 def _validated_of(session: Session, base_id: str) -> list[DataVector]:
     query = (
         select(DataVector)
-        .where(DataVector.base_id == base_id, DataVector.status == VectorStatus.VALIDATED)
+        .where(
+            DataVector.base_id == base_id,
+            DataVector.status == VectorStatus.VALIDATED,
+            of_present_hospital(),
+        )
         .order_by(DataVector.created_at, DataVector.id)
     )
     return list(session.scalars(query))
 
 
 def _latest_per_hospital(
-    session: Session, base: BaseModelRecord, stale: StalePolicy
+    session: Session, base: BaseModelRecord, rebase: bool
 ) -> list[tuple[DataVector, int]]:
-    """Each hospital's newest validated vector for ``base``; with ``stale=weight``, hospitals
+    """Each hospital's newest validated vector for ``base``; with ``rebase``, hospitals
     without one contribute their newest vector of the nearest older generation instead."""
     picked: dict[str, tuple[DataVector, int]] = {}
-    generations = [base] if stale is StalePolicy.EXCLUDE else _lineage(session, base)
+    generations = lineage(session, base) if rebase else [base]
     for ancestor in generations:
         staleness = base.generation - ancestor.generation
         for vector in _validated_of(session, ancestor.id):
@@ -127,16 +136,3 @@ def _latest_per_hospital(
             ):
                 picked[vector.hospital_id] = (vector, staleness)
     return sorted(picked.values(), key=lambda item: (item[0].created_at, item[0].id))
-
-
-def _lineage(session: Session, base: BaseModelRecord) -> list[BaseModelRecord]:
-    """``base`` and its ancestors (newest first) that share its architecture and shapes."""
-    chain = [base]
-    node = base
-    while node.parent_id is not None:
-        parent = session.get(BaseModelRecord, node.parent_id)
-        if parent is None or parent.spec != base.spec:
-            break
-        chain.append(parent)
-        node = parent
-    return chain

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 
-from app.errors import PayloadTooLarge
+from app.services.errors import PayloadTooLarge
 from app.storage import BlobStore, HashingWriter
 
 

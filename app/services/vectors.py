@@ -9,19 +9,24 @@ blob store, so a row the database refuses never leaves a blob without its row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.errors import HospitalMismatch, InvalidInput, NotFound, UnknownBase
 from app.jobs import VECTOR_ACCEPTED, defer_job
 from app.models import BaseModelRecord, DataVector, Hospital, VectorStatus
 from app.security import Actor
-from app.services import audit
-from app.services.bases import find_base
+from app.services import audit, privacy
+from app.services.bases import find_base, require_ready
+from app.services.errors import HospitalMismatch, InvalidInput, NotFound, UnknownBase
 from app.services.staging import Staged
 from app.storage import BlobStore
 from medvec.vectors import ValidationReport, read_vector_metadata, validate_vector
+
+#: a hospital's current vector for a base is in one of these; a new one supersedes it
+CURRENT = (VectorStatus.VALIDATED, VectorStatus.RECEIVED, VectorStatus.QUARANTINED)
 
 MAX_NUM_SAMPLES = 2**31 - 1
 """``num_samples`` is an INTEGER column: the largest value every database holds."""
@@ -66,6 +71,7 @@ def _validate(
             hint="pull the current base (`medvec base pull`) and train against it",
             base_id=metadata.base_id,
         )
+    require_ready(base)
     report = validate_vector(
         staged.path,
         store.local_path(base.sha256),
@@ -90,16 +96,12 @@ def accept_vector(
     The same bytes from the same hospital return the existing vector (created False).
     The staged file is consumed: moved into the store, or deleted.
     """
-    assert actor.hospital_id is not None
-    existing = find_own(session, actor.hospital_id, staged.sha256)
-    if existing is not None:
-        staged.discard()
-        return existing, False
-    try:
+
+    def build() -> DataVector:
         base, report = _validate(
             session, store, actor, staged, max_norm=max_norm, max_header_bytes=max_header_bytes
         )
-        vector = DataVector(
+        return DataVector(
             hospital_id=actor.hospital_id,
             base_id=base.id,
             sha256=staged.sha256,
@@ -109,13 +111,10 @@ def accept_vector(
             meta=report.metadata.model_dump(mode="json"),
             status=VectorStatus.VALIDATED,
         )
-        _lock_hospital(session, actor.hospital_id)
-        # a concurrent push of the same bytes may have committed while this one validated:
-        # under the lock its row is visible, and the answer is that vector (200), not 409
-        existing = find_own(session, actor.hospital_id, staged.sha256)
-        if existing is not None:
-            staged.discard()
-            return existing, False
+
+    def record(vector: DataVector) -> None:
+        # under the lock, so concurrent pushes cannot each fit a budget they overspend together
+        privacy.check_budget(session, vector.hospital_id, vector.meta.get("privacy", {}))
         session.add(vector)
         session.flush()
         superseded = _supersede_previous(session, actor, vector)
@@ -126,17 +125,52 @@ def accept_vector(
             target_type="vector",
             target_id=vector.id,
             sha256=vector.sha256,
-            base_id=base.id,
+            base_id=vector.base_id,
             norm=vector.norm,
             supersedes=superseded,
         )
         session.flush()
+
+    vector, created = register_staged(session, store, actor, staged, build, record)
+    if created:
+        defer_job(session, VECTOR_ACCEPTED, vector_id=vector.id)
+    return vector, created
+
+
+def register_staged(
+    session: Session,
+    store: BlobStore,
+    actor: Actor,
+    staged: Staged,
+    build: Callable[[], DataVector],
+    record: Callable[[DataVector], None],
+) -> tuple[DataVector, bool]:
+    """Register a staged upload as ``actor``'s row; returns (row, created).
+
+    The same bytes from the same hospital return the existing row. ``build`` checks the
+    file and makes the row (outside the hospital's lock: it reads the whole file);
+    ``record`` adds it under the lock (supersede, audit), after a second look for the same
+    bytes: a concurrent push of them may have committed meanwhile, and the answer is then
+    that row (200), not 409. The staged file is consumed: moved into the store, or deleted.
+    """
+    assert actor.hospital_id is not None
+    existing = find_own(session, actor.hospital_id, staged.sha256)
+    if existing is not None:
+        staged.discard()
+        return existing, False
+    try:
+        row = build()
+        _lock_hospital(session, actor.hospital_id)
+        existing = find_own(session, actor.hospital_id, staged.sha256)
+        if existing is not None:
+            staged.discard()
+            return existing, False
+        record(row)
     except BaseException:
         staged.discard()
         raise
     store.commit(staged.path, staged.sha256)
-    defer_job(session, VECTOR_ACCEPTED, vector_id=vector.id)
-    return vector, True
+    return row, True
 
 
 def _lock_hospital(session: Session, hospital_id: str) -> None:
@@ -153,23 +187,36 @@ def _lock_hospital(session: Session, hospital_id: str) -> None:
 
 def _supersede_previous(session: Session, actor: Actor, vector: DataVector) -> list[str]:
     """Mark the hospital's earlier current vectors for this base as superseded by ``vector``."""
+    return supersede(session, actor, vector, CURRENT, VectorStatus.SUPERSEDED, "vector.superseded")
+
+
+def supersede(
+    session: Session,
+    actor: Actor,
+    vector: DataVector,
+    current: tuple[VectorStatus, ...],
+    superseded: VectorStatus,
+    action: str,
+) -> list[str]:
+    """Move the hospital's other rows of ``vector``'s base in a ``current`` status to
+    ``superseded`` (audited as ``action``); their ids."""
     query = select(DataVector).where(
         DataVector.hospital_id == vector.hospital_id,
         DataVector.base_id == vector.base_id,
-        DataVector.status.in_([VectorStatus.VALIDATED, VectorStatus.RECEIVED]),
+        DataVector.status.in_(current),
         DataVector.id != vector.id,
     )
     now = utcnow()
     ids = []
     for previous in session.scalars(query):
-        previous.status = VectorStatus.SUPERSEDED
+        previous.status = superseded
         previous.superseded_by_id = vector.id
         previous.superseded_at = now
         ids.append(previous.id)
         audit.record(
             session,
             actor,
-            "vector.superseded",
+            action,
             target_type="vector",
             target_id=previous.id,
             superseded_by=vector.id,
@@ -201,7 +248,7 @@ def list_vectors(
     if status:
         query = query.where(DataVector.status == status)
     if latest:
-        query = query.where(DataVector.status.in_([VectorStatus.VALIDATED, VectorStatus.RECEIVED]))
+        query = query.where(DataVector.status.in_(CURRENT))
     return list(session.scalars(query))
 
 

@@ -6,7 +6,6 @@ from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.db import utcnow
-from app.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from app.models import (
     BaseModelRecord,
     DataVector,
@@ -17,7 +16,10 @@ from app.models import (
     VersionStatus,
 )
 from app.security import Actor
-from app.services import audit
+from app.services import audit, generations
+from app.services.errors import Conflict, GateFailed, InvalidInput, NotFound, PreconditionFailed
+from app.services.gates import GateOutcome, describe_failures, evaluate_gate
+from medvec.gates import GatePolicy
 
 PRODUCTION = "production"
 STAGES = (VersionStatus.STAGING, VersionStatus.PRODUCTION)
@@ -82,9 +84,19 @@ def has_completed_evaluation(session: Session, version_id: str) -> bool:
 
 
 def promote(
-    session: Session, actor: Actor, version_id: str, *, stage: VersionStatus, force: bool
+    session: Session,
+    actor: Actor,
+    version_id: str,
+    *,
+    stage: VersionStatus,
+    force: bool,
+    gate: GatePolicy | None = None,
 ) -> ModelVersion:
-    """Move a version to staging or production (the previous production one is archived)."""
+    """Move a version to staging or production (the previous production one is archived).
+
+    Production needs the promotion gate passed (``app.services.gates``) unless ``force``;
+    the audit record says whether it was forced and holds the gate's checks.
+    """
     if stage not in STAGES:
         raise InvalidInput(
             f"cannot promote to {stage.value!r}", hint="stage is 'staging' or 'production'"
@@ -92,6 +104,7 @@ def promote(
     version = get_version(session, actor, version_id)
     previous = version.status
     forced = False
+    outcome: GateOutcome | None = None
     if previous is stage:
         return version
     if stage is VersionStatus.STAGING and previous is VersionStatus.PRODUCTION:
@@ -100,13 +113,11 @@ def promote(
             hint="roll back with POST /api/v1/versions/rollback instead",
         )
     if stage is VersionStatus.PRODUCTION:
-        forced = not has_completed_evaluation(session, version.id)
-        if forced and not force:
-            raise PreconditionFailed(
-                f"version {version.id} has no completed evaluation",
-                hint="evaluate it on a benchmark first, or promote with force=true (audited)",
-            )
         current = production_version(session)
+        outcome = evaluate_gate(session, version, current, gate or GatePolicy())
+        forced = outcome is None or not outcome.passed
+        if forced and not force:
+            _refuse(session, version, current, outcome)
         if current is not None:
             current.status = VersionStatus.ARCHIVED
             audit.record(
@@ -132,8 +143,39 @@ def promote(
         previous=previous.value,
         force=force,
         forced=forced,
+        **({"gate": outcome.detail()} if outcome is not None else {}),
     )
     return version
+
+
+def _refuse(
+    session: Session,
+    version: ModelVersion,
+    current: ModelVersion | None,
+    outcome: GateOutcome | None,
+) -> None:
+    """Raise why ``version`` may not replace ``current`` in production."""
+    if not has_completed_evaluation(session, version.id):
+        raise PreconditionFailed(
+            f"version {version.id} has no completed evaluation",
+            hint="evaluate it on a benchmark first, or promote with force=true (audited)",
+        )
+    if outcome is None:
+        assert current is not None
+        raise PreconditionFailed(
+            f"version {version.id} and production version {current.id} have no completed "
+            "evaluation on a common benchmark split, so the promotion gate cannot compare them",
+            hint="evaluate both on the same benchmark (POST /api/v1/versions/{id}/evaluations), "
+            "or promote with force=true (audited)",
+            production_id=current.id,
+        )
+    against = f"production version {current.id}" if current else "the sensitivity floor"
+    raise GateFailed(
+        f"version {version.id} fails the promotion gate against {against} on "
+        f"{outcome.split} of benchmark {outcome.benchmark_id}: {describe_failures(outcome)}",
+        hint="improve the candidate, or promote with force=true (audited)",
+        **outcome.detail(),
+    )
 
 
 def rollback(session: Session, actor: Actor) -> ModelVersion:
@@ -174,53 +216,5 @@ def rollback(session: Session, actor: Actor) -> ModelVersion:
 
 
 def start_generation(session: Session, actor: Actor, version_id: str) -> BaseModelRecord:
-    """Make a version the base of a new generation; the old base stays readable."""
-    version = get_version(session, actor, version_id)
-    taken = session.scalar(
-        select(BaseModelRecord).where(
-            (BaseModelRecord.source_version_id == version.id)
-            | (BaseModelRecord.sha256 == version.sha256)
-        )
-    )
-    if taken is not None:
-        raise Conflict(
-            f"version {version.id} is already base {taken.id}",
-            hint="pull that base",
-            base_id=taken.id,
-        )
-    parent = session.get(BaseModelRecord, version.base_id)
-    assert parent is not None
-    top = (
-        session.scalar(
-            select(BaseModelRecord.generation).order_by(BaseModelRecord.generation.desc()).limit(1)
-        )
-        or 0
-    )
-    generation = max(parent.generation, top) + 1
-    base = BaseModelRecord(
-        name=f"{parent.name}-g{generation}",
-        arch=parent.arch,
-        spec=parent.spec,
-        provenance={
-            "source_version_id": version.id,
-            "strategy": version.strategy,
-            "parent_base_id": parent.id,
-        },
-        sha256=version.sha256,
-        size=version.size,
-        generation=generation,
-        parent_id=parent.id,
-        source_version_id=version.id,
-    )
-    session.add(base)
-    session.flush()
-    audit.record(
-        session,
-        actor,
-        "base.generation_started",
-        target_type="base",
-        target_id=base.id,
-        version_id=version.id,
-        generation=generation,
-    )
-    return base
+    """Make a version the base of a new generation (``generations.start_generation``)."""
+    return generations.start_generation(session, actor, get_version(session, actor, version_id))

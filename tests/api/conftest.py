@@ -7,9 +7,9 @@ at the end of the session. ``MEDVEC_TEST_POSTGRES`` overrides the server URL.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import psycopg
 import pytest
 import uvicorn
+from selenium import webdriver
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
@@ -28,8 +30,12 @@ from app import schema
 from app.config import Settings
 from app.db import Base, make_engine
 from app.main import create_app
-from app.storage import LocalBlobStore
+from app.storage import BlobStore, LocalBlobStore
+from hospital_cli.demo.server import free_port
+from medvec.hashing import sha256_file
 from tests.api.factories import ModelKit, make_model_kit
+from tests.browser import chromium
+from worker.bases import verify_base
 
 POSTGRES = os.environ.get("MEDVEC_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 MIB = 1 << 20
@@ -90,6 +96,21 @@ class Registry:
         temps = sorted(p.name for p in self.store.staging.glob("*.tmp"))
         return {"rows": counts, "blobs": self.store.iter_blobs(), "staging_tmp": temps}
 
+    def stored_blob(self) -> tuple[str, int]:
+        """A small, distinct, readable benchmark file committed to the store: (sha256,
+        size). Benchmark rows the tests invent point at one, so that the shared registry
+        stays consistent (fsck) and a worker that picks it (screening) can read it."""
+        images = np.random.default_rng().integers(0, 256, (2, 28, 28), dtype=np.uint8)
+        labels = np.array([[0], [1]])
+        splits = {f"{s}_{k}": v for s in ("train", "val", "test")
+                  for k, v in (("images", images), ("labels", labels))}  # fmt: skip
+        buffer = io.BytesIO()
+        np.savez(buffer, **splits)  # type: ignore[arg-type]
+        staged = self.store.staging_path()
+        staged.write_bytes(buffer.getvalue())
+        digest = sha256_file(staged)
+        return digest, self.store.commit(staged, digest).size
+
     def expire(self, model: Any, row_id: str) -> None:
         with self.engine.begin() as connection:
             connection.execute(
@@ -97,14 +118,8 @@ class Registry:
             )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _serve(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )
@@ -165,7 +180,18 @@ def base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
             headers={"Content-Type": "application/octet-stream"},
         )
     assert response.status_code in (200, 201), response.text
-    return dict(response.json())
+    verify(registry.engine, registry.store, response.json()["id"])
+    with registry.admin() as admin:
+        return dict(admin.get(f"/bases/{response.json()['id']}").json())
+
+
+def verify(engine: Engine, store: BlobStore, base_id: str) -> str:
+    """Run the worker's architecture check of a base, as ``medvec.bases.verify`` does (the
+    registry under test runs no worker); the base's new status."""
+    with Session(engine) as session, session.begin():
+        status = verify_base(session, store, base_id)
+    assert status is not None
+    return status.value
 
 
 @dataclass
@@ -198,3 +224,35 @@ def hospital(registry: Registry) -> Hospital:
 @pytest.fixture()
 def other_hospital(registry: Registry) -> Hospital:
     return make_hospital(registry, "other")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    """Headless Chromium for a module of console tests."""
+    driver = chromium()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture()
+def signed_out(browser: webdriver.Chrome) -> None:
+    """No console session left over from the module's previous test (``usefixtures``)."""
+    browser.delete_all_cookies()
+
+
+@pytest.fixture()
+def outlier_scale(registry: Registry, kit: ModelKit, base: dict[str, Any]) -> float:
+    """A scale that puts a vector far beyond 3x the median norm of as many screened peers
+    as the norm rule needs, yet under the upload norm bound."""
+    from tests.api.screening import push_scaled, screen
+
+    peers = [
+        push_scaled(registry, kit, make_hospital(registry, "peer"), 1.0 + 0.05 * i)
+        for i in range(registry.settings.screening_min_peers)
+    ]
+    for vector in peers:
+        assert screen(registry, vector["id"])["status"] == "validated"
+    norm = float(peers[0]["norm"])
+    scale = min(40.0, 0.9 * registry.settings.max_vector_norm / norm)  # type: ignore[operator]
+    assert scale > 10, "the kit's vector is too large to test the norm rule here"
+    return scale

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from medvec.hashing import sha256_file
+from medvec.vectors import VectorMetadata, save_vector
 from tests.api.conftest import Hospital, Registry
 from tests.api.factories import ModelKit
 from tests.api.helpers import OCTET, error, push, put_part, resumable_push
@@ -335,3 +336,93 @@ def test_concurrent_pushes_of_the_same_bytes_answer_the_same_vector(
     assert len({a.json()["id"] for a in answers}) == 1
     with registry.client(hospital.token) as client:
         assert len(client.get("/vectors").json()) == 1
+
+
+NUL_TEXT = "ward\x00a"
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/tokens", {"name": "t", "role": "hospital", "hospital_id": NUL_TEXT}),
+        ("/tokens", {"name": NUL_TEXT, "role": "admin"}),
+        ("/hospitals", {"name": NUL_TEXT}),
+    ],
+    ids=["token hospital_id", "token name", "hospital name"],
+)
+def test_nul_in_request_body_is_422(registry: Registry, path: str, body: dict[str, Any]) -> None:
+    """The fuzzer's find: PostgreSQL text cannot hold NUL, which made this a 500."""
+    before = registry.snapshot()
+    with registry.admin() as admin:
+        response = admin.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert error(response)["code"] == "invalid_request"
+    assert registry.snapshot() == before
+
+
+def test_nul_in_a_property_the_body_does_not_declare_is_ignored_like_the_property(
+    registry: Registry,
+) -> None:
+    """The fuzzer's find (schemathesis' "schema-valid request rejected"): NUL in an
+    undeclared property, which the registry ignores and stores nowhere, was a 422."""
+    name = f"extra-{secrets.token_hex(4)}"
+    with registry.admin() as admin:
+        response = admin.post("/hospitals", json={"name": name, "x\x00": {"y": NUL_TEXT}})
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == name
+
+
+def test_an_upload_size_past_what_json_holds_exactly_is_422(
+    registry: Registry, hospital: Hospital
+) -> None:
+    """The schema bounds ``size`` (the fuzzer sent 2e22, then 2^63 + 192): a 422 for bad
+    input, as the document says, not the 413 of a size over the configured limit."""
+    with registry.client(hospital.token) as client:
+        for size in (2**53, 2**63 + 192):
+            response = client.post("/uploads", json={"sha256": "0" * 64, "size": size})
+            assert response.status_code == 422, response.text
+    assert error(response)["code"] == "invalid_request"
+
+
+def test_the_openapi_document_says_request_text_holds_no_nul(registry: Registry) -> None:
+    """What the NUL check refuses is in the schema, so a client (or a fuzzer) can know it."""
+    schemas = httpx.get(f"{registry.url}/openapi.json").json()["components"]["schemas"]
+    no_nul = {"pattern": "^[^\\x00]*$"}
+    assert no_nul.items() <= schemas["HospitalCreate"]["properties"]["name"].items()
+    nullable = schemas["TokenCreate"]["properties"]["hospital_id"]["anyOf"]
+    assert no_nul.items() <= nullable[0].items()
+
+
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/vectors/ab%00cd", {}),
+        ("/audit", {"action": NUL_TEXT}),
+        ("/vectors", {"hospital_id": NUL_TEXT}),
+    ],
+    ids=["path", "audit query", "vectors query"],
+)
+def test_nul_in_path_or_query_is_422(registry: Registry, path: str, params: dict[str, str]) -> None:
+    with registry.admin() as admin:
+        response = admin.get(path, params=params)
+    assert response.status_code == 422, response.text
+    assert error(response)["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("field", ["hospital", "base_id"])
+def test_nul_in_vector_metadata_is_422_and_stores_nothing(
+    registry: Registry, hospital: Hospital, base: dict[str, Any], kit: ModelKit, field: str
+) -> None:
+    """Metadata that skipped the client's validation, as a hand-made file would."""
+    fields = {**kit.metadata(hospital.name).model_dump(), field: NUL_TEXT}
+    fields["spec"] = kit.metadata(hospital.name).spec
+    path = save_vector(
+        kit.raw(b"", "nul").with_suffix(".safetensors"),
+        kit.tensors,
+        VectorMetadata.model_construct(**fields),
+    )
+    before = registry.snapshot()
+    with registry.client(hospital.token) as client:
+        response = push(client, path)
+    assert response.status_code == 422, response.text
+    assert registry.snapshot() == before

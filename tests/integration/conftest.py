@@ -26,11 +26,8 @@ from app.main import create_app
 from app.schema import upgrade
 from app.security import mint_token
 from tests.integration import factories
-from tests.integration.services import (
-    WorkerProcess,
-    fresh_postgres_database,
-    fresh_redis_database,
-)
+from tests.integration.services import fresh_postgres_database, fresh_redis_database
+from tests.servers import WorkerProcess
 from worker.celery_app import MedVecCelery, make_celery
 from worker.config import WorkerSettings
 from worker.queue import CeleryJobQueue
@@ -57,30 +54,42 @@ def _worker_env(settings: WorkerSettings, extra: dict[str, str]) -> dict[str, st
             "MEDVEC_TUNE_TIME_LIMIT_S": str(settings.tune_time_limit_s),
             "MEDVEC_TUNE_SOFT_TIME_LIMIT_S": str(settings.tune_soft_time_limit_s),
             "MEDVEC_RETRY_BACKOFF_S": "1",
+            # these worlds' vectors are a few SGD steps from a random base, or seeded
+            # noise: screening would rightly quarantine them (tests/e2e/test_screening.py)
+            "MEDVEC_SCREENING_ENABLED": "false",
             **extra,
         }
     )
     return env
 
 
+def integration_settings(
+    data_dir: Path, database_url: str, redis_url: str, **extra: Any
+) -> WorkerSettings:
+    """A registry's and its workers' settings for these tests: their own queue, and time
+    limits that end a stuck job well within a test's patience."""
+    return WorkerSettings(
+        environment="test",
+        data_dir=data_dir,
+        database_url=database_url,
+        redis_url=redis_url,
+        queue=extra.pop("queue", f"medvec-it-{secrets.token_hex(4)}"),
+        visibility_timeout_s=120,
+        merge_time_limit_s=60,
+        merge_soft_time_limit_s=55,
+        eval_time_limit_s=100,
+        eval_soft_time_limit_s=90,
+        tune_time_limit_s=110,
+        tune_soft_time_limit_s=100,
+        bootstrap_admin_token=mint_token(),
+        **extra,
+    )
+
+
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerSettings]:
     with fresh_postgres_database() as database_url, fresh_redis_database() as redis_url:
-        yield WorkerSettings(
-            environment="test",
-            data_dir=tmp_path_factory.mktemp("registry"),
-            database_url=database_url,
-            redis_url=redis_url,
-            queue=f"medvec-it-{secrets.token_hex(4)}",
-            visibility_timeout_s=120,
-            merge_time_limit_s=60,
-            merge_soft_time_limit_s=55,
-            eval_time_limit_s=100,
-            eval_soft_time_limit_s=90,
-            tune_time_limit_s=110,
-            tune_soft_time_limit_s=100,
-            bootstrap_admin_token=mint_token(),
-        )
+        yield integration_settings(tmp_path_factory.mktemp("registry"), database_url, redis_url)
 
 
 @pytest.fixture(scope="session")
@@ -150,6 +159,8 @@ class Registry:
     def register_base(self, seed: int) -> dict[str, Any]:
         path = factories.make_base(self.tmp / f"base-{seed}.safetensors", seed)
         record = self.upload("/bases", path, name=f"base-{seed}")
+        record = self.wait(f"/bases/{record['id']}", lambda b: b["status"] != "verifying")
+        assert record["status"] == "ready", record
         return {**record, "path": path}
 
     def push(self, hospital: str, vector: Path) -> dict[str, Any]:
@@ -201,8 +212,17 @@ def world(registry: Registry, datasets_dir: Path) -> World:
     base = registry.register_base(seed=1)
     bench_path = factories.make_benchmark(datasets_dir, registry.tmp / "blood-bench.npz")
     benchmark = registry.upload("/benchmarks", bench_path, name="blood-1000")
+    vectors = push_hospitals(registry, base, datasets_dir, 3)
+    return World(base, vectors, benchmark, bench_path, time.monotonic())
+
+
+def push_hospitals(
+    registry: Registry, base: dict[str, Any], datasets_dir: Path, count: int
+) -> list[dict[str, Any]]:
+    """``count`` hospitals, each fine-tuning ``base`` on its own real images and pushing
+    the vector; the registry's answers."""
     vectors = []
-    for index in range(3):
+    for index in range(count):
         name = registry.hospital(f"hospital-{index}")
         vector = factories.fine_tuned_vector(
             base["path"],
@@ -214,4 +234,4 @@ def world(registry: Registry, datasets_dir: Path) -> World:
             seed=index,
         )
         vectors.append(registry.push(name, vector))
-    return World(base, vectors, benchmark, bench_path, time.monotonic())
+    return vectors

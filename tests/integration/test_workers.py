@@ -22,7 +22,7 @@ from medvec.models import load_model_file, read_model_provenance
 from medvec.vectors import is_running_stat, load_vector
 from tests.integration import factories
 from tests.integration.conftest import Registry, World
-from tests.integration.services import WorkerProcess
+from tests.servers import WorkerProcess
 from worker.celery_app import MedVecCelery
 from worker.config import WorkerSettings
 

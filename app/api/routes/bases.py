@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import AdminPrincipal, Principal, SessionDep, SettingsDep, StorageDep
 from app.api.routes.common import BINARY_RESPONSE, RAW_BODY, blob_response, errors, receive_file
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
+from app.metrics import record_upload
 from app.schemas.bases import BaseRead
 from app.services import bases
 
@@ -46,6 +47,8 @@ async def register_base(
         staged=staged,
         max_header_bytes=settings.max_header_bytes,
     )
+    if created:
+        record_upload("base", staged.size)
     response.status_code = 201 if created else 200
     return base
 

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import AdminPrincipal, SessionDep, SettingsDep, StorageDep
 from app.api.routes.common import RAW_BODY, errors, receive_file
 from app.errors import Conflict, InvalidInput, PayloadTooLarge
+from app.metrics import record_upload
 from app.schemas.benchmarks import BenchmarkRead
 from app.services import benchmarks
 
@@ -36,9 +37,11 @@ async def register_benchmark(
     Hospitals never see benchmarks.
     """
     staged = await receive_file(request, session, store, settings.max_upload_bytes)
-    return await run_in_threadpool(
+    benchmark = await run_in_threadpool(
         benchmarks.register_benchmark, session, store, actor, name=name, staged=staged
     )
+    record_upload("benchmark", staged.size)
+    return benchmark
 
 
 @router.get("", response_model=list[BenchmarkRead], responses=errors())

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import Annotated, Any, BinaryIO
+from urllib.parse import quote
 
 from fastapi import Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.api.deps import release_connection
+from app.api.parts import SHA_HEADER, declared_length
 from app.errors import AUTH_ERRORS, AppError, responses
+from app.schemas.common import MAX_INT63
 from app.services.staging import Staged, stage_body
 from app.storage import BlobStore
 
-SHA_HEADER = "X-Content-SHA256"
-
 MAX_INT32 = 2**31 - 1
 """The bound of a row count or page offset: every database's plain INTEGER holds it."""
-MAX_INT63 = 2**63 - 1
-"""The bound of a byte count: a signed 64-bit BIGINT."""
 
 PageOffset = Annotated[int, Query(ge=0, le=MAX_INT32, description="rows to skip")]
 PageLimit = Annotated[int, Query(ge=1, le=1000, description="rows to return")]
@@ -41,11 +41,6 @@ BINARY_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def declared_length(request: Request) -> int | None:
-    value = request.headers.get("content-length")
-    return int(value) if value and value.isdigit() else None
-
-
 async def receive_file(request: Request, session: Session, store: BlobStore, limit: int) -> Staged:
     """Stream the raw request body into the staging area (hashing as it goes), holding no
     database connection meanwhile."""
@@ -53,12 +48,34 @@ async def receive_file(request: Request, session: Session, store: BlobStore, lim
     return await stage_body(store, request.stream(), limit=limit, declared=declared_length(request))
 
 
-def blob_response(store: BlobStore, sha256: str, filename: str) -> FileResponse:
-    return FileResponse(
-        store.local_path(sha256),
-        media_type="application/octet-stream",
-        filename=filename,
-        headers={SHA_HEADER: sha256},
+DOWNLOAD_CHUNK = 1 << 20
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(DOWNLOAD_CHUNK):
+            yield chunk
+
+
+def blob_response(store: BlobStore, sha256: str, filename: str) -> Response:
+    """The blob as a download: its local file (sendfile), or streamed from the store
+    chunk by chunk (S3), never held in memory whole."""
+    path = store.local_file(sha256)
+    if path is not None:
+        return FileResponse(
+            path,
+            media_type="application/octet-stream",
+            filename=filename,
+            headers={SHA_HEADER: sha256},
+        )
+    size = store.size(sha256)
+    headers = {
+        SHA_HEADER: sha256,
+        "Content-Length": str(size),
+        "Content-Disposition": f"attachment; filename*=utf-8''{quote(filename)}",
+    }
+    return StreamingResponse(
+        _chunks(store.open(sha256)), media_type="application/octet-stream", headers=headers
     )
 
 

@@ -33,8 +33,8 @@ def readyz(request: Request) -> Any:
     try:
         state.store.ping()
         checks["storage"] = "ok"
-    except OSError as exc:
-        checks["storage"] = f"error: {exc}"
+    except Exception as exc:  # a full disk, or an unreachable or refusing S3 endpoint
+        checks["storage"] = f"error: {exc.__class__.__name__}: {exc}"
     if all(v == "ok" for v in checks.values()):
         return {"status": "ready", **checks}
     body = ErrorBody(code="not_ready", message="a dependency is unavailable", detail=checks)

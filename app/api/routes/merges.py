@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Response
 from app.api.deps import AdminPrincipal, SessionDep
 from app.api.routes.common import errors
 from app.errors import InvalidInput, NotFound
-from app.models import JobStatus
-from app.schemas.merges import MergeAccepted, MergeCreate, MergeRead
+from app.models import JobStatus, MergeJob
+from app.schemas.merges import MergeAccepted, MergeCreate, MergeRead, StalePolicy
 from app.services import merges
 
 router = APIRouter(prefix="/merges", tags=["merges"])
@@ -31,7 +31,7 @@ def request_merge(
     vector, an unvalidated one, or one made against another base is refused with 422.
     The same inputs asked for again give the same job (no second version).
     """
-    job, _queued = merges.request_merge(session, body, actor=actor)
+    job, _queued = merges.request_merge(session, to_request(body), actor=actor)
     response.headers["Location"] = f"/api/v1/merges/{job.id}"
     return MergeAccepted(job_id=job.id, status=job.status.value)
 
@@ -44,10 +44,45 @@ def list_merges(
     base_id: Annotated[str | None, Query()] = None,
 ) -> list[MergeRead]:
     """Merge jobs, newest first."""
-    return [merges.to_read(j) for j in merges.list_jobs(session, status=status, base_id=base_id)]
+    return [to_read(j) for j in merges.list_jobs(session, status=status, base_id=base_id)]
 
 
 @router.get("/{job_id}", response_model=MergeRead, responses=errors(NotFound))
 def get_merge(job_id: str, session: SessionDep, _actor: AdminPrincipal) -> MergeRead:
     """A job's status, attempts, error and the version it made."""
-    return merges.to_read(merges.get_job(session, job_id))
+    return to_read(merges.get_job(session, job_id))
+
+
+def to_request(body: MergeCreate) -> merges.MergeRequest:
+    return merges.MergeRequest(
+        base_id=body.base_id,
+        strategy=body.strategy,
+        params=body.params,
+        vector_ids=body.selection.vector_ids,
+        rebase=body.selection.stale is StalePolicy.WEIGHT,
+        staleness_power=body.selection.staleness_power,
+        benchmark_id=body.benchmark_id,
+        calibration=body.calibration,
+        seed=body.seed,
+    )
+
+
+def to_read(job: MergeJob) -> MergeRead:
+    return MergeRead(
+        id=job.id,
+        job_id=job.id,
+        base_id=job.base_id,
+        strategy=job.strategy,
+        params=job.record(),
+        selection=job.selection,
+        benchmark_id=job.benchmark_id,
+        inputs_hash=job.inputs_hash,
+        status=job.status.value,
+        attempts=job.attempts,
+        error=job.error,
+        version_id=job.version_id,
+        requested_by=job.requested_by,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )

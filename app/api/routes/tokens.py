@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from app.api.deps import AdminPrincipal, SessionDep
 from app.api.routes.common import errors
-from app.errors import InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 from app.schemas.hospitals import TokenCreate, TokenCreated, TokenRead
 from app.services import hospitals
 
@@ -17,10 +17,11 @@ router = APIRouter(prefix="/tokens", tags=["tokens"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TokenCreated,
-    responses=errors(InvalidInput, NotFound),
+    responses=errors(Conflict, InvalidInput, NotFound),
 )
 def create_token(body: TokenCreate, session: SessionDep, actor: AdminPrincipal) -> TokenCreated:
-    """Mint a token. The secret is in this answer only; the registry keeps its sha256."""
+    """Mint a token. The secret is in this answer only; the registry keeps its sha256.
+    A removed hospital gets none (409)."""
     token, secret = hospitals.create_token(
         session, actor, name=body.name, role=body.role, hospital_id=body.hospital_id
     )

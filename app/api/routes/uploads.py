@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
 from app.api.deps import (
     HospitalPrincipal,
@@ -13,7 +12,8 @@ from app.api.deps import (
     StorageDep,
     release_connection,
 )
-from app.api.routes.common import RAW_BODY, ByteOffset, declared_length, errors
+from app.api.parts import receive_part
+from app.api.routes.common import RAW_BODY, ByteOffset, errors
 from app.config import Settings
 from app.errors import (
     Conflict,
@@ -22,14 +22,15 @@ from app.errors import (
     InvalidInput,
     NotFound,
     OffsetMismatch,
+    PartTooSmall,
     PayloadTooLarge,
     ShaMismatch,
 )
+from app.metrics import record_upload
 from app.models import UploadSession
 from app.schemas.uploads import UploadCreate, UploadRead
 from app.schemas.vectors import VectorRead
 from app.services import uploads
-from app.services.staging import write_stream
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
 
@@ -70,7 +71,9 @@ def start_upload(
     "/{upload_id}",
     response_model=UploadRead,
     openapi_extra=RAW_BODY,
-    responses=errors(NotFound, Gone, Conflict, OffsetMismatch, PayloadTooLarge, EmptyPart),
+    responses=errors(
+        NotFound, Gone, Conflict, OffsetMismatch, PayloadTooLarge, EmptyPart, PartTooSmall
+    ),
 )
 async def put_part(
     upload_id: str,
@@ -84,29 +87,15 @@ async def put_part(
     """Append the raw body at byte ``offset``; answers the new offset.
 
     409 with ``detail.offset`` when the server holds a different number of bytes; 422
-    ``empty_part`` when the body holds no bytes. Bytes that arrived before a broken
-    connection are kept.
+    ``empty_part`` when the body holds no bytes; 422 ``part_too_small`` when the blob
+    store is S3 and a part that does not end the file is under its minimum
+    (``detail.min_part_size``). Bytes that arrived before a broken connection are kept
+    (on S3: when they are a whole part of at least the minimum).
     """
     upload = await run_in_threadpool(uploads.get_upload, session, store, actor, upload_id)
     part = await run_in_threadpool(uploads.PartWriter, store, upload, offset)
     await release_connection(session)  # the part file's lock guards the session meanwhile
-    disconnected = False
-    try:
-        part.check_declared(declared_length(request))
-        await write_stream(request.stream(), part.writer, part.limit, part.overflow())
-    except PayloadTooLarge:
-        await run_in_threadpool(part.rewind)
-        raise
-    except ClientDisconnect:
-        disconnected = True  # keep what arrived: the client resumes from the server's offset
-    finally:
-        held = await run_in_threadpool(part.close)
-    if held == part.start and not disconnected:
-        raise EmptyPart(
-            "the part is empty",
-            hint=f"send the file's bytes from offset {part.start} as the request body",
-            offset=part.start,
-        )
+    held = await receive_part(request, part)
     await run_in_threadpool(uploads.record_part, session, upload, held, settings.upload_expiry)
     return upload
 
@@ -139,5 +128,7 @@ def complete_upload(
     (the upload is then reset and nothing is stored).
     """
     vector, created = uploads.complete_upload(session, store, actor, upload_id, limits(settings))
+    if created:
+        record_upload("vector", vector.size)
     response.status_code = 201 if created else 200
     return vector

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import HospitalPrincipal, Principal, SessionDep, SettingsDep, StorageDep
 from app.api.routes.common import BINARY_RESPONSE, RAW_BODY, blob_response, errors, receive_file
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
+from app.metrics import record_upload
 from app.models import VectorStatus
 from app.schemas.vectors import VectorRead
 from app.services import vectors
@@ -45,6 +46,8 @@ async def push_vector(
         max_norm=settings.max_vector_norm,
         max_header_bytes=settings.max_header_bytes,
     )
+    if created:
+        record_upload("vector", staged.size)
     response.status_code = 201 if created else 200
     return vector
 

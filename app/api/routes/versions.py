@@ -6,14 +6,21 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
-from app.api.deps import AdminPrincipal, Principal, SessionDep, StorageDep
+from app.api.deps import AdminPrincipal, Principal, SessionDep, SettingsDep, StorageDep
 from app.api.routes.common import BINARY_RESPONSE, blob_response, errors
-from app.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from app.errors import Conflict, GateFailed, InvalidInput, NotFound, PreconditionFailed
 from app.models import ModelVersion, VersionStatus
 from app.schemas.bases import BaseRead
-from app.schemas.versions import PromoteRequest, VersionInputRead, VersionRead
+from app.schemas.versions import (
+    ContributionsRead,
+    PromoteRequest,
+    VersionInputRead,
+    VersionRead,
+)
 from app.security import Actor
-from app.services import versions
+from app.services import cards, contributions, versions
+from app.services.gates import policy_of
+from app.templating import render
 
 router = APIRouter(prefix="/versions", tags=["versions"])
 
@@ -57,21 +64,45 @@ def download_version(
     return blob_response(store, version.sha256, f"version-{version.id}.safetensors")
 
 
+@router.get(
+    "/{version_id}/card",
+    response_class=Response,
+    responses={200: {"content": {"text/markdown": {}}}, **errors(NotFound)},
+)
+def model_card(version_id: str, session: SessionDep, actor: Principal) -> Response:
+    """The version's model card in Markdown: intended use, the hospitals and samples behind
+    it (unnamed for hospital readers), the merge, metrics with 95% bootstrap intervals per
+    class and calibration, the privacy spent, lineage and known limitations."""
+    card = cards.model_card(session, actor, version_id)
+    text = render("card.md", card=card)
+    return Response(text, media_type="text/markdown; charset=utf-8")
+
+
 @router.post(
     "/{version_id}/promote",
     response_model=VersionRead,
-    responses=errors(NotFound, Conflict, PreconditionFailed, InvalidInput),
+    responses=errors(NotFound, Conflict, GateFailed, PreconditionFailed, InvalidInput),
 )
 def promote(
-    version_id: str, body: PromoteRequest, session: SessionDep, actor: AdminPrincipal
+    version_id: str,
+    body: PromoteRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: AdminPrincipal,
 ) -> VersionRead:
     """Promote to ``staging`` or ``production``.
 
-    Production needs a completed evaluation unless ``force`` (recorded in the audit log);
-    the previous production version is archived.
+    Production needs the promotion gate: on a benchmark split both have completed
+    evaluations of (``val`` first), the candidate is no worse than production on the
+    gate metrics, overall and per class, within ``MEDVEC_GATE_*`` tolerances, and every
+    per-class sensitivity is at or above the floor. A refusal is a 409 ``gate_failed``
+    whose ``detail.checks`` lists every comparison. ``force`` overrides (audited); the
+    previous production version is archived.
     """
     stage = VersionStatus(body.stage)
-    version = versions.promote(session, actor, version_id, stage=stage, force=body.force)
+    version = versions.promote(
+        session, actor, version_id, stage=stage, force=body.force, gate=policy_of(settings)
+    )
     return _read(version, actor, session)
 
 
@@ -84,3 +115,28 @@ def promote(
 def start_generation(version_id: str, session: SessionDep, actor: AdminPrincipal) -> object:
     """Start a new generation: the version becomes the current base (the old base stays)."""
     return versions.start_generation(session, actor, version_id)
+
+
+@router.post(
+    "/{version_id}/contributions",
+    status_code=202,
+    responses=errors(NotFound, InvalidInput),
+)
+def request_contributions(
+    version_id: str, session: SessionDep, actor: AdminPrincipal
+) -> dict[str, str]:
+    """Compute each input hospital's contribution (metric with everyone minus metric
+    without it, on the validation split) on a worker; read it with GET."""
+    version = contributions.request_contributions(session, actor, version_id)
+    return {"version_id": version.id, "status": "queued"}
+
+
+@router.get(
+    "/{version_id}/contributions",
+    response_model=ContributionsRead,
+    responses=errors(NotFound, PreconditionFailed),
+)
+def get_contributions(version_id: str, session: SessionDep, actor: Principal) -> object:
+    """Contributions of a linear version's hospitals: all of them for an admin, its own
+    share for a hospital whose vector went into it."""
+    return contributions.read_contributions(session, actor, version_id)
