@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
+from alembic.util import CommandError
 
 revision: str = "3b8e5f0a9c21"
 down_revision: str | Sequence[str] | None = "b71f0d5e2c94"
@@ -65,7 +66,18 @@ def _split(row: Any) -> dict[str, Any]:
     }
 
 
+def _online_only() -> None:
+    """Existing rows are split in Python, which ``--sql`` cannot render: say what to run."""
+    if context.is_offline_mode():
+        raise CommandError(
+            f"revision {revision} converts existing merge jobs and cannot be rendered as "
+            f"SQL: render up to {down_revision} with --sql, run this revision online "
+            f"(`medvec-server migrate {revision}`), then render {revision}:head with --sql"
+        )
+
+
 def upgrade() -> None:
+    _online_only()
     with op.batch_alter_table("merge_jobs", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("weighting", sa.String(length=20), server_default="uniform", nullable=False)
@@ -97,6 +109,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _online_only()
     bind = op.get_bind()
     rows = bind.execute(sa.select(jobs)).all()
     for row in rows:

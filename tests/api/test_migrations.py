@@ -8,6 +8,8 @@ from typing import Any
 
 import anyio
 import pytest
+from alembic import command
+from alembic.util import CommandError
 from fastapi import FastAPI
 from sqlalchemy import inspect
 
@@ -91,3 +93,20 @@ def test_version_calibration_columns_come_and_go_with_their_migration(tmp_path: 
         assert not {"calibration", "mergeability"} & columns
     finally:
         engine.dispose()
+
+
+def test_offline_sql_renders_around_the_row_converting_revision(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``alembic upgrade --sql`` renders every revision that needs no rows, and for the one
+    that converts rows in Python names the online command instead of crashing."""
+    config = schema.alembic_config("postgresql+psycopg://")
+    command.upgrade(config, "b71f0d5e2c94", sql=True)
+    assert "CREATE TABLE merge_jobs" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="medvec-server migrate 3b8e5f0a9c21"):
+        command.upgrade(config, "head", sql=True)
+    capsys.readouterr()
+    command.upgrade(config, "3b8e5f0a9c21:head", sql=True)
+    rendered = capsys.readouterr().out
+    assert "UPDATE alembic_version" in rendered
+    assert schema.head_revision() in rendered
