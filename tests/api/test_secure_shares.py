@@ -17,7 +17,7 @@ from app.db import make_engine
 from app.schema import upgrade
 from app.storage import LocalBlobStore
 from medvec.secure import write_shares
-from tests.api.conftest import MAX_HEADER, MIB, Hospital, Registry, _serve, make_hospital, verify
+from tests.api.conftest import MAX_HEADER, MIB, Hospital, Registry, _serve, post_base
 from tests.api.factories import ModelKit
 from tests.api.helpers import error, resumable_push
 
@@ -55,26 +55,8 @@ def registry(
 
 @pytest.fixture(scope="module")
 def base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
-    with registry.admin() as admin, kit.base_path.open("rb") as body:
-        answer = admin.post(
-            "/bases",
-            params={"name": "secure-test"},
-            content=body,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-    assert answer.status_code in (200, 201), answer.text
-    assert verify(registry.engine, registry.store, answer.json()["id"]) == "ready"
-    return dict(answer.json())
-
-
-@pytest.fixture()
-def hospital(registry: Registry) -> Hospital:
-    return make_hospital(registry)
-
-
-@pytest.fixture()
-def other_hospital(registry: Registry) -> Hospital:
-    return make_hospital(registry, "other")
+    """On this module's own registry, which the session-scoped shared ``base`` cannot use."""
+    return post_base(registry, kit, "secure-test")
 
 
 def _split(kit: ModelKit, hospital: str, folder: Path) -> tuple[Path, Path]:
