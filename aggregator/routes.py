@@ -19,29 +19,18 @@ from aggregator.auth import AggActor, authenticate, create_token, require
 from aggregator.config import AggregatorSettings
 from aggregator.models import AggAuditEvent, AggRole
 from app.api.parts import SHA_HEADER, receive_part
+from app.api.state import get_store, request_transaction
 from app.security import parse_bearer
 from app.services.upload_parts import PartWriter
 from app.storage import BlobStore
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session: Session = request.app.state.sessionmaker()
-    try:
+    with request_transaction(request) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-
-
-def get_store(request: Request) -> BlobStore:
-    store: BlobStore = request.app.state.store
-    return store
 
 
 def get_settings(request: Request) -> AggregatorSettings:

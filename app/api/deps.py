@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.api.state import get_store, request_transaction
 from app.config import Settings
 from app.errors import Forbidden
 from app.jobs import JobQueue, discard_deferred, dispatch_deferred
@@ -47,29 +48,19 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_store(request: Request) -> BlobStore:
-    store: BlobStore = request.app.state.store
-    return store
-
-
 def get_job_queue(request: Request) -> JobQueue:
     queue: JobQueue = request.app.state.job_queue
     return queue
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session: Session = request.app.state.sessionmaker()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        discard_deferred(session)
-        raise
-    else:
-        dispatch_deferred(session, request.app.state.job_queue)
-    finally:
-        session.close()
+    with request_transaction(request) as session:
+        try:
+            yield session
+        except BaseException:
+            discard_deferred(session)
+            raise
+    dispatch_deferred(session, request.app.state.job_queue)
 
 
 async def release_connection(session: Session) -> None:

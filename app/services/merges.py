@@ -194,24 +194,32 @@ def request_merge(
         selection=_selection_record(request, spec, chosen),
         benchmark_id=request.benchmark_id,
         inputs_hash=digest,
-        status=JobStatus.QUEUED,
-        attempts=0,
         requested_by=actor.name,
     )
+    enqueue(session, actor, job)
+    return job, True
+
+
+def enqueue(
+    session: Session,
+    actor: Actor,
+    job: MergeJob,
+    action: str = "merge.requested",
+    **audited: Any,
+) -> None:
+    """Queue a new ``job``, or a failed one again with its attempts and error cleared:
+    stored, audited as ``action`` (with ``audited``), its task deferred to the commit."""
+    job.status, job.error, job.attempts, job.finished_at = JobStatus.QUEUED, None, 0, None
     session.add(job)
     session.flush()
-    _audit(session, actor, "merge.requested", job)
+    _audit(session, actor, action, job, **audited)
     defer_job(session, task_for(job), job_id=job.id)
-    return job, True
 
 
 def _requeue_existing(session: Session, job: MergeJob, wanted: str | None, actor: Actor) -> bool:
     """A failed job goes back in the queue; a finished one gets the newly asked evaluation."""
     if job.status is JobStatus.FAILED:
-        job.status, job.error, job.attempts, job.finished_at = JobStatus.QUEUED, None, 0, None
-        session.flush()
-        _audit(session, actor, "merge.requeued", job)
-        defer_job(session, task_for(job), job_id=job.id)
+        enqueue(session, actor, job, "merge.requeued")
         return True
     if job.status is JobStatus.SUCCEEDED and job.version_id and wanted != job.benchmark_id:
         benchmark = session.get(Benchmark, wanted) if wanted is not None else None
@@ -226,7 +234,7 @@ def task_for(job: MergeJob) -> str:
     return TUNE_TASK if job.lambda_grid is not None else MERGE_TASK
 
 
-def _audit(session: Session, actor: Actor, action: str, job: MergeJob) -> None:
+def _audit(session: Session, actor: Actor, action: str, job: MergeJob, **audited: Any) -> None:
     audit.record(
         session,
         actor,
@@ -235,6 +243,7 @@ def _audit(session: Session, actor: Actor, action: str, job: MergeJob) -> None:
         target_id=job.id,
         strategy=job.strategy,
         base_id=job.base_id,
+        **audited,
     )
 
 

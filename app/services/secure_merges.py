@@ -19,15 +19,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.jobs import defer_job
 from app.models import BaseModelRecord, DataVector, JobStatus, MergeJob, VectorStatus
 from app.schemas.secure import SecureMergeCreate
 from app.security import Actor
-from app.services import audit
 from app.services.calibration import calibration_source
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed
 from app.services.hospitals import of_present_hospital
-from app.services.merges import SECURE_MERGE_TASK, current_base
+from app.services.merges import current_base, enqueue
 from app.services.secure_shares import SHARE_STATUSES
 from medvec.secure.encoding import FRAC_BITS, max_total_weight
 
@@ -139,33 +137,16 @@ def request_secure_merge(
     strategy = f"secure_{request.strategy}"
     digest = _hash(base, strategy, params, inputs)
     job = session.scalars(select(MergeJob).where(MergeJob.inputs_hash == digest)).first()
-    if job is not None:
-        if job.status is not JobStatus.FAILED:
-            return job, False
-        job.status, job.error, job.attempts, job.finished_at = JobStatus.QUEUED, None, 0, None
-    else:
-        job = MergeJob(
-            base_id=base.id,
-            strategy=strategy,
-            params=params,
-            selection={"mode": "secure", "inputs": inputs},
-            benchmark_id=request.benchmark_id,
-            inputs_hash=digest,
-            status=JobStatus.QUEUED,
-            attempts=0,
-            requested_by=actor.name,
-        )
-        session.add(job)
-    session.flush()
-    audit.record(
-        session,
-        actor,
-        "merge.requested",
-        target_type="merge_job",
-        target_id=job.id,
-        strategy=strategy,
+    if job is not None and job.status is not JobStatus.FAILED:
+        return job, False
+    job = job or MergeJob(
         base_id=base.id,
-        vector_ids=[i["vector_id"] for i in inputs],
+        strategy=strategy,
+        params=params,
+        selection={"mode": "secure", "inputs": inputs},
+        benchmark_id=request.benchmark_id,
+        inputs_hash=digest,
+        requested_by=actor.name,
     )
-    defer_job(session, SECURE_MERGE_TASK, job_id=job.id)
+    enqueue(session, actor, job, vector_ids=[i["vector_id"] for i in inputs])
     return job, True

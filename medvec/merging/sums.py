@@ -130,20 +130,20 @@ def _updated(header: SumsHeader, add: Sequence[Share], remove: Sequence[Share]) 
     )
 
 
-def _sums_metadata(inputs: MergeInputs, header: SumsHeader) -> dict[str, str]:
-    return {
-        FORMAT_KEY: SUMS_FORMAT,
-        SPEC_KEY: inputs.base.metadata.get(SPEC_KEY, "{}"),
-        SUMS_KEY: header.model_dump_json(),
-    }
-
-
-def _sums_layout(inputs: MergeInputs) -> list[tuple[str, str, tuple[int, ...]]]:
-    return [
+def _sums_writer(inputs: MergeInputs, header: SumsHeader, out: str | Path) -> SafetensorsWriter:
+    """The writer of a sums file (the base's floating tensors as float64, ``header`` in
+    its metadata): neither hashed nor fsynced, as a sums file is checked and rebuilt."""
+    layout = [
         (t.name, "F64", t.shape)
         for t in inputs.base.header.tensors.values()
         if t.name in inputs.floating
     ]
+    metadata = {
+        FORMAT_KEY: SUMS_FORMAT,
+        SPEC_KEY: inputs.base.metadata.get(SPEC_KEY, "{}"),
+        SUMS_KEY: header.model_dump_json(),
+    }
+    return SafetensorsWriter(out, layout, metadata, hashed=False, durable=False)
 
 
 def _model_writer(
@@ -267,16 +267,7 @@ def build_sums(
     inputs = _open(Path(base_path), shares, base_sha256, rebase)
     try:
         header = _updated(SumsHeader(base_sha256=inputs.base_sha256), shares, ())
-        with (
-            SafetensorsWriter(
-                out_path,
-                _sums_layout(inputs),
-                _sums_metadata(inputs, header),
-                hashed=False,
-                durable=False,
-            ) as writer,
-            one_blas_thread(),
-        ):
+        with _sums_writer(inputs, header, out_path) as writer, one_blas_thread():
             _stream(inputs, [s.weight for s in shares], None, writer, None, None)
             writer.commit()
     finally:
@@ -336,15 +327,7 @@ def update_sums(
             provenance_doc = {**dict(provenance or {}), "lineage": lineage}
             with ExitStack() as writers, one_blas_thread():
                 sums_out = (
-                    writers.enter_context(
-                        SafetensorsWriter(
-                            out_path,
-                            _sums_layout(inputs),
-                            _sums_metadata(inputs, header),
-                            hashed=False,
-                            durable=False,
-                        )
-                    )
+                    writers.enter_context(_sums_writer(inputs, header, out_path))
                     if out_path is not None
                     else None
                 )

@@ -172,15 +172,21 @@ def kit(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> ModelKi
 
 @pytest.fixture(scope="session")
 def base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
+    return post_base(registry, kit, "r18-test")
+
+
+def post_base(registry: Registry, kit: ModelKit, name: str) -> dict[str, Any]:
+    """Register the kit's base as ``name`` and verify it, as a worker would; the base as
+    the registry then returns it."""
     with registry.admin() as admin, kit.base_path.open("rb") as body:
         response = admin.post(
             "/bases",
-            params={"name": "r18-test"},
+            params={"name": name},
             content=body,
             headers={"Content-Type": "application/octet-stream"},
         )
     assert response.status_code in (200, 201), response.text
-    verify(registry.engine, registry.store, response.json()["id"])
+    assert verify(registry.engine, registry.store, response.json()["id"]) == "ready"
     with registry.admin() as admin:
         return dict(admin.get(f"/bases/{response.json()['id']}").json())
 

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from medvec.hashing import sha256_file
-from medvec.models import ModelSpec, get_model, save_model_file
+from medvec.metrics import compute_metrics
+from medvec.models import ModelSpec, get_model, load_model_file, save_model_file
 from medvec.vectors import VectorMetadata, compute_vector, save_vector
 
 SPEC = ModelSpec(arch="resnet18", num_classes=2, in_channels=3, image_size=28)
@@ -97,6 +98,16 @@ def make_model_kit(folder: Path, datasets_dir: Path) -> ModelKit:
     tuned_path = save_model_file(folder / "tuned.safetensors", model, SPEC, {"name": "tuned"})
     tensors = compute_vector(base_state, model.state_dict())
     return ModelKit(folder, base_path, sha256_file(base_path), tuned_path, tensors)
+
+
+def tuned_metrics(kit: ModelKit, datasets_dir: Path) -> dict[str, Any]:
+    """Metrics (with bootstrap intervals) of the kit's tuned model on 64 real
+    PneumoniaMNIST test images."""
+    model, _ = load_model_file(kit.tuned_path)
+    x, y = _images(datasets_dir, "test", 64)
+    with torch.inference_mode():
+        probs = torch.softmax(model.eval()(x), dim=1).numpy()
+    return compute_metrics(y.numpy(), probs, intervals=True).model_dump()
 
 
 def oversized_header_file(kit: ModelKit, hospital: str, header_bytes: int) -> Path:

@@ -1,4 +1,4 @@
-"""Small HTTP helpers shared by the registry tests."""
+"""Small helpers shared by the registry tests: HTTP uploads and ``medvec-server``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
+from app.cli import cli
+from app.config import get_settings
 from medvec.hashing import sha256_file
 
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -101,3 +106,20 @@ class RawConnection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def server_cli(
+    monkeypatch: pytest.MonkeyPatch, data_dir: Path, database_url: str | None, *args: str
+) -> Result:
+    """``medvec-server ARGS`` with this data directory and database in the environment
+    (no database URL: the data directory's SQLite file)."""
+    monkeypatch.setenv("MEDVEC_DATA_DIR", str(data_dir))
+    if database_url:
+        monkeypatch.setenv("MEDVEC_DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("MEDVEC_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(cli, list(args))
+    finally:
+        get_settings.cache_clear()

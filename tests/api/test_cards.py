@@ -5,25 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from sqlalchemy import select
 
 from app.models import Evaluation, EvaluationStatus
-from medvec.metrics import compute_metrics
-from medvec.models import load_model_file
 from tests.api.conftest import Hospital, Registry, make_hospital
-from tests.api.factories import ModelKit, _images
+from tests.api.factories import ModelKit, tuned_metrics
 from tests.api.helpers import push
 from tests.api.test_privacy import dp_sgd
 from tests.api.test_versions import evaluate, make_version, no_production  # noqa: F401
-
-
-def real_metrics(kit: ModelKit, datasets_dir: Path) -> dict[str, Any]:
-    model, _ = load_model_file(kit.tuned_path)
-    x, y = _images(datasets_dir, "test", 64)
-    with torch.inference_mode():
-        probs = torch.softmax(model.eval()(x), dim=1).numpy()
-    return compute_metrics(y.numpy(), probs, intervals=True).model_dump()
 
 
 def card_of(registry: Registry, version_id: str, token: str) -> Any:
@@ -49,7 +38,7 @@ def test_the_card_tells_use_data_merge_metrics_privacy_lineage_and_limits(
             vector_ids.append(response.json()["id"])
     version = make_version(registry, kit, base, {vector_ids[0]: 0.5, vector_ids[1]: 0.5})
     evaluate(registry, version["id"], EvaluationStatus.COMPLETED)
-    metrics = real_metrics(kit, datasets_dir)
+    metrics = tuned_metrics(kit, datasets_dir)
     with registry.session() as session, session.begin():
         row = session.scalar(select(Evaluation).where(Evaluation.version_id == version["id"]))
         assert row is not None

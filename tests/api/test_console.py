@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import torch
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
@@ -19,10 +18,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import select
 
 from app.models import ConsoleSession, Evaluation, EvaluationStatus
-from medvec.metrics import compute_metrics
-from medvec.models import load_model_file
 from tests.api.conftest import Hospital, Registry, make_hospital
-from tests.api.factories import ModelKit, _images
+from tests.api.factories import ModelKit, tuned_metrics
 from tests.api.helpers import push
 from tests.api.test_versions import evaluate, make_version, no_production  # noqa: F401
 
@@ -31,12 +28,7 @@ pytestmark = pytest.mark.usefixtures("signed_out")
 
 @pytest.fixture(scope="module")
 def real_metrics(kit: ModelKit, datasets_dir: Path) -> dict[str, Any]:
-    """Metrics of the tuned model on 64 real PneumoniaMNIST test images."""
-    model, _ = load_model_file(kit.tuned_path)
-    x, y = _images(datasets_dir, "test", 64)
-    with torch.inference_mode():
-        probs = torch.softmax(model.eval()(x), dim=1).numpy()
-    return compute_metrics(y.numpy(), probs, intervals=True).model_dump()
+    return tuned_metrics(kit, datasets_dir)
 
 
 def sign_in(browser: webdriver.Chrome, registry: Registry, token: str) -> None:

@@ -14,31 +14,19 @@ from typing import Any
 import pytest
 from click.testing import Result
 from sqlalchemy import delete, select
-from typer.testing import CliRunner
 
-from app.cli import cli
-from app.config import get_settings
 from app.models import DataVector, ModelVersion, VersionStatus
 from medvec.hashing import sha256_file
 from tests.api.conftest import Hospital, Registry
 from tests.api.factories import ModelKit
-from tests.api.helpers import push
+from tests.api.helpers import push, server_cli
 
 
 def run_fsck(
     monkeypatch: pytest.MonkeyPatch, data_dir: Path, database_url: str | None, *args: str
 ) -> Result:
     """``medvec-server fsck ARGS`` with the registry's settings in the environment."""
-    monkeypatch.setenv("MEDVEC_DATA_DIR", str(data_dir))
-    if database_url:
-        monkeypatch.setenv("MEDVEC_DATABASE_URL", database_url)
-    else:
-        monkeypatch.delenv("MEDVEC_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(cli, ["fsck", *args])
-    finally:
-        get_settings.cache_clear()
+    return server_cli(monkeypatch, data_dir, database_url, "fsck", *args)
 
 
 @pytest.fixture()

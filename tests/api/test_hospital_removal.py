@@ -21,10 +21,8 @@ from tests.api.helpers import error
 from tests.api.test_running_sums import (
     _members,
     _push,
-    _settings,
-    assert_streaming_merge_equals,
+    assert_default_merge_uses_the_sums,
 )
-from worker.merge import run_merge
 from worker.policy import activity
 from worker.sums import check_sums, holds, refresh_sums, sums_path
 
@@ -122,18 +120,7 @@ def test_a_merge_after_removal_equals_the_merge_of_the_remaining_hospitals(
         named = admin.post("/merges", json={"base_id": base["id"], "selection": selection})
         assert named.status_code == 422
         assert "removed hospital" in error(named)["message"]
-        accepted = admin.post(
-            "/merges", json={"base_id": base["id"], "calibration": "none", "seed": 13}
-        )
-        assert accepted.status_code == 202, accepted.text
-    outcome = run_merge(sessions, store, accepted.json()["job_id"], _settings(registry))
-    assert outcome.version_id is not None
-    with registry.admin() as admin:
-        version = admin.get(f"/versions/{outcome.version_id}").json()
-    assert version["mergeability"]["from_running_sums"] is True
-    assert {i["vector_id"]: i["weight"] for i in version["inputs"]} == members
-
-    assert_streaming_merge_equals(registry, base, version["sha256"], members, tmp_path)
+    assert_default_merge_uses_the_sums(registry, base, members, 13, tmp_path)
 
 
 def test_a_lost_refresh_is_made_by_the_periodic_check(

@@ -81,6 +81,28 @@ def assert_streaming_merge_equals(
             assert float((got - value).abs().max()) / scale < 1e-5, key
 
 
+def assert_default_merge_uses_the_sums(
+    registry: Registry, base: dict[str, Any], members: dict[str, float], seed: int, tmp_path: Path
+) -> None:
+    """The default merge of ``base``, run as the worker runs it, is built from the running
+    sums over exactly ``members`` (vector id -> weight), and equals the streaming engine's
+    merge of every input vector."""
+    with registry.admin() as admin:
+        accepted = admin.post(
+            "/merges", json={"base_id": base["id"], "calibration": "none", "seed": seed}
+        )
+        assert accepted.status_code == 202, accepted.text
+    sessions = sessionmaker(registry.engine, expire_on_commit=False)
+    job_id = accepted.json()["job_id"]
+    outcome = run_merge(sessions, registry.store, job_id, _settings(registry))
+    assert outcome.version_id is not None
+    with registry.admin() as admin:
+        version = admin.get(f"/versions/{outcome.version_id}").json()
+    assert version["mergeability"]["from_running_sums"] is True
+    assert {i["vector_id"]: i["weight"] for i in version["inputs"]} == members
+    assert_streaming_merge_equals(registry, base, version["sha256"], members, tmp_path)
+
+
 def test_sums_follow_pushes_and_build_the_weighted_mean(
     registry: Registry, kit: ModelKit, base: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -100,21 +122,7 @@ def test_sums_follow_pushes_and_build_the_weighted_mean(
     assert members[newest] == 90.0 and holds(path, base["sha256"], members)
     assert refresh_sums(sessions, store, base["id"]) == []  # nothing new: nothing done
 
-    with registry.admin() as admin:
-        accepted = admin.post(
-            "/merges", json={"base_id": base["id"], "calibration": "none", "seed": 11}
-        )
-        assert accepted.status_code == 202, accepted.text
-    job_id = accepted.json()["job_id"]
-    outcome = run_merge(sessions, store, job_id, _settings(registry))
-    assert outcome.version_id is not None
-    with registry.admin() as admin:
-        version = admin.get(f"/versions/{outcome.version_id}").json()
-    assert version["mergeability"]["from_running_sums"] is True
-    assert {i["vector_id"]: i["weight"] for i in version["inputs"]} == members
-
-    # the same merge by the streaming engine over every input vector
-    assert_streaming_merge_equals(registry, base, version["sha256"], members, tmp_path)
+    assert_default_merge_uses_the_sums(registry, base, members, 11, tmp_path)
 
     # the periodic check: a full recompute agrees with the running file
     drifts = check_sums(sessions, store, base["id"])

@@ -1,7 +1,8 @@
 """Share A of a secure push at the registry: accepted through the resumable uploads as a
 ``share`` row, idempotent, superseded by the hospital's next share, refused as share B or
 from another hospital, and kept out of plain merges; secure merges are refused without a
-share holder or below K shares."""
+share holder or below K shares, and the same shares asked for again are one job, queued
+again only when it failed."""
 
 from __future__ import annotations
 
@@ -11,13 +12,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
 
 from app.config import Settings
 from app.db import make_engine
+from app.jobs import DEFERRED_KEY
+from app.models import AuditEvent, JobStatus, MergeJob
 from app.schema import upgrade
+from app.schemas.secure import SecureMergeCreate
+from app.security import Actor
+from app.services.merges import SECURE_MERGE_TASK
+from app.services.secure_merges import request_secure_merge
 from app.storage import LocalBlobStore
 from medvec.secure import write_shares
-from tests.api.conftest import MAX_HEADER, MIB, Hospital, Registry, _serve, make_hospital, verify
+from tests.api.conftest import (
+    MAX_HEADER,
+    MIB,
+    Hospital,
+    Registry,
+    _serve,
+    make_hospital,
+    post_base,
+)
 from tests.api.factories import ModelKit
 from tests.api.helpers import error, resumable_push
 
@@ -55,26 +72,8 @@ def registry(
 
 @pytest.fixture(scope="module")
 def base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
-    with registry.admin() as admin, kit.base_path.open("rb") as body:
-        answer = admin.post(
-            "/bases",
-            params={"name": "secure-test"},
-            content=body,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-    assert answer.status_code in (200, 201), answer.text
-    assert verify(registry.engine, registry.store, answer.json()["id"]) == "ready"
-    return dict(answer.json())
-
-
-@pytest.fixture()
-def hospital(registry: Registry) -> Hospital:
-    return make_hospital(registry)
-
-
-@pytest.fixture()
-def other_hospital(registry: Registry) -> Hospital:
-    return make_hospital(registry, "other")
+    """On this module's own registry, which the session-scoped shared ``base`` cannot use."""
+    return post_base(registry, kit, "secure-test")
 
 
 def _split(kit: ModelKit, hospital: str, folder: Path) -> tuple[Path, Path]:
@@ -138,3 +137,44 @@ def test_shares_never_enter_plain_merges_and_secure_merges_need_the_holder(
         secure = admin.post("/secure/merges", json={"base_id": base["id"]})
         # a state of this registry, not of the request: 409, as the API documents
         assert secure.status_code == 409 and "share holder" in error(secure)["message"]
+
+
+def test_a_secure_merge_is_one_job_and_a_failed_one_is_queued_again(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, tmp_path: Path
+) -> None:
+    """The job is made before the share holder is asked anything: it needs only the
+    holder's settings and K shares."""
+    settings = registry.settings.model_copy(
+        update={"share_holder_url": "http://holder.invalid", "share_holder_token": SecretStr("t")}
+    )
+    ids = []
+    for _ in range(settings.secure_min_set_size):
+        hospital = make_hospital(registry, "secure")
+        with registry.client(hospital.token) as client:
+            ids.append(resumable_push(client, _split(kit, hospital.name, tmp_path)[0]).json()["id"])
+    request = SecureMergeCreate(base_id=base["id"], vector_ids=ids, calibration="none")
+
+    def ask(requester: str) -> tuple[str, bool]:
+        with registry.session() as session, session.begin():
+            job, queued = request_secure_merge(
+                session, request, actor=Actor.system(requester), settings=settings
+            )
+            sent = session.info.pop(DEFERRED_KEY, [])
+            assert sent == ([(SECURE_MERGE_TASK, {"job_id": job.id})] if queued else [])
+            return job.id, queued
+
+    job_id, queued = ask("first")
+    assert queued and ask("second") == (job_id, False)
+    with registry.session() as session, session.begin():
+        job = session.get(MergeJob, job_id)
+        assert job is not None and job.strategy == "secure_weighted_mean"
+        job.status, job.error, job.attempts = JobStatus.FAILED, "holder down", 3
+    assert ask("third") == (job_id, True)
+    with registry.session() as session:
+        job = session.get(MergeJob, job_id)
+        assert job is not None
+        assert (job.status, job.error, job.attempts) == (JobStatus.QUEUED, None, 0)
+        assert job.requested_by == "system:first"  # a requeue keeps who asked first
+        events = session.scalars(select(AuditEvent).where(AuditEvent.target_id == job_id)).all()
+    assert [e.action for e in events] == ["merge.requested", "merge.requested"]
+    assert all(e.payload["vector_ids"] == ids for e in events)

@@ -8,28 +8,17 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from typer.testing import CliRunner
 
 from app import schema
-from app.cli import cli
-from app.config import get_settings
 from app.db import make_engine
 from app.models import ApiToken, Role
+from tests.api.helpers import server_cli
 
 
 @pytest.fixture()
 def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     def invoke(*args: str, database_url: str | None = None) -> Any:
-        monkeypatch.setenv("MEDVEC_DATA_DIR", str(tmp_path))
-        if database_url:
-            monkeypatch.setenv("MEDVEC_DATABASE_URL", database_url)
-        else:
-            monkeypatch.delenv("MEDVEC_DATABASE_URL", raising=False)
-        get_settings.cache_clear()
-        try:
-            return CliRunner().invoke(cli, list(args))
-        finally:
-            get_settings.cache_clear()
+        return server_cli(monkeypatch, tmp_path, database_url, *args)
 
     return invoke
 

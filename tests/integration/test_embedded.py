@@ -36,41 +36,59 @@ def _await_ready(client: httpx.Client, base_id: str, headers: dict[str, str]) ->
     assert status == "ready"
 
 
+def _add_base(client: httpx.Client, base_file: Path, admin: dict[str, str]) -> dict[str, Any]:
+    """Register ``base_file`` and wait until the embedded worker has verified it."""
+    base = client.post(
+        f"{API}/bases",
+        params={"name": "b"},
+        content=base_file.read_bytes(),
+        headers={**admin, "Content-Type": "application/octet-stream"},
+    ).json()
+    _await_ready(client, base["id"], admin)
+    return dict(base)
+
+
+def _push_from_new_hospital(
+    client: httpx.Client,
+    admin: dict[str, str],
+    base_file: Path,
+    base: dict[str, Any],
+    name: str,
+    seed: int,
+) -> None:
+    """A new hospital ``name`` with its own token pushes a seeded perturbation of the base."""
+    hospital = client.post(f"{API}/hospitals", json={"name": name}, headers=admin)
+    token = client.post(
+        f"{API}/tokens",
+        json={"name": name, "role": "hospital", "hospital_id": hospital.json()["id"]},
+        headers=admin,
+    ).json()["token"]
+    vector = factories.perturbed_vector(
+        base_file,
+        base_file.parent / f"{name}.safetensors",
+        base_id=base["id"],
+        base_sha256=base["sha256"],
+        hospital=name,
+        seed=seed,
+    )
+    pushed = client.post(
+        f"{API}/vectors",
+        content=vector.read_bytes(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"},
+    )
+    assert pushed.status_code == 201, pushed.text
+
+
 def test_embedded_worker_merges_without_any_external_service(tmp_path: Path) -> None:
     with (
         embedded_registry(tmp_path / "data", auto_merge_k=1000, extra_env=NO_SCREENING) as registry,
         httpx.Client(base_url=registry.url, timeout=60.0) as client,
     ):
-        admin = registry.admin_token
-        headers = {"Authorization": f"Bearer {admin}"}
-        raw = {**headers, "Content-Type": "application/octet-stream"}
+        headers = {"Authorization": f"Bearer {registry.admin_token}"}
         base_file = factories.make_base(tmp_path / "base.safetensors", seed=5)
-        base = client.post(
-            f"{API}/bases", params={"name": "b"}, content=base_file.read_bytes(), headers=raw
-        ).json()
-        _await_ready(client, base["id"], headers)
+        base = _add_base(client, base_file, headers)
         for index in range(2):
-            name = f"e{index}"
-            hospital = client.post(f"{API}/hospitals", json={"name": name}, headers=headers)
-            token = client.post(
-                f"{API}/tokens",
-                json={"name": name, "role": "hospital", "hospital_id": hospital.json()["id"]},
-                headers=headers,
-            ).json()["token"]
-            vector = factories.perturbed_vector(
-                base_file,
-                tmp_path / f"{name}.safetensors",
-                base_id=base["id"],
-                base_sha256=base["sha256"],
-                hospital=name,
-                seed=index,
-            )
-            pushed = client.post(
-                f"{API}/vectors",
-                content=vector.read_bytes(),
-                headers={"Authorization": f"Bearer {token}", "Content-Type": raw["Content-Type"]},
-            )
-            assert pushed.status_code == 201, pushed.text
+            _push_from_new_hospital(client, headers, base_file, base, f"e{index}", seed=index)
 
         accepted = client.post(
             f"{API}/merges", json={"base_id": base["id"], "strategy": "median"}, headers=headers
@@ -118,10 +136,7 @@ def test_server_killed_mid_evaluation_finishes_it_after_restart(
         client.headers.update(admin)
         raw = {"Content-Type": "application/octet-stream"}
         base_file = factories.make_base(tmp_path / "base.safetensors", seed=7)
-        base = client.post(
-            f"{API}/bases", params={"name": "b"}, content=base_file.read_bytes(), headers=raw
-        ).json()
-        _await_ready(client, base["id"], admin)
+        base = _add_base(client, base_file, admin)
         bench_file = factories.make_benchmark(datasets_dir, tmp_path / "bench.npz")
         bench = client.post(
             f"{API}/benchmarks",
@@ -131,26 +146,7 @@ def test_server_killed_mid_evaluation_finishes_it_after_restart(
         )
         assert bench.status_code == 201, bench.text
         for index in range(2):
-            name = f"k{index}"
-            hospital = client.post(f"{API}/hospitals", json={"name": name}).json()
-            token = client.post(
-                f"{API}/tokens",
-                json={"name": name, "role": "hospital", "hospital_id": hospital["id"]},
-            ).json()["token"]
-            vector = factories.perturbed_vector(
-                base_file,
-                tmp_path / f"{name}.safetensors",
-                base_id=base["id"],
-                base_sha256=base["sha256"],
-                hospital=name,
-                seed=index,
-            )
-            pushed = client.post(
-                f"{API}/vectors",
-                content=vector.read_bytes(),
-                headers={"Authorization": f"Bearer {token}", **raw},
-            )
-            assert pushed.status_code == 201, pushed.text
+            _push_from_new_hospital(client, admin, base_file, base, f"k{index}", seed=index)
         body = {
             "base_id": base["id"],
             "strategy": "weighted_mean",

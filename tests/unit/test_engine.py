@@ -36,7 +36,7 @@ from medvec.vectors import (
 )
 
 ARCH = "unit_engine_mlp"
-PARAMS: dict[str, dict[str, object]] = {
+PARAMS: dict[str, dict[str, float]] = {
     "weighted_mean": {},
     "task_arithmetic": {"lambda": 0.4},
     "ties": {"density": 0.3, "lambda": 0.8},
@@ -63,15 +63,26 @@ if ARCH not in list_models():
 SPEC = ModelSpec(arch=ARCH, num_classes=2, in_channels=1, image_size=8)
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
-    root = tmp_path_factory.mktemp("engine")
+def saved_base(
+    root: Path, dtype: torch.dtype = torch.float32
+) -> tuple[Path, str, dict[str, torch.Tensor]]:
+    """The seeded MLP (floats as ``dtype``, BatchNorm statistics updated once) saved as
+    ``base.safetensors`` in ``root``: its path, sha256 and state."""
     torch.manual_seed(0)
     model = _mlp(num_classes=2, in_channels=1, image_size=8)
     model(torch.randn(4, 1, 8, 8))
-    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    base = save_model_file(root / "base.safetensors", base_state, SPEC, {"name": "base"})
-    sha = sha256_file(base)
+    state = {
+        k: v.detach().clone().to(dtype) if v.is_floating_point() else v.detach().clone()
+        for k, v in model.state_dict().items()
+    }
+    base = save_model_file(root / "base.safetensors", state, SPEC, {"name": "base"})
+    return base, sha256_file(base), state
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    root = tmp_path_factory.mktemp("engine")
+    base, sha, base_state = saved_base(root)
     paths = []
     for index in range(4):
         gen = torch.Generator().manual_seed(100 + index)

@@ -21,20 +21,10 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from medvec.hashing import sha256_file
 from medvec.merging import merge_files
-from medvec.models import save_model_file
 from medvec.vectors import VectorMetadata, save_vector
-from tests.unit.test_engine import SPEC, _mlp  # the same 120,000-weight MLP
+from tests.unit.test_engine import PARAMS, SPEC, saved_base  # the same base and parameters
 
-PARAMS: dict[str, dict[str, float]] = {
-    "weighted_mean": {},
-    "task_arithmetic": {"lambda": 0.4},
-    "ties": {"density": 0.3, "lambda": 0.8},
-    "dare": {"drop_rate": 0.7, "lambda": 0.5},
-    "median": {},
-    "trimmed_mean": {"trim_fraction": 0.25},
-}
 EXACT = set(PARAMS)
 """Strategies bit-for-bit equal to torch at ``N_VECTORS`` (all: N <= 16)."""
 EXACT_AT_ANY_N = {"weighted_mean", "task_arithmetic", "dare", "median"}
@@ -43,15 +33,7 @@ N_VECTORS = 5
 
 
 def _world(root: Path, dtype: torch.dtype) -> tuple[Path, list[Path], dict[str, Tensor]]:
-    torch.manual_seed(0)
-    model = _mlp(num_classes=2, in_channels=1, image_size=8)
-    model(torch.randn(4, 1, 8, 8))
-    base_state = {
-        k: v.detach().clone().to(dtype) if v.is_floating_point() else v.detach().clone()
-        for k, v in model.state_dict().items()
-    }
-    base = save_model_file(root / "base.safetensors", base_state, SPEC, {"name": "base"})
-    sha = sha256_file(base)
+    base, sha, base_state = saved_base(root, dtype)
     paths = []
     for index in range(N_VECTORS):
         gen = torch.Generator().manual_seed(100 + index)
