@@ -24,6 +24,7 @@ from tests.api.test_running_sums import (
     _settings,
     assert_streaming_merge_equals,
 )
+from worker.evaluate import Evaluator
 from worker.merge import run_merge
 from worker.policy import activity
 from worker.sums import check_sums, holds, refresh_sums, sums_path
@@ -126,7 +127,9 @@ def test_a_merge_after_removal_equals_the_merge_of_the_remaining_hospitals(
             "/merges", json={"base_id": base["id"], "calibration": "none", "seed": 13}
         )
         assert accepted.status_code == 202, accepted.text
-    outcome = run_merge(sessions, store, accepted.json()["job_id"], _settings(registry))
+    settings = _settings(registry)
+    job_id = accepted.json()["job_id"]
+    outcome = run_merge(sessions, store, job_id, settings, evaluator=lambda: Evaluator(settings))
     assert outcome.version_id is not None
     with registry.admin() as admin:
         version = admin.get(f"/versions/{outcome.version_id}").json()
