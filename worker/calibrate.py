@@ -7,7 +7,8 @@ model is loaded, its statistics are recomputed on them (``medvec.calibration``),
 and the final model file is written with the merge's provenance plus a
 ``calibration`` record. The validation accuracy before and after is kept as part
 of the version's mergeability, and the final model's full validation metrics are
-returned so that the version's val evaluation need not run that pass again.
+returned so that the version's val evaluation need not run that pass again. Splits
+and validation passes go through the worker process's ``Evaluator``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import torch
 from app.storage import BlobStore
 from medvec.calibration import CalibrationRecord, has_batchnorm, recalibrate_bn
 from medvec.data import ImageArrayDataset
-from medvec.models import load_model_file, read_model_provenance, save_model_file
-from worker.evaluate import SplitRef, evaluate_model_on, load_benchmark_split
+from medvec.models import ModelSpec, load_model_file, read_model_provenance, save_model_file
+from worker.evaluate import Evaluator, SplitRef
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,9 @@ def recalibrate_on(
 
 
 def _val_metrics(
-    model: torch.nn.Module, val: ImageArrayDataset | None, batch_size: int
+    evaluator: Evaluator, model: torch.nn.Module, val: ImageArrayDataset | None, spec: ModelSpec
 ) -> dict[str, Any] | None:
-    return None if val is None else evaluate_model_on(model, val, batch_size).model_dump()
+    return None if val is None else evaluator.evaluate(model, val, spec).model_dump()
 
 
 def _accuracy(metrics: dict[str, Any] | None) -> float | None:
@@ -75,28 +76,30 @@ def recalibrate_merged(
     merged: Path,
     out: Path,
     store: BlobStore,
+    evaluator: Evaluator,
     *,
     calibration: SplitRef | None,
     validation: SplitRef | None,
     batch_size: int,
 ) -> Recalibrated:
     """Measure the merged model file ``merged`` on ``validation`` and, with calibration
-    images and BatchNorm layers, write the recalibrated model to ``out``.
+    images and BatchNorm layers, write the recalibrated model to ``out``. The validation
+    passes run on ``evaluator``; the statistics are recomputed in batches of ``batch_size``.
 
     The returned ``path`` is ``out`` when recalibrated, else ``merged`` unchanged.
     """
     if calibration is None and validation is None:
         return Recalibrated(merged, None, None, None)
     model, spec = load_model_file(merged)
-    val = load_benchmark_split(store, validation, validation.split, spec) if validation else None
-    combined = _val_metrics(model, val, batch_size)
+    val = evaluator.split(store, validation, validation.split, spec) if validation else None
+    combined = _val_metrics(evaluator, model, val, spec)
     if calibration is None or not has_batchnorm(model):
         return Recalibrated(merged, None, _accuracy(combined), None, combined)
-    images = load_benchmark_split(store, calibration, calibration.split, spec)
+    images = evaluator.split(store, calibration, calibration.split, spec)
     record = recalibrate_on(model, images, calibration, batch_size)
     provenance = {**read_model_provenance(merged), "calibration": record.model_dump()}
     save_model_file(out, model, spec, provenance)
-    recalibrated = _val_metrics(model, val, batch_size)
+    recalibrated = _val_metrics(evaluator, model, val, spec)
     return Recalibrated(
         out, calibration_read(record), _accuracy(combined), _accuracy(recalibrated), recalibrated
     )

@@ -59,7 +59,7 @@ class WorkerSettings(Settings):
         description="test-only: sleep after each merged tensor so a merge can be interrupted",
     )
     eval_batch_size: int = Field(
-        default=256, gt=0, description="batch size of BatchNorm recalibration and lambda tuning"
+        default=256, gt=0, description="batch size of BatchNorm recalibration"
     )
     eval_device: str = Field(
         default="auto", description="where evaluations run: auto (CUDA when present), cpu, cuda"

@@ -4,7 +4,8 @@ The version's own inputs and weights (its lineage) are summed once
 (``medvec.merging.sums.build_sums``); each leave-one-out model is then the sums minus one
 share (one vector read), recalibrated on the version's calibration images like the
 version itself, and evaluated on the validation split of the version's validation
-benchmark. The result (``ModelVersion.contributions``) is
+benchmark, both by the worker process's ``Evaluator``. The result
+(``ModelVersion.contributions``) is
 ``{"benchmark_id", "split", "all": metrics, "hospitals": [{vector_id, hospital_id,
 accuracy, auc_macro, sensitivity, without: {accuracy, auc_macro, sensitivity}}]}``.
 Running it again recomputes the same numbers.
@@ -32,7 +33,7 @@ from medvec.models import load_model_file, read_model_spec
 from worker.calibrate import recalibrate_on
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
-from worker.evaluate import SplitRef, evaluate_model_on, load_benchmark_split
+from worker.evaluate import Evaluator, SplitRef
 from worker.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,11 @@ def _brief(metrics: Metrics) -> dict[str, Any]:
 
 
 def compute_contributions(
-    sessions: sessionmaker[Session], store: BlobStore, version_id: str, settings: WorkerSettings
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    evaluator: Evaluator,
+    version_id: str,
+    settings: WorkerSettings,
 ) -> dict[str, Any]:
     """Compute and store the contributions of ``version_id``'s inputs; the stored document."""
     with session_scope(sessions) as session:
@@ -92,16 +97,14 @@ def compute_contributions(
         )
         base_sha, base_path = base.sha256, store.local_path(base.sha256)
     spec = read_model_spec(base_path)
-    val = load_benchmark_split(store, validation, validation.split, spec)
-    images = (
-        load_benchmark_split(store, calibration, calibration.split, spec) if calibration else None
-    )
+    val = evaluator.split(store, validation, validation.split, spec)
+    images = evaluator.split(store, calibration, calibration.split, spec) if calibration else None
 
     def score(model_file: Path) -> Metrics:
         merged, _ = load_model_file(model_file)
         if calibration is not None and images is not None:
             recalibrate_on(merged, images, calibration, settings.eval_batch_size)
-        return evaluate_model_on(merged, val, settings.eval_batch_size)
+        return evaluator.evaluate(merged, val, spec)
 
     stamp = f"{version_id}-{time.monotonic_ns()}"
     sums = store.staging_path(f"contrib-sums-{stamp}.safetensors")

@@ -8,7 +8,9 @@ past its lease is sent again by the sweeper.
 
 Each worker process holds one :class:`Evaluator`: benchmark splits decoded once and
 kept by the sha256 of their file, and the batch size measured once per architecture
-and device (``medvec.evaluation.measure_batch_size``).
+and device (``medvec.evaluation.measure_batch_size``). Every model pass of the worker
+goes through it: these evaluations, a merge's validation passes (``worker.calibrate``),
+lambda tuning (``worker.tune``) and contributions (``worker.contributions``).
 """
 
 from __future__ import annotations
@@ -54,12 +56,6 @@ def load_benchmark_split(
         )
     path = store.local_path(benchmark.sha256)
     return load_npz(path, split, in_channels=spec.in_channels, image_size=spec.image_size)
-
-
-def evaluate_model_on(
-    model: torch.nn.Module, dataset: ImageArrayDataset, batch_size: int
-) -> Metrics:
-    return evaluate_model(model, dataset, device=torch.device("cpu"), batch_size=batch_size)
 
 
 class Evaluator:

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,6 +61,9 @@ from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
 from worker.session import session_scope
 from worker.splits import SplitRef
+
+if TYPE_CHECKING:
+    from worker.evaluate import Evaluator
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +243,12 @@ def build(plan: MergePlan, store: BlobStore, settings: WorkerSettings, out: Path
 
 
 def complete(
-    plan: MergePlan, store: BlobStore, settings: WorkerSettings, built: Built, stamp: str
+    plan: MergePlan,
+    store: BlobStore,
+    evaluator: Evaluator,
+    settings: WorkerSettings,
+    built: Built,
+    stamp: str,
 ) -> Computed:
     """Recalibrate the merged file (torch), measure it on val, and commit the final blob."""
     from worker.calibrate import recalibrate_merged
@@ -250,6 +259,7 @@ def complete(
             built.path,
             calibrated,
             store,
+            evaluator,
             calibration=plan.calibration,
             validation=plan.validation,
             batch_size=settings.eval_batch_size,
@@ -271,12 +281,15 @@ def complete(
     return Computed(info.sha256, info.size, final.calibration, mergeability, final.val_metrics)
 
 
-def compute(plan: MergePlan, store: BlobStore, settings: WorkerSettings) -> Computed:
+def compute(
+    plan: MergePlan, store: BlobStore, evaluator: Evaluator, settings: WorkerSettings
+) -> Computed:
     """Merge into the staging area, measure, recalibrate, and commit the final blob."""
     stamp = f"{plan.job_id}-{time.monotonic_ns()}"
     staged = store.staging_path(f"merge-{stamp}.safetensors")
     try:
-        return complete(plan, store, settings, build(plan, store, settings, staged), stamp)
+        built = build(plan, store, settings, staged)
+        return complete(plan, store, evaluator, settings, built, stamp)
     finally:
         staged.unlink(missing_ok=True)
 
@@ -389,12 +402,16 @@ def run_merge(
     job_id: str,
     settings: WorkerSettings,
     queue: JobQueue | None = None,
+    *,
+    evaluator: Callable[[], Evaluator],
 ) -> MergeOutcome:
     """Run merge job ``job_id`` to its end; safe to call again for the same job at any time.
 
     With ``settings.merge_queue`` set this is the merge queue's half: it writes and stores
     the merged file and sends ``medvec.merge.finish`` through ``queue`` (the job's version
-    comes from ``finish_merge``)."""
+    comes from ``finish_merge``). ``evaluator`` gives the process's evaluator (as
+    ``WorkerResources.evaluator`` does) and is called only when the merge is completed
+    here: the merge-only worker never builds one, and so never imports torch."""
     with session_scope(sessions) as session:
         claimed = claim(session, store, job_id, settings)
     if isinstance(claimed, MergeOutcome):
@@ -403,7 +420,7 @@ def run_merge(
     started = time.perf_counter()
     if settings.merge_queue is not None:
         return _build_and_hand_over(sessions, store, claimed, settings, queue, started)
-    computed = compute(claimed, store, settings)
+    computed = compute(claimed, store, evaluator(), settings)
     MERGE_SECONDS.labels(strategy=claimed.strategy).observe(time.perf_counter() - started)
     with session_scope(sessions) as session:
         outcome = finish(session, claimed, computed)
@@ -463,6 +480,7 @@ def finish_merge(
     job_id: str,
     settings: WorkerSettings,
     *,
+    evaluator: Evaluator,
     merged_sha256: str,
     cosine: float | None,
     from_sums: bool,
@@ -483,7 +501,8 @@ def finish_merge(
         )
     started = time.perf_counter()
     built = Built(store.local_path(merged_sha256), from_sums, cosine, stored=True)
-    computed = complete(plan, store, settings, built, f"{job_id}-{time.monotonic_ns()}")
+    stamp = f"{job_id}-{time.monotonic_ns()}"
+    computed = complete(plan, store, evaluator, settings, built, stamp)
     with session_scope(sessions) as session:
         outcome = finish(session, plan, computed)
     log.info(

@@ -116,6 +116,15 @@ def register_merge_task(app: MedVecCelery) -> None:
     @app.task(name=MERGE_TASK, bind=True)
     def merge_run(self: Task, job_id: str) -> str | None:
         def merging(sessions: Any, store: Any, job: str, settings: Any) -> MergeOutcome:
-            return run_merge(sessions, store, job, settings, job_queue(app))
+            # the evaluator (torch) is built only where the merge is completed: never on
+            # the merge-only worker
+            return run_merge(
+                sessions,
+                store,
+                job,
+                settings,
+                job_queue(app),
+                evaluator=lambda: app.resources.evaluator,
+            )
 
         return run_job(self, app, job_id, merging)

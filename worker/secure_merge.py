@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy import select
@@ -40,6 +40,9 @@ from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
 from worker.merge import WORKER, MergeOutcome, MergePlan, claim, compute, finish
 from worker.session import session_scope
+
+if TYPE_CHECKING:
+    from worker.evaluate import Evaluator
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +128,11 @@ def _own_sum(store: BlobStore, plan: MergePlan, inputs: SecureInputs, out: Path)
 
 
 def compute_secure(
-    plan: MergePlan, store: BlobStore, settings: WorkerSettings, inputs: SecureInputs
+    plan: MergePlan,
+    store: BlobStore,
+    evaluator: Evaluator,
+    settings: WorkerSettings,
+    inputs: SecureInputs,
 ) -> Any:
     """Both sums, decoded into one vector, merged onto the base like any vector."""
     stamp = f"{plan.job_id}-{time.monotonic_ns()}"
@@ -162,14 +169,19 @@ def compute_secure(
             rebase=False,
             sums_weighting=None,
         )
-        return compute(clear, store, settings)
+        return compute(clear, store, evaluator, settings)
     finally:
         for path in (sum_a, sum_b, tau):
             path.unlink(missing_ok=True)
 
 
 def run_secure_merge(
-    sessions: sessionmaker[Session], store: BlobStore, job_id: str, settings: WorkerSettings
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    job_id: str,
+    settings: WorkerSettings,
+    *,
+    evaluator: Evaluator,
 ) -> MergeOutcome:
     """Run secure merge job ``job_id`` to its end; safe to call again at any time."""
     with session_scope(sessions) as session:
@@ -177,7 +189,7 @@ def run_secure_merge(
         inputs = _inputs(session, job_id)
     if isinstance(claimed, MergeOutcome):
         return claimed
-    computed = compute_secure(claimed, store, settings, inputs)
+    computed = compute_secure(claimed, store, evaluator, settings, inputs)
     with session_scope(sessions) as session:
         outcome = finish(session, claimed, computed)
         if outcome.ran:

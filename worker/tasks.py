@@ -1,6 +1,7 @@
 """The Celery tasks: thin, named, ids in. Each calls one plain job function and sorts its
 failures into retriable (``self.retry`` with exponential backoff) and terminal (the job
-ends ``failed`` with the reason). Task names are the contract with the API:
+ends ``failed`` with the reason). Every task that runs a model gets the process's
+``Evaluator`` (``WorkerResources.evaluator``). Task names are the contract with the API:
 
 - ``medvec.merge.run(job_id)``, ``medvec.tune.run(job_id)``: run a merge job (the merge
   task is ``worker.runner``'s, torch-free, so that ``worker.merge_main`` can serve it alone)
@@ -82,13 +83,18 @@ def register_tasks(app: MedVecCelery) -> None:
         from_sums: bool = False,
     ) -> str | None:
         finishing = partial(
-            finish_merge, merged_sha256=merged_sha256, cosine=cosine, from_sums=from_sums
+            finish_merge,
+            evaluator=app.resources.evaluator,
+            merged_sha256=merged_sha256,
+            cosine=cosine,
+            from_sums=from_sums,
         )
         return run_job(self, app, job_id, finishing)
 
     @app.task(name=SECURE_MERGE_TASK, bind=True)
     def secure_merge_run(self: Task, job_id: str) -> str | None:
-        return run_job(self, app, job_id, run_secure_merge)
+        securing = partial(run_secure_merge, evaluator=app.resources.evaluator)
+        return run_job(self, app, job_id, securing)
 
     conf = app.settings
     eval_limits = eval_limits_of(app)
@@ -99,7 +105,8 @@ def register_tasks(app: MedVecCelery) -> None:
 
     @app.task(name=TUNE_TASK, bind=True, **tune_limits)
     def tune_run(self: Task, job_id: str) -> str | None:
-        return run_job(self, app, job_id, tune_merge)
+        tuning = partial(tune_merge, evaluator=app.resources.evaluator)
+        return run_job(self, app, job_id, tuning)
 
     @app.task(name=EVALUATE_TASK, bind=True, **eval_limits)
     def evaluate_run(
@@ -172,9 +179,10 @@ def register_tasks(app: MedVecCelery) -> None:
 
     @app.task(name=CONTRIBUTIONS_TASK, bind=True, **eval_limits)
     def contributions_run(self: Task, version_id: str) -> dict[str, Any] | None:
+        res = app.resources
         try:
             return compute_contributions(
-                app.resources.sessions, app.resources.store, version_id, app.settings
+                res.sessions, res.store, res.evaluator, version_id, app.settings
             )
         except (JobGone, TerminalJobError) as exc:
             log.warning("%s: %s", self.name, exc)

@@ -10,7 +10,8 @@ statistics are recomputed on them before it is evaluated on the validation split
 lambda is chosen for the model that will be stored. The chosen lambda is merged for
 real by the streaming engine (and recalibrated the same way), stored as the version,
 and its validation metrics are kept beside the test metrics the evaluate step adds.
-The test split is never looked at here.
+The test split is never looked at here. Splits are decoded, and grid points scored,
+by the worker process's ``Evaluator``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from medvec.vectors.lazy import LazyTensorReader
 from worker.calibrate import recalibrate_on
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
-from worker.evaluate import evaluate_model_on, load_benchmark_split, store_metrics
+from worker.evaluate import Evaluator, store_metrics
 from worker.merge import MergeOutcome, MergePlan, claim, compute, finish
 from worker.session import session_scope
 
@@ -68,7 +69,12 @@ def scan_plan(plan: MergePlan, spec: ModelSpec, score: Any) -> LambdaScan:
 
 
 def tune_merge(
-    sessions: sessionmaker[Session], store: BlobStore, job_id: str, settings: WorkerSettings
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    job_id: str,
+    settings: WorkerSettings,
+    *,
+    evaluator: Evaluator,
 ) -> MergeOutcome:
     """Choose lambda on the validation split, merge with it, store the version and its
     validation metrics; safe to run again for the same job."""
@@ -78,14 +84,14 @@ def tune_merge(
             return claimed
         benchmark = _tuning_benchmark(session, job_id)
     spec = _spec_of(claimed)
-    val = load_benchmark_split(store, benchmark, "val", spec)
+    val = evaluator.split(store, benchmark, "val", spec)
     source = claimed.calibration
-    images = load_benchmark_split(store, source, source.split, spec) if source else None
+    images = evaluator.split(store, source, source.split, spec) if source else None
 
     def score(model: torch.nn.Module) -> dict[str, Any]:
         if source is not None and images is not None:
             recalibrate_on(model, images, source, settings.eval_batch_size)
-        return evaluate_model_on(model, val, settings.eval_batch_size).model_dump()
+        return evaluator.evaluate(model, val, spec).model_dump()
 
     scan = scan_plan(claimed, spec, score)
     chosen = scan.chosen
@@ -104,7 +110,7 @@ def tune_merge(
         spec=tuned,
         provenance={**claimed.provenance, "params": dict(tuned.params)},
     )
-    computed = compute(plan, store, settings)
+    computed = compute(plan, store, evaluator, settings)
     with session_scope(sessions) as session:
         job = session.get(MergeJob, job_id)
         assert job is not None

@@ -1,5 +1,6 @@
 """Contributions per hospital, end to end on SQLite and PostgreSQL: the live API, the
-worker's job on real PneumoniaMNIST validation images, and who may read what."""
+worker's job on real PneumoniaMNIST validation images, and who may read what; and the
+worker process's one ``Evaluator`` serving a tuned merge and its contributions."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from tests.api.helpers import error, push
 from tests.api.test_versions import make_version
 from worker.config import WorkerSettings
 from worker.contributions import compute_contributions
+from worker.evaluate import Evaluator
 from worker.merge import run_merge
+from worker.tune import tune_merge
 
 OCTET = {"Content-Type": "application/octet-stream"}
 
@@ -56,6 +59,15 @@ def _push(registry: Registry, kit: ModelKit, token: str, name: str, scale: float
     return str(response.json()["id"])
 
 
+def _settings(registry: Registry) -> WorkerSettings:
+    return WorkerSettings(
+        environment=Environment.TEST,
+        data_dir=registry.settings.data_dir,
+        database_url=registry.settings.resolved_database_url,
+        eval_device="cpu",
+    )
+
+
 def test_contributions_are_leave_one_out_differences_and_each_hospital_sees_its_own(
     registry: Registry,
     kit: ModelKit,
@@ -64,11 +76,8 @@ def test_contributions_are_leave_one_out_differences_and_each_hospital_sees_its_
     tmp_path: Path,
 ) -> None:
     sessions = sessionmaker(registry.engine, expire_on_commit=False)
-    settings = WorkerSettings(
-        environment=Environment.TEST,
-        data_dir=registry.settings.data_dir,
-        database_url=registry.settings.resolved_database_url,
-    )
+    settings = _settings(registry)
+    evaluator = Evaluator(settings)
     benchmark_id = _benchmark(registry, datasets_dir, tmp_path)
     hospitals = [make_hospital(registry, "contrib") for _ in range(3)]
     vectors = [
@@ -83,14 +92,16 @@ def test_contributions_are_leave_one_out_differences_and_each_hospital_sees_its_
     }
     with registry.admin() as admin:
         job_id = admin.post("/merges", json=body).json()["job_id"]
-    version_id = run_merge(sessions, registry.store, job_id, settings).version_id
+    version_id = run_merge(
+        sessions, registry.store, job_id, settings, evaluator=lambda: evaluator
+    ).version_id
     assert version_id is not None
     path = f"/versions/{version_id}/contributions"
     with registry.admin() as admin:
         assert admin.get(path).status_code == 409  # not computed yet
         assert admin.post(path).status_code == 202
 
-    compute_contributions(sessions, registry.store, version_id, settings)
+    compute_contributions(sessions, registry.store, evaluator, version_id, settings)
     with registry.admin() as admin:
         found = admin.get(path)
     assert found.status_code == 200, found.text
@@ -124,10 +135,56 @@ def test_contributions_are_leave_one_out_differences_and_each_hospital_sees_its_
             "/merges",
             json={**body, "strategy": "median", "calibration": "none"},
         ).json()["job_id"]
-    median_version = run_merge(sessions, registry.store, median, settings).version_id
+    median_version = run_merge(
+        sessions, registry.store, median, settings, evaluator=lambda: evaluator
+    ).version_id
     with registry.admin() as admin:
         refused = admin.post(f"/versions/{median_version}/contributions")
     assert refused.status_code == 422, refused.text
+
+
+def test_a_tuned_merge_and_its_contributions_decode_the_val_split_once_per_process(
+    registry: Registry,
+    kit: ModelKit,
+    base: dict[str, Any],
+    datasets_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Lambda tuning, the merge's recalibration and validation passes, and every
+    leave-one-out model read the benchmark's val split through the process's evaluator:
+    decoded once, however many models are scored on it."""
+    sessions = sessionmaker(registry.engine, expire_on_commit=False)
+    settings = _settings(registry)
+    evaluator = Evaluator(settings)
+    benchmark_id = _benchmark(registry, datasets_dir, tmp_path)
+    hospitals = [make_hospital(registry, "tuned") for _ in range(2)]
+    vectors = [
+        _push(registry, kit, h.token, h.name, scale)
+        for h, scale in zip(hospitals, (0.7, 2.0), strict=True)
+    ]
+    body = {
+        "base_id": base["id"],
+        "selection": {"vector_ids": vectors},
+        "strategy": "task_arithmetic",
+        "params": {"lambda": "tune", "lambda_grid": [0.5, 1.0]},
+        "benchmark_id": benchmark_id,
+        "calibration": benchmark_id,
+    }
+    with registry.admin() as admin:
+        job_id = admin.post("/merges", json=body).json()["job_id"]
+
+    outcome = tune_merge(sessions, registry.store, job_id, settings, evaluator=evaluator)
+    assert outcome.version_id is not None
+    with registry.admin() as admin:
+        job = admin.get(f"/merges/{job_id}").json()
+    assert set(job["params"]["tuning"]["scores"]) == {"0.5", "1.0"}
+    assert evaluator.decoded == 1  # val: the grid, the calibration images, the merge
+
+    document = compute_contributions(
+        sessions, registry.store, evaluator, outcome.version_id, settings
+    )
+    assert len(document["hospitals"]) == 2
+    assert evaluator.decoded == 1  # and every leave-one-out model
 
 
 def test_a_secure_version_has_no_contributions_and_says_why(

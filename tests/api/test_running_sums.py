@@ -19,6 +19,7 @@ from tests.api.conftest import Registry, make_hospital
 from tests.api.factories import ModelKit
 from tests.api.helpers import push
 from worker.config import WorkerSettings
+from worker.evaluate import Evaluator
 from worker.merge import run_merge
 from worker.sums import check_sums, holds, refresh_sums, sums_path
 
@@ -94,7 +95,10 @@ def assert_default_merge_uses_the_sums(
         assert accepted.status_code == 202, accepted.text
     sessions = sessionmaker(registry.engine, expire_on_commit=False)
     job_id = accepted.json()["job_id"]
-    outcome = run_merge(sessions, registry.store, job_id, _settings(registry))
+    settings = _settings(registry)
+    outcome = run_merge(
+        sessions, registry.store, job_id, settings, evaluator=lambda: Evaluator(settings)
+    )
     assert outcome.version_id is not None
     with registry.admin() as admin:
         version = admin.get(f"/versions/{outcome.version_id}").json()
