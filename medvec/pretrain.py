@@ -32,6 +32,7 @@ from medvec.models import (
     load_torchvision_checkpoint,
     save_model_file,
 )
+from medvec.models.resnet import INITIALISATION
 
 __all__ = [
     "DEFAULT_SOURCES",
@@ -71,8 +72,10 @@ class PretrainConfig(BaseModel):
     seed: int = 0
 
     def key(self) -> str:
-        """Short stable hash of the settings: the cache file name's suffix."""
-        payload = json.dumps(self.model_dump(), sort_keys=True).encode()
+        """Short stable hash of the settings and of the builders' initialisation: the
+        cache file name's suffix."""
+        settings = {**self.model_dump(), "initialisation": INITIALISATION}
+        payload = json.dumps(settings, sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
     def excluding(self, target: str) -> PretrainConfig:

@@ -202,6 +202,8 @@ def build_flra_resnet(
         in_channels=in_channels,
         image_size=image_size,
         stem=stem,
+        # as plain ResNet-50 (medvec.models.resnet): bottlenecks train only this way
+        zero_init_residual=block_cls is FLRABottleneck,
     )
     # torchvision's ResNet re-initialises every Conv2d after building the blocks,
     # the attention's zeroed output projection included: silence it again.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torchvision
 from safetensors.torch import save_file
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from medvec.errors import ModelError
 from medvec.models import (
@@ -43,11 +45,16 @@ def _set_alpha(model: nn.Module, value: float) -> None:
 
 
 def _wake_attention(model: nn.Module) -> None:
-    """Non-zero attention output projections (a new FL-RA block starts with them at zero)."""
+    """Non-zero attention output projections (a new FL-RA block starts with them at zero),
+    and open residual branches (a new bottleneck starts with its last BatchNorm at zero,
+    which passes no gradient back into the branch on the first step)."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("attn.proj.weight"):
                 param.normal_(std=0.1)
+        for module in model.modules():
+            if isinstance(module, Bottleneck):
+                module.bn3.weight.fill_(1.0)
 
 
 def _randomise_bn(model: nn.Module) -> None:
@@ -402,3 +409,15 @@ def test_model_file_with_foreign_tensors_is_rejected(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelError, match="does not match resnet18"):
         load_model_file(path)
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "flra_resnet50"])
+def test_bottleneck_residual_branches_start_at_zero(arch: str) -> None:
+    """Each bottleneck starts as the identity (its last BatchNorm scale is zero); ResNet-18
+    keeps torchvision's default (ones)."""
+    spec: dict[str, Any] = {"num_classes": 2, "in_channels": 1, "image_size": 28}
+    bottlenecks = [m for m in get_model(arch, **spec).modules() if isinstance(m, Bottleneck)]
+    assert len(bottlenecks) == 16
+    assert all(torch.count_nonzero(m.bn3.weight) == 0 for m in bottlenecks)
+    basic = [m for m in get_model("resnet18", **spec).modules() if isinstance(m, BasicBlock)]
+    assert all(torch.equal(m.bn2.weight, torch.ones_like(m.bn2.weight)) for m in basic)
