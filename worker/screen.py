@@ -41,7 +41,7 @@ from medvec.screening import (
     outlier_reasons,
 )
 from worker.errors import JobGone
-from worker.evaluate import SplitRef, load_benchmark_split
+from worker.evaluate import Evaluator, SplitRef
 from worker.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,15 @@ def _plan(session: Session, store: BlobStore, vector: DataVector) -> _Work:
     )
 
 
-def measure(work: _Work, store: BlobStore, settings: Settings) -> ScreeningStats:
-    """Every screening statistic of the planned vector."""
+def measure(
+    work: _Work, store: BlobStore, settings: Settings, evaluator: Evaluator
+) -> ScreeningStats:
+    """Every screening statistic of the planned vector; the validation images come from
+    the process's ``evaluator`` (decoded once, not once per pushed vector)."""
     val = base_val = None
     if work.validation is not None:
         spec = read_model_spec(work.base_path)
-        images = load_benchmark_split(store, work.validation, VALIDATION_SPLIT, spec)
+        images = evaluator.split(store, work.validation, VALIDATION_SPLIT, spec)
         head = Subset(images, range(min(len(images), settings.screening_max_images)))
         val, base_val = measure_vector(work.base_path, work.vector_path, head)
     return ScreeningStats(
@@ -129,7 +132,11 @@ def measure(work: _Work, store: BlobStore, settings: Settings) -> ScreeningStats
 
 
 def screen_vector(
-    sessions: sessionmaker[Session], store: BlobStore, vector_id: str, settings: Settings
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    vector_id: str,
+    settings: Settings,
+    evaluator: Evaluator,
 ) -> dict[str, Any] | None:
     """Screen vector ``vector_id`` (if screening is on and it was not yet); its screening."""
     if not settings.screening_enabled:
@@ -141,7 +148,7 @@ def screen_vector(
         if vector.screened_at is not None or vector.status is not VectorStatus.VALIDATED:
             return vector.screening
         work = _plan(session, store, vector)
-    stats = measure(work, store, settings)
+    stats = measure(work, store, settings, evaluator)
     reasons = outlier_reasons(stats, policy_of(settings))
     with session_scope(sessions) as session:
         return _record(session, vector_id, stats, reasons, work.validation)

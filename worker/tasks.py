@@ -152,7 +152,7 @@ def register_tasks(app: MedVecCelery) -> None:
     def vector_accepted(self: Task, vector_id: str, **_payload: Any) -> list[str]:
         res = app.resources
         try:
-            screen_vector(res.sessions, res.store, vector_id, app.settings)
+            screen_vector(res.sessions, res.store, vector_id, app.settings, res.evaluator)
         except JobGone as exc:
             log.warning("%s: %s; dropping the task", self.name, exc)
             return []

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.config import Environment
 from app.db import make_sessionmaker
 from tests.api.conftest import Hospital, Registry
 from tests.api.factories import ModelKit
 from tests.api.helpers import push
+from worker.config import WorkerSettings
+from worker.evaluate import Evaluator
 from worker.screen import screen_vector
 
 SCREENING_IMAGES = 64
@@ -34,6 +37,8 @@ def screen(registry: Registry, vector_id: str) -> dict[str, Any]:
             "screening_max_images": SCREENING_IMAGES,
         }
     )
-    screen_vector(make_sessionmaker(registry.engine), registry.store, vector_id, settings)
+    evaluator = Evaluator(WorkerSettings(environment=Environment.TEST))
+    sessions = make_sessionmaker(registry.engine)
+    screen_vector(sessions, registry.store, vector_id, settings, evaluator)
     with registry.admin() as admin:
         return dict(admin.get(f"/vectors/{vector_id}").json())

@@ -22,6 +22,7 @@ from worker.config import WorkerSettings
 from worker.contributions import compute_contributions
 from worker.evaluate import Evaluator
 from worker.merge import run_merge
+from worker.screen import screen_vector
 from worker.tune import tune_merge
 
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -152,7 +153,8 @@ def test_a_tuned_merge_and_its_contributions_decode_the_val_split_once_per_proce
 ) -> None:
     """Lambda tuning, the merge's recalibration and validation passes, and every
     leave-one-out model read the benchmark's val split through the process's evaluator:
-    decoded once, however many models are scored on it."""
+    decoded once, however many models are scored on it; so does screening, however many
+    vectors arrive."""
     sessions = sessionmaker(registry.engine, expire_on_commit=False)
     settings = _settings(registry)
     evaluator = Evaluator(settings)
@@ -185,6 +187,15 @@ def test_a_tuned_merge_and_its_contributions_decode_the_val_split_once_per_proce
     )
     assert len(document["hospitals"]) == 2
     assert evaluator.decoded == 1  # and every leave-one-out model
+
+    # screening reads the same split through its process's evaluator: once, not per vector
+    screening_evaluator = Evaluator(settings)
+    for n in range(2):
+        late = make_hospital(registry, "tuned")
+        pushed = _push(registry, kit, late.token, late.name, 1.0 + n)
+        screening = screen_vector(sessions, registry.store, pushed, settings, screening_evaluator)
+        assert screening is not None and screening["val"] is not None
+    assert screening_evaluator.decoded == 1
 
 
 def test_a_secure_version_has_no_contributions_and_says_why(
