@@ -36,6 +36,7 @@ from medvec.hashing import sha256_file
 from tests.api.factories import ModelKit, make_model_kit
 from tests.browser import chromium
 from worker.bases import verify_base
+from worker.config import WorkerSettings
 
 POSTGRES = os.environ.get("MEDVEC_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 MIB = 1 << 20
@@ -85,6 +86,15 @@ class Registry:
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
+
+    def worker_settings(self, **overrides: Any) -> WorkerSettings:
+        """A worker's settings on this registry's database and data folder."""
+        return WorkerSettings(
+            environment=self.settings.environment,
+            data_dir=self.settings.data_dir,
+            database_url=self.settings.resolved_database_url,
+            **overrides,
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """Row counts of every table, the stored blobs and leftover staging temp files."""

@@ -12,13 +12,11 @@ import numpy as np
 import torch
 from sqlalchemy.orm import sessionmaker
 
-from app.config import Environment
 from app.models import ModelVersion
 from tests.api.conftest import Registry, make_hospital
 from tests.api.factories import ModelKit
 from tests.api.helpers import error, push
 from tests.api.test_versions import make_version
-from worker.config import WorkerSettings
 from worker.contributions import compute_contributions
 from worker.evaluate import Evaluator
 from worker.merge import run_merge
@@ -60,15 +58,6 @@ def _push(registry: Registry, kit: ModelKit, token: str, name: str, scale: float
     return str(response.json()["id"])
 
 
-def _settings(registry: Registry) -> WorkerSettings:
-    return WorkerSettings(
-        environment=Environment.TEST,
-        data_dir=registry.settings.data_dir,
-        database_url=registry.settings.resolved_database_url,
-        eval_device="cpu",
-    )
-
-
 def test_contributions_are_leave_one_out_differences_and_each_hospital_sees_its_own(
     registry: Registry,
     kit: ModelKit,
@@ -77,7 +66,7 @@ def test_contributions_are_leave_one_out_differences_and_each_hospital_sees_its_
     tmp_path: Path,
 ) -> None:
     sessions = sessionmaker(registry.engine, expire_on_commit=False)
-    settings = _settings(registry)
+    settings = registry.worker_settings(eval_device="cpu")
     evaluator = Evaluator(settings)
     benchmark_id = _benchmark(registry, datasets_dir, tmp_path)
     hospitals = [make_hospital(registry, "contrib") for _ in range(3)]
@@ -156,7 +145,7 @@ def test_a_tuned_merge_and_its_contributions_decode_the_val_split_once_per_proce
     decoded once, however many models are scored on it; so does screening, however many
     vectors arrive."""
     sessions = sessionmaker(registry.engine, expire_on_commit=False)
-    settings = _settings(registry)
+    settings = registry.worker_settings(eval_device="cpu")
     evaluator = Evaluator(settings)
     benchmark_id = _benchmark(registry, datasets_dir, tmp_path)
     hospitals = [make_hospital(registry, "tuned") for _ in range(2)]

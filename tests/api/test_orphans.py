@@ -19,7 +19,6 @@ from medvec.hashing import sha256_file
 from tests.api.conftest import Hospital, Registry
 from tests.api.factories import ModelKit
 from tests.api.helpers import push
-from worker.config import WorkerSettings
 from worker.sweeper import orphan_blobs
 
 MAX_AGE_S = 3600.0
@@ -28,12 +27,7 @@ MAX_AGE_S = 3600.0
 @pytest.fixture()
 def sweeper(registry: Registry) -> Any:
     """The sweeper's orphan pass on the registry: the digests it removed."""
-    settings = WorkerSettings(
-        environment=registry.settings.environment,
-        data_dir=registry.settings.data_dir,
-        database_url=registry.settings.resolved_database_url,
-        staging_max_age_s=MAX_AGE_S,
-    )
+    settings = registry.worker_settings(staging_max_age_s=MAX_AGE_S)
 
     def sweep() -> list[str]:
         with registry.session() as session:

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from sqlalchemy.orm import sessionmaker
 
-from app.config import Environment
 from app.models import BaseModelRecord, DataVector
 from app.services.running_sums import wanted_members
 from medvec.merging import merge_files
@@ -18,19 +17,9 @@ from medvec.models import load_model_file
 from tests.api.conftest import Registry, make_hospital
 from tests.api.factories import ModelKit
 from tests.api.helpers import push
-from worker.config import WorkerSettings
 from worker.evaluate import Evaluator
 from worker.merge import run_merge
 from worker.sums import check_sums, holds, refresh_sums, sums_path
-
-
-def _settings(registry: Registry) -> WorkerSettings:
-    return WorkerSettings(
-        environment=Environment.TEST,
-        data_dir=registry.settings.data_dir,
-        database_url=registry.settings.resolved_database_url,
-        running_sums=True,
-    )
 
 
 def _members(registry: Registry, base_id: str, weighting: str) -> dict[str, float]:
@@ -95,7 +84,7 @@ def assert_default_merge_uses_the_sums(
         assert accepted.status_code == 202, accepted.text
     sessions = sessionmaker(registry.engine, expire_on_commit=False)
     job_id = accepted.json()["job_id"]
-    settings = _settings(registry)
+    settings = registry.worker_settings(running_sums=True)
     outcome = run_merge(
         sessions, registry.store, job_id, settings, evaluator=lambda: Evaluator(settings)
     )
