@@ -202,7 +202,8 @@ def build_flra_resnet(
         in_channels=in_channels,
         image_size=image_size,
         stem=stem,
-        # as plain ResNet-50 (medvec.models.resnet): bottlenecks train only this way
+        # as plain ResNet-50 (medvec.models.resnet): bottlenecks do not train at the
+        # recipe's learning rate from torchvision's default initialisation
         zero_init_residual=block_cls is FLRABottleneck,
     )
     # torchvision's ResNet re-initialises every Conv2d after building the blocks,
