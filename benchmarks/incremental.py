@@ -11,9 +11,10 @@ writes), hospital 0 pushes a new vector. Two ways to the new weighted-mean versi
 - ``full``: ``medvec.merging.merge_files`` over the N current vectors (the streaming
   engine, as every re-merge did before).
 
-Both run in this process after the page cache is warmed, best of ``--repeat`` runs; the
-merged files are compared (largest difference relative to each tensor's largest
-magnitude, must be below 1e-5). Also timed: ``floor``, copying the base into a new
+Both run in this process after the page cache is warmed (with ``--cold``, after it is
+dropped before every run, so that every file comes from the disk), best of ``--repeat``
+runs; the merged files are compared (largest difference relative to each tensor's
+largest magnitude, must be below 1e-5). Also timed: ``floor``, copying the base into a new
 model file through the same writer (hashed and fsynced, as every version is written).
 Any way to a new version writes such a file, so ``full / floor`` bounds the speedup
 that any implementation of the sums could reach on this machine. The last lines are
@@ -21,12 +22,14 @@ that any implementation of the sums could reach on this machine. The last lines 
 new version).
 
     python benchmarks/incremental.py --sizes 10,50
+    python benchmarks/incremental.py --sizes 10,50 --cold   # as root, on Linux
     python benchmarks/incremental.py --sizes 2,4 --arch resnet18 --num-classes 2 --image-size 28
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -47,9 +50,21 @@ def _read_all(paths: list[Path]) -> None:
                 pass
 
 
-def _best(repeat: int, run: Callable[[], Any]) -> float:
+def _drop_page_cache() -> None:
+    """Write dirty pages back and drop the page cache (Linux, as root), so that the next
+    run reads every file from the disk."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:
+        raise SystemExit(f"--cold needs root on Linux to drop the page cache: {exc}") from exc
+
+
+def _best(repeat: int, run: Callable[[], Any], cold: bool = False) -> float:
     times = []
     for _ in range(repeat):
+        if cold:
+            _drop_page_cache()
         started = time.perf_counter()
         run()
         times.append(time.perf_counter() - started)
@@ -88,7 +103,7 @@ def _copy_through_writer(source: Path, out: Path) -> None:
             writer.commit()
 
 
-def measure(workdir: Path, n: int, repeat: int) -> dict[str, float]:
+def measure(workdir: Path, n: int, repeat: int, cold: bool) -> dict[str, float]:
     """Seconds to the new version through the sums and by a full merge, at ``n`` vectors."""
     from medvec.hashing import sha256_file
     from medvec.merging import merge_files
@@ -147,12 +162,18 @@ def measure(workdir: Path, n: int, repeat: int) -> dict[str, float]:
             base_sha256=base_sha256,
         )
 
+    def floor() -> None:
+        _copy_through_writer(base, workdir / "floor.safetensors")
+
     seconds = {
-        "floor": _best(repeat, lambda: _copy_through_writer(base, workdir / "floor.safetensors")),
-        "update": _best(repeat, update_only),
-        "version": _best(repeat, version_only),
-        "sums": _best(repeat, fused),
-        "full": _best(repeat, by_full_merge),
+        name: _best(repeat, run, cold)
+        for name, run in [
+            ("floor", floor),
+            ("update", update_only),
+            ("version", version_only),
+            ("sums", fused),
+            ("full", by_full_merge),
+        ]
     }
     difference = max(
         _relative_difference(through_sums, full), _relative_difference(from_sums, full)
@@ -175,6 +196,11 @@ def main() -> None:
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--repeat", type=int, default=2, help="runs per method; best is kept")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the page cache before every timed run (root): every file read from disk",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="default: a new temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     args = parser.parse_args()
@@ -188,7 +214,7 @@ def main() -> None:
     results: dict[int, dict[str, float]] = {}
     try:
         for n in sizes:
-            results[n] = measure(workdir, n, args.repeat)
+            results[n] = measure(workdir, n, args.repeat, args.cold)
             r = results[n]
             print(
                 f"N={n:<3} sums update {r['update']:6.2f} s + version {r['version']:6.2f} s; "
