@@ -1,12 +1,17 @@
 """Everything the CLI shows: consoles, JSON output and progress bars.
 
 Progress bars draw only when stderr is a terminal, so scripts and logs get clean
-output: results on stdout, one ``Error:`` line on stderr when something fails.
+output: results on stdout, one ``Error:`` line on stderr when something fails. Long
+counted work (training, pretraining, merging, simulating) still reports to a log: with
+stderr not a terminal it writes a plain line there now and then (``LogLines``), so a
+run under ``nohup`` or a batch scheduler is not silent for half an hour.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from typing import Any
 
 from rich.console import Console
@@ -15,6 +20,8 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -50,19 +57,100 @@ def progress_bytes(*, transient: bool = False) -> Progress:
     )
 
 
+class LogLines(Progress):
+    """Progress for a log, never drawn: a task prints one plain line on stderr when it
+    starts, when its phase (description) changes, when it passes another tenth of its
+    total (the tenth tenth is its end) or, with no total, when its ``info`` changes (at
+    most once a second), and after ``every_s`` seconds without a line."""
+
+    def __init__(self, *columns: Any, console: Console, every_s: float = 30.0) -> None:
+        super().__init__(*columns, console=console, disable=True)
+        self._every_s = every_s
+        self._said: dict[TaskID, tuple[str, str, int, float]] = {}
+
+    def update(
+        self,
+        task_id: TaskID,
+        *,
+        total: float | None = None,
+        completed: float | None = None,
+        advance: float | None = None,
+        description: str | None = None,
+        visible: bool | None = None,
+        refresh: bool = False,
+        **fields: Any,
+    ) -> None:
+        super().update(
+            task_id,
+            total=total,
+            completed=completed,
+            advance=advance,
+            description=description,
+            visible=visible,
+            refresh=refresh,
+            **fields,
+        )
+        self._report(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._report(task_id)
+
+    def _report(self, task_id: TaskID) -> None:
+        task = self._tasks[task_id]
+        info = str(task.fields.get("info", ""))
+        tenth = int(10 * task.completed / task.total) if task.total else -1
+        now = time.monotonic()
+        said = self._said.get(task_id)
+        if said is None or self._worth_a_line(task, info, tenth, said, now):
+            self._said[task_id] = (task.description, info, tenth, now)
+            self.console.print(_line(task, info), markup=False, highlight=False, soft_wrap=True)
+
+    def _worth_a_line(
+        self, task: Task, info: str, tenth: int, said: tuple[str, str, int, float], now: float
+    ) -> bool:
+        description, old_info, old_tenth, at = said
+        if task.description != description or now - at >= self._every_s:
+            return True  # a new phase, or a sign of life
+        if task.total:
+            return tenth > old_tenth  # another tenth; 10 is done
+        return info != old_info and now - at >= 1.0
+
+
+def _line(task: Task, info: str) -> str:
+    """``description: done/total (pct%) info [h:mm:ss]``, the count only with a total."""
+    elapsed = int(task.elapsed or 0)
+    parts = [f"{task.description}:"]
+    if task.total:
+        done = task.completed / task.total
+        parts.append(f"{int(task.completed)}/{int(task.total)} ({100 * done:.0f}%)")
+    if info:
+        parts.append(info)
+    parts.append(f"[{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}]")
+    return " ".join(parts)
+
+
+def stats_text(stats: dict[str, Any], digits: int = 4) -> str:
+    """``loss 0.4410  acc 0.7969`` from a training callback's statistics: the float ones
+    that are known (the trainer reports NaN until its first reading, which is no news)."""
+    known = {k: v for k, v in stats.items() if isinstance(v, float) and not math.isnan(v)}
+    return "  ".join(f"{k} {v:.{digits}f}" for k, v in known.items())
+
+
 def progress_steps(*, transient: bool = False) -> Progress:
-    """A progress bar for counted steps (tensors merged, batches trained)."""
+    """A progress bar for counted steps (tensors merged, batches trained); plain lines
+    now and then (``LogLines``) when stderr is not a terminal."""
     stderr = err_console()
-    return Progress(
+    columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
-        console=stderr,
-        transient=transient,
-        disable=not stderr.is_terminal,
     )
+    if not stderr.is_terminal:
+        return LogLines(*columns, console=stderr)
+    return Progress(*columns, console=stderr, transient=transient)
 
 
 def note(message: str) -> None:

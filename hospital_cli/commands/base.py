@@ -149,8 +149,7 @@ def pretrain(
         task = bar.add_task("pretrain", total=steps, info=", ".join(config.sources))
 
         def on_step(step: Any = None, total: int | None = None, **stats: Any) -> None:
-            info = "  ".join(f"{k} {v:.3f}" for k, v in stats.items() if isinstance(v, float))
-            bar.update(task, completed=step, total=total, info=info)
+            bar.update(task, completed=step, total=total, info=output.stats_text(stats, 3))
 
         path = ensure_base(
             spec,

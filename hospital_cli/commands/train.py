@@ -165,8 +165,7 @@ def train(
         task = bar.add_task("train", total=None, info="")
 
         def on_step(step: Any = None, total: int | None = None, **stats: Any) -> None:
-            info = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if isinstance(v, float))
-            bar.update(task, completed=step, total=total, info=info)
+            bar.update(task, completed=step, total=total, info=output.stats_text(stats))
 
         outcome = train_vector(request, on_step=on_step)
     if as_json:
