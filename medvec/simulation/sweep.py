@@ -89,6 +89,20 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
+def base_pretraining(config: SweepConfig, dataset: str, arch: str) -> PretrainConfig:
+    """How the base of ``arch`` for ``dataset`` is pretrained: the sweep's pretraining
+    without ``dataset`` among its sources, for ``arch``'s pretraining network at the
+    sweep's input shape and stem."""
+    return config.pretrain.excluding(dataset).model_copy(
+        update={
+            "arch": pretrain_arch(arch),
+            "stem": config.stem,
+            "in_channels": config.in_channels,
+            "image_size": config.image_size,
+        }
+    )
+
+
 def sweep_base(
     config: SweepConfig,
     dataset: str,
@@ -111,14 +125,7 @@ def sweep_base(
         image_size=config.image_size,
         stem=config.stem,
     )
-    pretrain = config.pretrain.excluding(dataset).model_copy(
-        update={
-            "arch": pretrain_arch(arch),
-            "stem": config.stem,
-            "in_channels": config.in_channels,
-            "image_size": config.image_size,
-        }
-    )
+    pretrain = base_pretraining(config, dataset, arch)
     return ensure_base(spec, cache_dir, config=pretrain, datasets_dir=datasets_dir, device=device)
 
 
@@ -135,6 +142,7 @@ def run_sweep(
     emit = on_event or (lambda name, info: None)
     out_dir.mkdir(parents=True, exist_ok=True)
     outcome = SweepOutcome()
+    bases: list[dict[str, Any]] = []  # how each base was really pretrained
     for dataset in config.datasets:
         try:
             num_classes = medmnist_num_classes(dataset, datasets_dir)
@@ -144,6 +152,10 @@ def run_sweep(
             continue
         for arch in config.archs:
             emit("base", {"dataset": dataset, "arch": arch})
+            pretraining = base_pretraining(config, dataset, arch)
+            bases.append(
+                {"dataset": dataset, "arch": arch, "pretrain": pretraining.model_dump(mode="json")}
+            )
             base = sweep_base(
                 config,
                 dataset,
@@ -166,6 +178,7 @@ def run_sweep(
                 emit("row", row)
     payload = {
         "config": config.model_dump(),
+        "bases": bases,
         "summary": outcome.rows,
         "models": outcome.detail,
         "skipped": outcome.skipped,

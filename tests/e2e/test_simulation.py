@@ -10,7 +10,7 @@ import torch
 
 from hospital_cli.main import main
 from medvec.models import ModelSpec, load_model_file, read_model_provenance
-from medvec.pretrain import PretrainConfig, ensure_base
+from medvec.pretrain import PretrainConfig, ensure_base, pretrain_arch
 from medvec.simulation import SimulationConfig, run_simulation, summary_row
 from tests.e2e.tiny import ensure_registered
 
@@ -116,7 +116,14 @@ def test_simulate_command_writes_summary(tmp_path: Path, datasets_dir: Path, cap
         "centralized",
     } <= set(row)
     assert (out / "summary.csv").read_text().count("\n") == 2
-    assert json.loads((out / "results.json").read_text())["summary"] == [row]
+    results = json.loads((out / "results.json").read_text())
+    assert results["summary"] == [row]
+    # the pretraining the base really had, not the sweep's template (which lists the target)
+    (base,) = results["bases"]
+    assert (base["dataset"], base["arch"]) == ("pneumoniamnist", arch)
+    assert base["pretrain"]["sources"] == ["organamnist", "bloodmnist"]
+    assert base["pretrain"]["arch"] == pretrain_arch(arch)
+    assert (base["pretrain"]["steps"], base["pretrain"]["max_samples"]) == (8, 128)
 
 
 def test_cli_defaults_are_the_configs_defaults() -> None:
