@@ -188,7 +188,11 @@ def merge(
         )
         record = None
         if calibration is not None and images is not None:
-            bar.update(task, info=f"recalibrating BatchNorm on {calibration.name} ({split})")
+            bar.update(  # a phase of its own: a log gets its line
+                task,
+                description="recalibrate",
+                info=f"BatchNorm statistics on {calibration.name} ({split})",
+            )
             record = recalibrate_file(out, images, calibration.name, split)
             result = result.model_copy(update={"sha256": sha256_file(out)})
     if as_json:

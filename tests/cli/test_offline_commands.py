@@ -217,6 +217,8 @@ def test_merge_with_calibration_recomputes_batchnorm_statistics(
     record = {"layers": 20, "images": 200, "source": "calib.npz", "split": "val"}
     assert calibrated.json()["calibration"] == record
     assert calibrated.json()["sha256"] == sha256_file(calibrated_out)
+    phases = [line.split(":")[0] for line in calibrated.error_lines()]  # a log's lines
+    assert phases[0].startswith("merge 2 vectors") and phases[-1] == "recalibrate", phases
     provenance = read_model_provenance(calibrated_out)
     assert provenance["calibration"] == record and provenance["lineage"]["strategy"]
 
