@@ -7,13 +7,16 @@ datasets x numbers of hospitals x architectures, as in ``benchmarks/reproduce.py
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from hospital_cli import output
 from hospital_cli.options import DeviceOpt, JsonOpt, Stem
 from medvec.training_config import Recipe
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 app = typer.Typer()
 
@@ -161,8 +164,16 @@ def simulate(
     )
     with output.progress_steps() as bar:
         task = bar.add_task("simulate", total=None, info="")
+        pretraining: dict[str, TaskID] = {}  # a counted task per base being pretrained
 
         def on_event(name: str, info: dict[str, Any]) -> None:
+            if name == "pretrain":
+                base, total = info["base"], info["total"]
+                if base not in pretraining:
+                    pretraining[base] = bar.add_task(f"pretrain {base}", total=total, info="")
+                stats = output.stats_text(info, 3)  # the float statistics: loss, acc
+                bar.update(pretraining[base], completed=info["step"], total=total, info=stats)
+                return
             text = " ".join(f"{k}={v}" for k, v in info.items() if k != "reason")
             bar.update(task, description=name, info=text[:80])
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from medvec.data.download import medmnist_num_classes
 from medvec.errors import DatasetError
 from medvec.models import ModelSpec
-from medvec.pretrain import PretrainConfig, ensure_base, pretrain_arch
+from medvec.pretrain import PretrainConfig, StepFn, ensure_base, pretrain_arch
 from medvec.simulation.run import SimulationConfig, run_simulation, summary_row
 
 __all__ = [
@@ -112,8 +112,10 @@ def sweep_base(
     *,
     datasets_dir: Path | None = None,
     device: str | None = None,
+    on_step: StepFn | None = None,
 ) -> Path:
-    """The cached base of ``arch`` for ``dataset``, pretrained on the other sets.
+    """The cached base of ``arch`` for ``dataset``, pretrained on the other sets
+    (``on_step`` as ``ensure_base`` calls it, while it pretrains).
 
     One base per (dataset, architecture) whatever the simulation seed: the seed of a
     point varies the hospitals' splits and training, not the shared starting point.
@@ -126,7 +128,19 @@ def sweep_base(
         stem=config.stem,
     )
     pretrain = base_pretraining(config, dataset, arch)
-    return ensure_base(spec, cache_dir, config=pretrain, datasets_dir=datasets_dir, device=device)
+    return ensure_base(
+        spec, cache_dir, config=pretrain, datasets_dir=datasets_dir, device=device, on_step=on_step
+    )
+
+
+def _pretrain_events(emit: EventFn, base: str) -> StepFn:
+    """``ensure_base``'s step callback as ``pretrain`` events: ``base``, ``step``,
+    ``total`` and the trainer's statistics."""
+
+    def on_step(step: int, total: int, **stats: Any) -> None:
+        emit("pretrain", {"base": base, "step": step, "total": total, **stats})
+
+    return on_step
 
 
 def run_sweep(
@@ -164,6 +178,7 @@ def run_sweep(
                 cache_dir,
                 datasets_dir=datasets_dir,
                 device=device,
+                on_step=_pretrain_events(emit, f"{dataset}/{arch}"),
             )
             for hospitals in config.hospitals:
                 point = config.point.model_copy(update={"dataset": dataset, "hospitals": hospitals})

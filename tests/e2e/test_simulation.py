@@ -104,9 +104,16 @@ def test_simulate_command_writes_summary(tmp_path: Path, datasets_dir: Path, cap
             "--json",
         ]
     )  # fmt: skip
-    payload = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    payload = json.loads(printed.out)
     (row,) = payload["summary"]
     assert row["dataset"] == "pneumoniamnist" and row["hospitals"] == 2
+    # stderr is a log here: the base's pretraining reports its steps, then each phase
+    pretraining = [line for line in printed.err.splitlines() if line.startswith("pretrain ")]
+    assert pretraining[0].startswith(f"pretrain pneumoniamnist/{arch}: 1/8 (12%)")
+    assert pretraining[-1].startswith(f"pretrain pneumoniamnist/{arch}: 8/8 (100%) loss ")
+    phases = [line.split(":")[0] for line in printed.err.splitlines()]
+    assert {"base", "point", "local", "merge", "centralized", "row"} <= set(phases), phases
     assert {
         "local_mean",
         "weighted_mean",
