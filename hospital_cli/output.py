@@ -68,28 +68,8 @@ class LogLines(Progress):
         self._every_s = every_s
         self._said: dict[TaskID, tuple[str, str, int, float]] = {}
 
-    def update(
-        self,
-        task_id: TaskID,
-        *,
-        total: float | None = None,
-        completed: float | None = None,
-        advance: float | None = None,
-        description: str | None = None,
-        visible: bool | None = None,
-        refresh: bool = False,
-        **fields: Any,
-    ) -> None:
-        super().update(
-            task_id,
-            total=total,
-            completed=completed,
-            advance=advance,
-            description=description,
-            visible=visible,
-            refresh=refresh,
-            **fields,
-        )
+    def update(self, task_id: TaskID, **changes: Any) -> None:
+        super().update(task_id, **changes)
         self._report(task_id)
 
     def advance(self, task_id: TaskID, advance: float = 1) -> None:
