@@ -1,11 +1,16 @@
 """What a registry with a share holder refuses before it queues a secure merge: a removed
 hospital's share, an id named twice or empty, fewer than K hospitals (two shares of one
-hospital count once)."""
+hospital count once); and the requests docs/secure-aggregation.md shows, run with curl."""
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +29,10 @@ from tests.api.conftest import (
 )
 from tests.api.factories import ModelKit
 from tests.api.helpers import error, resumable_push
+
+ROOT = Path(__file__).resolve().parents[2]
+SECURE_DOC = ROOT / "docs" / "secure-aggregation.md"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +151,50 @@ def test_an_empty_id_is_refused(registry: Registry, shares: list[str], field: st
     refused = _refused(registry, {"vector_ids": shares, field: value})
     assert refused["code"] == "invalid_request" and field in refused["message"]
     assert "not an id" in refused["message"]
+
+
+def _curl_commands(markdown: Path) -> list[str]:
+    """Each ``curl`` command of the page's code blocks, its continued lines joined."""
+    commands = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", markdown.read_text(), re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.lstrip().startswith("curl "):
+                commands.append(line.strip())
+    return commands
+
+
+def test_the_documented_secure_merges_are_accepted(
+    registry: Registry, shares: list[str], tmp_path: Path
+) -> None:
+    """Each curl command of docs/secure-aggregation.md, run by bash with the real curl
+    binary, ``$REGISTRY`` and ``$ADMIN`` set and the ``"..."`` ids filled in."""
+    assert shutil.which("curl"), "the documented requests are curl commands: install curl"
+    commands = [c for c in _curl_commands(SECURE_DOC) if "/secure/merges" in c]
+    assert len(commands) == 2
+    body = tmp_path / "body.json"
+    # the doc's command line, with curl told to write the answer's body to a file and its
+    # status to stdout
+    wrap = 'curl() { command curl -sS -o "$BODY" -w "%{http_code}" "$@"; }\n'
+    env = {**os.environ, "REGISTRY": registry.url, "ADMIN": registry.admin_token}
+    for command in commands:
+        for share in shares:
+            command = command.replace('"..."', f'"{share}"', 1)
+        assert '"..."' not in command
+        ran = subprocess.run(
+            ["bash", "-c", wrap + command],
+            env={**env, "BODY": str(body)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == "202", (command, body.read_text())
+
+
+def test_every_documented_curl_body_is_sent_as_json() -> None:
+    """Without a JSON content type curl sends ``-d`` as a form, which the API refuses."""
+    for page in DOCS:
+        for command in _curl_commands(page):
+            if re.search(r"\s(-d|--data\S*)\s", command):
+                assert "Content-Type: application/json" in command, (page.name, command)
