@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
@@ -84,7 +84,7 @@ class TokenCreated(Read):
 
 class UploadCreate(BaseModel):
     sha256: str
-    size: int
+    size: StrictInt = Field(description="file size in bytes: a JSON integer")
 
 
 class UploadRead(Read):

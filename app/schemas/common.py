@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 NUL = "\x00"
 
@@ -25,6 +34,35 @@ def contains_nul(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(contains_nul(v) for v in value)
     return False
+
+
+def _not_empty(value: Any) -> Any:
+    if value == "":
+        raise PydanticCustomError(
+            "empty_id",
+            "an empty string is not an id: give the id, or leave an optional one out (or "
+            "null) for its default",
+        )
+    return value
+
+
+Id = Annotated[str, StringConstraints(min_length=1), BeforeValidator(_not_empty)]
+"""The id of a row a request names. ``""`` is refused, never read as "no id" (and so as
+the field's default: the current base, every benchmark)."""
+
+
+def _distinct(ids: list[str]) -> list[str]:
+    if len(set(ids)) != len(ids):
+        raise PydanticCustomError("duplicate_id", "lists a vector twice: name each vector once")
+    return ids
+
+
+VectorIds = Annotated[
+    list[Id],
+    Field(min_length=1, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_distinct),
+]
+"""The vectors a merge takes: at least one, each named once."""
 
 
 class ReadModel(BaseModel):
@@ -50,7 +88,12 @@ def _declare_no_nul(schema: dict[str, Any]) -> None:
 class RequestModel(BaseModel):
     """A request body. PostgreSQL text cannot hold NUL, so no field may carry one:
     refusing it here gives a 422 instead of a database error. Only what the model keeps
-    is checked: a property the model does not declare is ignored, NUL or not."""
+    is checked: a property the model does not declare is ignored, NUL or not.
+
+    Fields are as strict as the schema they publish: a boolean is ``StrictBool``, an
+    integer ``StrictInt``, a number ``StrictFloat`` (which still takes a JSON integer), an
+    id :data:`Id`; pydantic's lax mode would read ``0`` or ``"yes"`` as true, ``"1"`` or
+    ``true`` as 1, ``""`` as an id."""
 
     model_config = ConfigDict(json_schema_extra=_declare_no_nul)
 

@@ -7,7 +7,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.common import RequestModel
+from app.schemas.common import Id, RequestModel
 from app.schemas.versions import CalibrationRead, MergeabilityRead
 
 #: metrics a leaderboard can rank by (higher is better, except ``ece``)
@@ -40,7 +40,7 @@ class EvaluationCreate(RequestModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    benchmark_id: str = Field(min_length=1, max_length=36)
+    benchmark_id: Id = Field(max_length=36)
     split: Literal["train", "val", "test"] = "test"
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.models.hospital import Role
-from app.schemas.common import ReadModel, RequestModel
+from app.schemas.common import Id, ReadModel, RequestModel
 
 
 class HospitalCreate(RequestModel):
@@ -26,8 +26,8 @@ class HospitalRead(ReadModel):
 class TokenCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     role: Role
-    hospital_id: str | None = Field(
-        default=None, min_length=1, description="the hospital of a hospital token; admin: none"
+    hospital_id: Id | None = Field(
+        default=None, description="the hospital of a hospital token; admin: none"
     )
 
 

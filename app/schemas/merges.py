@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-from app.schemas.common import RequestModel
+from app.schemas.common import Id, RequestModel, VectorIds
 from app.services.calibration import CALIBRATION_AUTO
 
 
@@ -30,18 +30,9 @@ class Selection(RequestModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vector_ids: (
-        Annotated[list[str], Field(min_length=1, json_schema_extra={"uniqueItems": True})] | None
-    ) = None
+    vector_ids: VectorIds | None = None
     stale: StalePolicy = StalePolicy.EXCLUDE
-    staleness_power: float = Field(default=0.5, ge=0)
-
-    @field_validator("vector_ids")
-    @classmethod
-    def _distinct(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and len(set(value)) != len(value):
-            raise ValueError("vector_ids lists a vector twice")
-        return value
+    staleness_power: StrictFloat = Field(default=0.5, ge=0)
 
 
 class MergeCreate(RequestModel):
@@ -51,11 +42,11 @@ class MergeCreate(RequestModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_id: str | None = Field(default=None, description="default: the current base")
+    base_id: Id | None = Field(default=None, description="default: the current base")
     strategy: str = "weighted_mean"
     params: dict[str, Any] = Field(default_factory=dict)
     selection: Selection = Field(default_factory=Selection)
-    benchmark_id: str | None = Field(
+    benchmark_id: Id | None = Field(
         default=None, description="evaluate on it; default: every benchmark of matching classes"
     )
     calibration: str = Field(
@@ -68,7 +59,7 @@ class MergeCreate(RequestModel):
             "else its train split; never test)"
         ),
     )
-    seed: int = 0
+    seed: StrictInt = 0
 
 
 class MergeAccepted(BaseModel):

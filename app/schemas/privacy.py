@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat
 
 from app.schemas.common import RequestModel
 
 
 class PrivacyBudgetSet(RequestModel):
-    epsilon: float = Field(gt=0, le=1e6, description="the most epsilon the hospital may spend")
-    delta: float = Field(gt=0, lt=1, description="the delta the budget is counted at")
+    epsilon: StrictFloat = Field(
+        gt=0, le=1e6, description="the most epsilon the hospital may spend"
+    )
+    delta: StrictFloat = Field(gt=0, lt=1, description="the delta the budget is counted at")
 
 
 class PrivacyLedgerRead(BaseModel):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictFloat
 
-from app.schemas.common import RequestModel
+from app.schemas.common import Id, RequestModel, VectorIds
 from app.schemas.merges import CALIBRATION_AUTO
 
 
@@ -17,11 +17,12 @@ class SecureMergeCreate(RequestModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    base_id: str | None = Field(default=None, description="default: the current base")
+    base_id: Id | None = Field(default=None, description="default: the current base")
     strategy: Literal["weighted_mean", "task_arithmetic"] = "weighted_mean"
-    lambda_: float = Field(default=1.0, alias="lambda", gt=0)
-    vector_ids: list[str] | None = Field(
-        default=None, min_length=1, description="share ids (status share or share_superseded)"
+    lambda_: StrictFloat = Field(default=1.0, alias="lambda", gt=0)
+    vector_ids: VectorIds | None = Field(
+        default=None,
+        description="share ids (status share or share_superseded) of at least K hospitals",
     )
-    benchmark_id: str | None = None
+    benchmark_id: Id | None = None
     calibration: str = Field(default=CALIBRATION_AUTO, min_length=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from app.models.upload import UploadStatus
 from app.schemas.common import MAX_JSON_INT, ReadModel, RequestModel
@@ -12,7 +12,7 @@ from app.schemas.common import MAX_JSON_INT, ReadModel, RequestModel
 
 class UploadCreate(RequestModel):
     sha256: str = Field(pattern="^[0-9a-fA-F]{64}$", description="hex sha256 of the file")
-    size: int = Field(
+    size: StrictInt = Field(
         gt=0,
         le=MAX_JSON_INT,
         description="file size in bytes (the registry's own limit, MEDVEC_MAX_UPLOAD_BYTES, "

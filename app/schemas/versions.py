@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictBool
 
 from app.models.version import VersionStatus
 from app.schemas.common import ReadModel, RequestModel
@@ -61,7 +61,7 @@ class VersionRead(ReadModel):
 
 class PromoteRequest(RequestModel):
     stage: Literal["staging", "production"]
-    force: bool = False
+    force: StrictBool = False
 
 
 class ContributionMetrics(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import ColumnElement, exists, select
@@ -47,6 +48,26 @@ def of_present_hospital() -> ColumnElement[bool]:
     """A filter on ``DataVector`` rows: the vector's hospital was not removed."""
     removed = select(Hospital.id).where(Hospital.removed_at.is_not(None))
     return DataVector.hospital_id.not_in(removed)
+
+
+def refuse_removed(session: Session, vectors: Sequence[DataVector]) -> None:
+    """``InvalidInput`` for the first of ``vectors`` (named by a merge request) whose
+    hospital was removed: a removed hospital's vectors are never merged again."""
+    removed = set(
+        session.scalars(
+            select(Hospital.id).where(
+                Hospital.id.in_({v.hospital_id for v in vectors}), Hospital.removed_at.is_not(None)
+            )
+        )
+    )
+    for vector in vectors:
+        if vector.hospital_id in removed:
+            raise InvalidInput(
+                f"vector {vector.id} belongs to a removed hospital and cannot be merged",
+                hint="leave it out of vector_ids",
+                vector_id=vector.id,
+                hospital_id=vector.hospital_id,
+            )
 
 
 def remove_hospital(

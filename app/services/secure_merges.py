@@ -24,7 +24,7 @@ from app.schemas.secure import SecureMergeCreate
 from app.security import Actor
 from app.services.calibration import calibration_source
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed
-from app.services.hospitals import of_present_hospital
+from app.services.hospitals import of_present_hospital, refuse_removed
 from app.services.merges import current_base, enqueue
 from app.services.secure_shares import SHARE_STATUSES
 from medvec.secure.encoding import FRAC_BITS, max_total_weight
@@ -42,6 +42,7 @@ def _shares(session: Session, base: BaseModelRecord, ids: Sequence[str] | None) 
     missing = [i for i in ids if i not in rows]
     if missing:
         raise NotFound(f"no share {missing[0]}", hint="list shares with GET /api/v1/vectors")
+    refuse_removed(session, [rows[i] for i in ids])
     wrong = [i for i in ids if rows[i].status not in SHARE_STATUSES or rows[i].base_id != base.id]
     if wrong:
         raise InvalidInput(
@@ -108,12 +109,16 @@ def request_secure_merge(
     base = base or current_base(session)
     shares = _shares(session, base, request.vector_ids)
     k = settings.secure_min_set_size
-    if len(shares) < k:
+    hospitals = len({s.hospital_id for s in shares})
+    if hospitals < k:
+        # as the share holder counts: a hospital's old and new share are one hospital
         raise InvalidInput(
-            f"a secure merge sums at least {k} shares; {len(shares)} selected",
-            hint="wait until more hospitals push with `medvec push --secure`",
+            f"a secure merge sums the shares of at least {k} hospitals; {hospitals} selected "
+            "(K counts hospitals, not shares)",
+            hint="name shares of more hospitals, or wait until more push with "
+            "`medvec push --secure`",
             k=k,
-            selected=len(shares),
+            selected=hospitals,
         )
     weights = _weights(request, shares, settings)
     inputs = [

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import BaseModelRecord, DataVector, Hospital, VectorStatus
+from app.models import BaseModelRecord, DataVector, VectorStatus
 from app.services.errors import InvalidInput, NotFound
 from app.services.generations import lineage
-from app.services.hospitals import of_present_hospital
+from app.services.hospitals import of_present_hospital, refuse_removed
 
 if TYPE_CHECKING:
     from medvec.merging import MergeSpec
@@ -67,23 +67,9 @@ def _explicit(session: Session, base: BaseModelRecord, ids: Sequence[str]) -> li
         raise NotFound(
             f"no vector {missing[0]}", hint="list vectors with GET /api/v1/vectors", ids=missing
         )
-    hospital_ids = {row.hospital_id for row in rows}
-    removed = set(
-        session.scalars(
-            select(Hospital.id).where(
-                Hospital.id.in_(hospital_ids), Hospital.removed_at.is_not(None)
-            )
-        )
-    )
+    refuse_removed(session, [found[i] for i in ids])
     for vector_id in ids:
         vector = found[vector_id]
-        if vector.hospital_id in removed:
-            raise InvalidInput(
-                f"vector {vector.id} belongs to a removed hospital and cannot be merged",
-                hint="leave it out of vector_ids",
-                vector_id=vector.id,
-                hospital_id=vector.hospital_id,
-            )
         if vector.status is VectorStatus.REJECTED:
             raise InvalidInput(
                 f"vector {vector.id} was rejected ({vector.reason}) and cannot be merged",

@@ -27,9 +27,12 @@ Array = NDArray[np.floating]
 
 
 class StrategyParams(BaseModel):
-    """Base of every strategy's parameters: unknown names are errors, not ignored."""
+    """Base of every strategy's parameters: unknown names are errors, not ignored, and so
+    is a value of another JSON type (``"0.5"`` or ``true`` for a number: a merge's params
+    are recorded and hashed as given, so a lax ``"0.5"`` would be a second job for the
+    merge of 0.5). A number field still takes an integer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import psycopg
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from selenium import webdriver
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
@@ -129,18 +131,50 @@ class Registry:
 
 
 def _serve(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
+    return serve_app(create_app(settings), "the registry")
+
+
+def serve_app(app: FastAPI, name: str) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """``app`` served by uvicorn on a loopback port in a daemon thread, once it started."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started and thread.is_alive():
         time.sleep(0.05)
     if not server.started:
-        pytest.fail("the registry did not start")
+        pytest.fail(f"{name} did not start")
     return server, thread, f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def serve_registry(
+    backend: str, data_dir: Path, database_url: str | None, **settings: Any
+) -> Iterator[Registry]:
+    """A registry on ``backend`` (its database built by the migrations on PostgreSQL, as
+    `medvec-server migrate` does before the API starts) with ``settings``, served until
+    the block ends."""
+    admin_token = "mv_" + secrets.token_urlsafe(32)
+    configured = Settings(
+        environment="test",
+        data_dir=data_dir,
+        database_url=database_url,
+        bootstrap_admin_token=admin_token,
+        max_header_bytes=MAX_HEADER,
+        **settings,
+    )
+    engine = make_engine(configured.resolved_database_url)
+    if database_url:
+        schema.upgrade(engine)
+    server, thread, url = _serve(configured)
+    store = LocalBlobStore(data_dir / "blobs")
+    try:
+        yield Registry(url, admin_token, configured, engine, store, backend)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        engine.dispose()
 
 
 @pytest.fixture(
@@ -154,25 +188,10 @@ def registry(
     backend = request.param
     data_dir = tmp_path_factory.mktemp(f"registry-{backend}")
     database_url = postgres_database() if backend == "postgres" else None
-    admin_token = "mv_" + secrets.token_urlsafe(32)
-    settings = Settings(
-        environment="test",
-        data_dir=data_dir,
-        database_url=database_url,
-        bootstrap_admin_token=admin_token,
-        max_upload_bytes=MAX_UPLOAD,
-        max_header_bytes=MAX_HEADER,
-        max_vector_norm=MAX_NORM,
-    )
-    engine = make_engine(settings.resolved_database_url)
-    if backend == "postgres":
-        schema.upgrade(engine)  # what `medvec-server migrate` does before the API starts
-    server, thread, url = _serve(settings)
-    store = LocalBlobStore(data_dir / "blobs")
-    yield Registry(url, admin_token, settings, engine, store, backend)
-    server.should_exit = True
-    thread.join(timeout=30)
-    engine.dispose()
+    with serve_registry(
+        backend, data_dir, database_url, max_upload_bytes=MAX_UPLOAD, max_vector_norm=MAX_NORM
+    ) as registry:
+        yield registry
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ PneumoniaMNIST images, hand-broken variants of it, and a small benchmark ``.npz`
 from __future__ import annotations
 
 import json
+import secrets
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from torch import Tensor
 from medvec.hashing import sha256_file
 from medvec.metrics import compute_metrics
 from medvec.models import ModelSpec, get_model, load_model_file, save_model_file
+from medvec.secure import write_shares
 from medvec.vectors import VectorMetadata, compute_vector, save_vector
 
 SPEC = ModelSpec(arch="resnet18", num_classes=2, in_channels=3, image_size=28)
@@ -65,6 +67,17 @@ class ModelKit:
             "spec": SPEC,
         }
         return VectorMetadata(**{**fields, **overrides})
+
+    def shares(self, hospital: str) -> tuple[Path, Path]:
+        """Share A (for the registry) and share B (for the share holder) of the kit's
+        vector, split for ``hospital`` under a fresh pair id, as `medvec push --secure` does."""
+        return write_shares(
+            self.tensors,
+            self.metadata(hospital),
+            self._next("share-a"),
+            self._next("share-b"),
+            pair_id=secrets.token_hex(16),
+        )
 
     def vector(
         self,

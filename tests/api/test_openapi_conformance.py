@@ -1,13 +1,16 @@
 """Defects the schemathesis run (tests/fuzz) found: answers the OpenAPI document did not
-describe, and requests it called valid that the registry refused."""
+describe, and requests it called valid that the registry refused; and requests it calls
+invalid that the registry took (a number for a boolean, a string for a number, an empty
+id for no id)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.api.conftest import Registry
+from tests.api.conftest import Hospital, Registry
 from tests.api.helpers import error
 
 
@@ -71,3 +74,59 @@ def test_the_schema_says_an_upload_sha256_is_hex(registry: Registry, hospital: A
     with registry.client(hospital.token) as client:
         response = client.post("/uploads", json={"sha256": "g" * 64, "size": 10})
     assert response.status_code == 422 and error(response)["code"] == "invalid_request"
+
+
+MISSING = "00000000-0000-0000-0000-000000000000"
+"""an id nothing has: a request that passed validation would answer 404 (or 409) there"""
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", f"/versions/{MISSING}/promote", {"stage": "production", "force": 0}, "force"),
+        ("POST", f"/versions/{MISSING}/promote", {"stage": "staging", "force": "yes"}, "force"),
+        ("POST", "/merges", {"base_id": ""}, "base_id"),
+        ("POST", "/merges", {"benchmark_id": ""}, "benchmark_id"),
+        ("POST", "/merges", {"selection": {"vector_ids": [MISSING, ""]}}, "vector_ids"),
+        ("POST", "/merges", {"seed": "1"}, "seed"),
+        ("POST", "/merges", {"seed": True}, "seed"),
+        ("POST", "/merges", {"selection": {"staleness_power": "0.5"}}, "staleness_power"),
+        ("POST", "/secure/merges", {"base_id": ""}, "base_id"),
+        ("POST", "/secure/merges", {"lambda": "0.5"}, "lambda"),
+        ("POST", f"/versions/{MISSING}/evaluations", {"benchmark_id": ""}, "benchmark_id"),
+        ("PUT", f"/hospitals/{MISSING}/privacy-budget", {"epsilon": "1", "delta": 0.1}, "epsilon"),
+        ("PUT", f"/hospitals/{MISSING}/privacy-budget", {"epsilon": 1, "delta": False}, "delta"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_422(
+    registry: Registry, method: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    """pydantic's lax mode would read 0 as false, "1" as 1 and true as 1; the schema says
+    boolean, integer, number, and an id of at least one character."""
+    before = registry.snapshot()
+    with registry.admin() as admin:
+        response = admin.request(method, path, json=body)
+    assert response.status_code == 422, response.text
+    assert error(response)["code"] == "invalid_request" and field in error(response)["message"]
+    assert registry.snapshot() == before
+
+
+def test_an_upload_size_is_a_json_integer(registry: Registry, hospital: Hospital) -> None:
+    with registry.client(hospital.token) as client:
+        response = client.post("/uploads", json={"sha256": "0" * 64, "size": "10"})
+    assert response.status_code == 422 and "size" in error(response)["message"], response.text
+
+
+@pytest.mark.parametrize("value", ["0.5", True])
+def test_a_strategy_parameter_of_the_wrong_type_is_422(
+    registry: Registry, base: dict[str, Any], value: Any
+) -> None:
+    """``"0.5"`` merged as 0.5 but was recorded (and hashed) as the string: the same merge
+    asked with 0.5 made a second job."""
+    before = registry.snapshot()
+    with registry.admin() as admin:
+        body = {"base_id": base["id"], "strategy": "task_arithmetic", "params": {"lambda": value}}
+        response = admin.post("/merges", json=body)
+    assert response.status_code == 422, response.text
+    assert "lambda" in error(response)["message"]
+    assert registry.snapshot() == before

@@ -6,34 +6,26 @@ again only when it failed."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from app.config import Settings
-from app.db import make_engine
 from app.jobs import DEFERRED_KEY
 from app.models import AuditEvent, JobStatus, MergeJob
-from app.schema import upgrade
 from app.schemas.secure import SecureMergeCreate
 from app.security import Actor
 from app.services.merges import SECURE_MERGE_TASK
 from app.services.secure_merges import request_secure_merge
-from app.storage import LocalBlobStore
-from medvec.secure import write_shares
 from tests.api.conftest import (
-    MAX_HEADER,
     MIB,
     Hospital,
     Registry,
-    _serve,
     make_hospital,
     post_base,
+    serve_registry,
 )
 from tests.api.factories import ModelKit
 from tests.api.helpers import error, resumable_push
@@ -50,24 +42,10 @@ def registry(
     """A registry whose upload limit holds a share (twice a float32 vector's size)."""
     data_dir = tmp_path_factory.mktemp(f"secure-{request.param}")
     database_url = postgres_database() if request.param == "postgres" else None
-    settings = Settings(
-        environment="test",
-        data_dir=data_dir,
-        database_url=database_url,
-        bootstrap_admin_token="mv_" + secrets.token_urlsafe(32),
-        max_upload_bytes=256 * MIB,
-        max_header_bytes=MAX_HEADER,
-    )
-    engine = make_engine(settings.resolved_database_url)
-    if database_url:
-        upgrade(engine)
-    server, thread, url = _serve(settings)
-    assert settings.bootstrap_admin_token is not None
-    token = settings.bootstrap_admin_token.get_secret_value()
-    yield Registry(url, token, settings, engine, LocalBlobStore(data_dir / "blobs"), request.param)
-    server.should_exit = True
-    thread.join(timeout=30)
-    engine.dispose()
+    with serve_registry(
+        request.param, data_dir, database_url, max_upload_bytes=256 * MIB
+    ) as registry:
+        yield registry
 
 
 @pytest.fixture(scope="module")
@@ -76,21 +54,10 @@ def base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
     return post_base(registry, kit, "secure-test")
 
 
-def _split(kit: ModelKit, hospital: str, folder: Path) -> tuple[Path, Path]:
-    stem = secrets.token_hex(4)
-    return write_shares(
-        kit.tensors,
-        kit.metadata(hospital),
-        folder / f"{stem}-a.safetensors",
-        folder / f"{stem}-b.safetensors",
-        pair_id=secrets.token_hex(16),
-    )
-
-
 def test_share_a_is_stored_idempotently_and_superseded(
-    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital, tmp_path: Path
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
 ) -> None:
-    share_a, share_b = _split(kit, hospital.name, tmp_path)
+    share_a, share_b = kit.shares(hospital.name)
     with registry.client(hospital.token) as client:
         first = resumable_push(client, share_a)
         assert first.status_code == 201, first.text
@@ -100,7 +67,7 @@ def test_share_a_is_stored_idempotently_and_superseded(
         again = resumable_push(client, share_a)
         assert again.status_code == 200 and again.json()["id"] == row["id"]
 
-        newer = resumable_push(client, _split(kit, hospital.name, tmp_path)[0])
+        newer = resumable_push(client, kit.shares(hospital.name)[0])
         assert newer.status_code == 201, newer.text
         assert client.get(f"/vectors/{row['id']}").json()["status"] == "share_superseded"
 
@@ -114,9 +81,8 @@ def test_another_hospitals_share_is_refused(
     kit: ModelKit,
     hospital: Hospital,
     other_hospital: Hospital,
-    tmp_path: Path,
 ) -> None:
-    share_a, _ = _split(kit, hospital.name, tmp_path)
+    share_a, _ = kit.shares(hospital.name)
     before = registry.snapshot()["rows"]["data_vectors"]
     with registry.client(other_hospital.token) as client:
         refused = resumable_push(client, share_a)
@@ -125,10 +91,10 @@ def test_another_hospitals_share_is_refused(
 
 
 def test_shares_never_enter_plain_merges_and_secure_merges_need_the_holder(
-    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital, tmp_path: Path
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
 ) -> None:
     with registry.client(hospital.token) as client:
-        share = resumable_push(client, _split(kit, hospital.name, tmp_path)[0]).json()
+        share = resumable_push(client, kit.shares(hospital.name)[0]).json()
     with registry.admin() as admin:
         plain = admin.post(
             "/merges", json={"base_id": base["id"], "selection": {"vector_ids": [share["id"]]}}
@@ -140,7 +106,7 @@ def test_shares_never_enter_plain_merges_and_secure_merges_need_the_holder(
 
 
 def test_a_secure_merge_is_one_job_and_a_failed_one_is_queued_again(
-    registry: Registry, base: dict[str, Any], kit: ModelKit, tmp_path: Path
+    registry: Registry, base: dict[str, Any], kit: ModelKit
 ) -> None:
     """The job is made before the share holder is asked anything: it needs only the
     holder's settings and K shares."""
@@ -151,7 +117,7 @@ def test_a_secure_merge_is_one_job_and_a_failed_one_is_queued_again(
     for _ in range(settings.secure_min_set_size):
         hospital = make_hospital(registry, "secure")
         with registry.client(hospital.token) as client:
-            ids.append(resumable_push(client, _split(kit, hospital.name, tmp_path)[0]).json()["id"])
+            ids.append(resumable_push(client, kit.shares(hospital.name)[0]).json()["id"])
     request = SecureMergeCreate(base_id=base["id"], vector_ids=ids, calibration="none")
 
     def ask(requester: str) -> tuple[str, bool]:

@@ -283,3 +283,14 @@ def test_idle_uploads_expire_and_lose_their_bytes(
     assert state.store.uploads.held(upload["id"]) == 0
     gone = client.get(f"{API}/uploads/{upload['id']}", headers=_auth(token))
     assert gone.status_code == 410
+
+
+@pytest.mark.parametrize("size", ["10", True, 10.0])
+def test_an_upload_size_is_a_json_integer(holder: tuple[TestClient, str], size: object) -> None:
+    """Not a string, a boolean or a float: pydantic's lax mode would read each as 10 or 1."""
+    client, admin = holder
+    token = _mint(client, admin, "hospital-a", "hospital")
+    body = {"sha256": "0" * 64, "size": size}
+    answer = client.post(f"{API}/uploads", json=body, headers=_auth(token))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "invalid_request" and "size" in answer.json()["message"]

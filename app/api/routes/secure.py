@@ -28,8 +28,10 @@ def request_secure_merge(
     response: Response,
 ) -> MergeAccepted:
     """Merge hospitals' shares: the worker asks the share holder for the sum of its shares,
-    adds the registry's, and decodes only the sum. 422 below K shares; the job fails with
-    the share holder's reason when it refuses the set (follow it at /api/v1/merges/{id}).
+    adds the registry's, and decodes only the sum. 422 for a share of a removed hospital,
+    an id named twice or below K hospitals (a hospital's two shares count once); the job
+    fails with the share holder's reason when it refuses the set (follow it at
+    /api/v1/merges/{id}).
     """
     job, _queued = secure_merges.request_secure_merge(session, body, actor=actor, settings=settings)
     response.headers["Location"] = f"/api/v1/merges/{job.id}"
