@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from medvec.errors import DifferencingSetError, SecureAggregationError, SetTooSmallError
+from medvec.errors import (
+    DifferencingSetError,
+    SecureAggregationError,
+    SetTooSmallError,
+    WeightsNotAllowedError,
+)
 from medvec.secure import (
     FRAC_BITS,
     check_query,
@@ -100,8 +105,9 @@ def test_guard_sees_differences_spread_over_several_sums() -> None:
     with pytest.raises(DifferencingSetError) as caught:
         check_query(history, dict.fromkeys("abcdefg", 1), 3)
     assert caught.value.detail["exposed"] == ["g"]
-    # weights count: the same set with one weight changed isolates that member
-    with pytest.raises(DifferencingSetError):
+    # only plain sums: a changed weight would isolate that member (and any unequal
+    # integer weights expose each vector modulo some number)
+    with pytest.raises(WeightsNotAllowedError):
         check_query([{"a": 1, "b": 1, "c": 1}], {"a": 1, "b": 1, "c": 2}, 3)
     assert exposed_members([{"a": 2, "b": 2}, {"a": 1, "b": 1}]) == []
 
