@@ -22,6 +22,7 @@ import numpy as np
 import psycopg
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from selenium import webdriver
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
@@ -129,17 +130,20 @@ class Registry:
 
 
 def _serve(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
+    return serve_app(create_app(settings))
+
+
+def serve_app(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """Serve ``app`` (the registry, or the share holder) with uvicorn on a loopback port."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started and thread.is_alive():
         time.sleep(0.05)
     if not server.started:
-        pytest.fail("the registry did not start")
+        pytest.fail("the server did not start")
     return server, thread, f"http://127.0.0.1:{port}"
 
 
