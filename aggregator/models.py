@@ -68,7 +68,8 @@ class AggShare(IdMixin, CreatedMixin, AggBase):
 
 
 class SummedSet(IdMixin, CreatedMixin, AggBase):
-    """A released sum: which pair ids with which integer weights, for which request."""
+    """A released sum: which pair ids (weight 1 each; rows released before issue 22 may
+    hold other weights, and the guard reasons about them as they are), for which request."""
 
     __tablename__ = "agg_summed_sets"
 

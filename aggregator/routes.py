@@ -108,7 +108,10 @@ class ShareRead(Read):
 
 class SumRequest(BaseModel):
     request_id: str = Field(min_length=1, max_length=200)
-    members: dict[str, int] = Field(description="pair id -> positive integer weight")
+    members: list[str] | dict[str, StrictInt] = Field(
+        description="the pair ids to sum, each once (the earlier form, pair id -> weight, is "
+        "accepted when every weight is 1)"
+    )
 
 
 class SummedSetRead(Read):
@@ -215,10 +218,13 @@ def release_sum(
     settings: SettingsDep,
     actor: RegistryCaller,
 ) -> FileResponse:
-    """The weighted sum of the members' shares B (a ``share_sum`` safetensors file).
+    """The plain sum of the members' shares B (a ``share_sum`` safetensors file whose
+    header names the members and their public weights' sum).
 
-    403 ``set_too_small`` below K members; 403 ``differencing_set`` when this sum and the
-    ones already released would reveal a member's vector (``detail.exposed``).
+    422 ``weights_not_allowed`` for a weight other than 1 or a pair id listed twice;
+    403 ``set_too_small`` below K hospitals; 403 ``differencing_set`` when this sum and
+    the ones already released would reveal something about one hospital's vectors alone
+    (``detail.exposed``). A refused request is not recorded.
     """
     path, released = sums.release_sum(
         session,

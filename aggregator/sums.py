@@ -1,10 +1,16 @@
-"""Releasing weighted sums of shares B to the registry, never one that isolates a vector.
+"""Releasing plain sums of shares B to the registry, never a set that reveals one hospital.
 
-A request names its members (pair ids) with positive integer weights and carries a
-``request_id`` (the registry's merge job id): asking again with the same id and members
-returns the same sum without counting as a new release, so a retried merge goes through.
-Requests are serialised (a table lock), so two concurrent requests cannot each pass the
-differencing check against a history that lacks the other.
+A request names its members (pair ids, each counted once: a weight other than 1 is
+refused with ``weights_not_allowed``, since integer weights expose each vector modulo
+some number) and carries a ``request_id`` (the registry's merge job id): asking again
+with the same id and members returns the same sum without counting as a new release, so
+a retried merge goes through. A refused request is not recorded and does not enter the
+guard's history. Requests are serialised (a table lock), so two concurrent requests
+cannot each pass the differencing check against a history that lacks the other.
+
+Each hospital pre-scaled its vector by its public weight before splitting it; the sum's
+header carries the members' public weights' sum (from their shares B), which the
+registry divides by.
 
 The guard counts hospitals, not pair ids (a hospital's new push is a new pair id, and
 ``{a, b, c_old}`` then ``{a, b, c_new}`` would reveal c's change). The sum itself is
@@ -15,7 +21,8 @@ set, whichever way it is computed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sqlalchemy import select, text, update
@@ -26,8 +33,8 @@ from aggregator.auth import AggActor
 from aggregator.models import AggShare, SummedSet
 from app.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.storage import BlobStore
-from medvec.errors import DifferencingSetError, SetTooSmallError
-from medvec.secure.guard import check_query
+from medvec.errors import DifferencingSetError, SetTooSmallError, WeightsNotAllowedError
+from medvec.secure.guard import check_query, require_plain
 from medvec.secure.running import SumUpdate, advance_sum, running_sum_name
 
 
@@ -41,6 +48,29 @@ class SetTooSmall(SetRefused):
 
 class DifferencingSet(SetRefused):
     code = "differencing_set"
+
+
+class WeightsNotAllowed(InvalidInput):
+    code = "weights_not_allowed"
+
+
+def plain_members(members: Sequence[str] | Mapping[str, int]) -> dict[str, int]:
+    """The request's members as ``{pair_id: 1}``: a list of pair ids, each once, or (the
+    earlier form of the request) a mapping whose every weight is 1."""
+    if isinstance(members, Mapping):
+        try:
+            require_plain(members)
+        except WeightsNotAllowedError as exc:
+            raise WeightsNotAllowed(exc.message, hint=exc.hint, **exc.detail) from exc
+        return {str(m): 1 for m in members}
+    repeated = sorted(m for m, count in Counter(members).items() if count > 1)
+    if repeated:
+        raise WeightsNotAllowed(
+            f"{len(repeated)} pair id(s) are listed more than once: a sum counts each once",
+            hint="list each pair id once",
+            members=repeated,
+        )
+    return dict.fromkeys(map(str, members), 1)
 
 
 def _serialise(session: Session) -> None:
@@ -76,18 +106,18 @@ def release_sum(
     actor: AggActor,
     *,
     request_id: str,
-    members: Mapping[str, int],
+    members: Sequence[str] | Mapping[str, int],
     k: int,
 ) -> tuple[Path, SummedSet]:
-    """Check, record and compute ``sum_j w_j * B_j``; returns the staged sum file."""
+    """Check, record and compute the plain sum ``sum_j B_j``; returns the staged sum file."""
     if not members:
-        raise InvalidInput("name the members of the sum", hint="members: {pair_id: weight}")
-    members = {str(m): int(w) for m, w in members.items()}
+        raise InvalidInput("name the members of the sum", hint="members: [pair_id, ...]")
+    members = plain_members(members)
     _serialise(session)
     released = session.scalar(select(SummedSet).where(SummedSet.request_id == request_id))
     if released is not None and released.members != members:
         raise Conflict(
-            f"request {request_id} was already answered for other members or weights",
+            f"request {request_id} was already answered for other members",
             hint="use a new request id for a new sum",
         )
     shares = {
@@ -137,7 +167,7 @@ def _running_sum(
         except FileNotFoundError:
             return None
 
-    running = store.derived_path(running_sum_name(base_sha256, members))
+    running = store.derived_path(running_sum_name(base_sha256))
     return advance_sum(running, members, locate, out)
 
 

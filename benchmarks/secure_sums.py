@@ -57,9 +57,8 @@ def _share(folder: Path, name: str, coords: int, pair: str) -> Path:
     meta = VectorMetadata(base_id="b", base_sha256="0" * 64, hospital=name, num_samples=1)
     layers = 8
     tensors = {f"layer{i}.weight": torch.randn(coords // layers) * 0.01 for i in range(layers)}
-    _, share_b = write_shares(
-        tensors, meta, folder / f"{name}-{pair}.a", folder / f"{name}-{pair}.b", pair_id=pair
-    )
+    a, b = folder / f"{name}-{pair}.a", folder / f"{name}-{pair}.b"
+    _, share_b = write_shares(tensors, meta, a, b, pair_id=pair, weight=1)
     (folder / f"{name}-{pair}.a").unlink()
     return share_b
 
@@ -72,8 +71,8 @@ def run(n: int, coords: int, repeat: int, folder: Path) -> float:
     paths = {p: _share(folder, f"h{i}", coords, p) for i, p in enumerate(pairs)}
     new_pair = secrets.token_hex(16)
     paths[new_pair] = _share(folder, "h0", coords, new_pair)
-    before = dict.fromkeys(pairs, 1)
-    after = {**dict.fromkeys(pairs[1:], 1), new_pair: 1}
+    before = set(pairs)
+    after = {*pairs[1:], new_pair}
     running = folder / "running.safetensors"
     keep = folder / "before.safetensors"
     advance_sum(running, before, paths.get, keep)
@@ -92,7 +91,7 @@ def run(n: int, coords: int, repeat: int, folder: Path) -> float:
     order = sorted(after)
 
     def rebuilt() -> None:
-        sum_shares([paths[p] for p in order], [1] * n, folder / "rebuilt.safetensors", order)
+        sum_shares([paths[p] for p in order], folder / "rebuilt.safetensors")
 
     t_moved = _best(repeat, moved, restore)
     t_rebuilt = _best(repeat, rebuilt)

@@ -76,3 +76,9 @@ class DifferencingSetError(SecureAggregationError):
     """A sum that, with the sums already released, would reveal one hospital's vector."""
 
     code = "differencing_set"
+
+
+class WeightsNotAllowedError(SecureAggregationError):
+    """A sum asked with a member weight other than 1: only plain (0/1) sums are released."""
+
+    code = "weights_not_allowed"

@@ -1,16 +1,18 @@
 """Run one secure merge job: the registry's sum of shares A plus the share holder's sum of
 shares B, decoded into the only clear value, ``scale * sum_i w_i tau_i``.
 
-Same three transactions as :mod:`worker.merge` (claim, compute outside any transaction,
-finish), and the same version and lineage rows. In between:
+Each hospital pre-scaled its shares by its public weight ``w_i``, so both sums are plain
+(0/1) sums. Same three transactions as :mod:`worker.merge` (claim, compute outside any
+transaction, finish), and the same version and lineage rows. In between:
 
-1. ask the share holder for ``sum_i w_i B_i`` over the job's pair ids (the job id is the
+1. ask the share holder for ``sum_i B_i`` over the job's pair ids (the job id is the
    request id, so a retried job gets the same sum without a second release); a refusal
-   (set below K, differencing set) fails the job with the holder's reason;
-2. sum the registry's own shares ``sum_i w_i A_i`` with the same integer weights, moved
-   from the base's running sum of shares A (:mod:`medvec.secure.running`): only the
-   shares superseded or added since the last secure merge of that weighting are read;
-3. add, decode and scale (``1 / sum w`` for a weighted mean, ``lambda`` for task
+   (set below K, differencing set) fails the job with the holder's reason. The sum's
+   header carries ``W = sum_i w_i`` from the shares B, which must equal the job's;
+2. sum the registry's own shares ``sum_i A_i``, moved from the base's running sum of
+   shares A (:mod:`medvec.secure.running`): only the shares superseded or added since
+   the last secure merge are read;
+3. add, decode and scale (``1 / W`` for a weighted mean, ``lambda * N / W`` for task
    arithmetic) into one float vector in the staging area, and hand it to the ordinary
    merge (task arithmetic with lambda 1 onto the base, BatchNorm recalibration, blob).
 
@@ -34,7 +36,7 @@ from app.services import audit
 from app.services.secure_shares import SHARE_STATUSES
 from app.storage import BlobStore
 from medvec.secure.running import SumUpdate, advance_sum, running_sum_name
-from medvec.secure.shares import decode_sum_to_vector
+from medvec.secure.shares import decode_sum_to_vector, read_sum_info
 from medvec.vectors import VectorMetadata
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
@@ -51,11 +53,12 @@ HOLDER_TIMEOUT_S = 600.0
 
 @dataclass(frozen=True)
 class SecureInputs:
-    """A secure job's members (``{pair_id: weight}``), its params, and where every share
-    of its base is (``{pair_id: sha256}``, superseded ones too: the running sum of shares
-    A subtracts them)."""
+    """A secure job's members (pair ids), the sum of their public weights, its params, and
+    where every share of its base is (``{pair_id: sha256}``, superseded ones too: the
+    running sum of shares A subtracts them)."""
 
-    members: dict[str, int]
+    members: list[str]
+    weight: int
     params: dict[str, Any]
     shares: dict[str, str]
 
@@ -65,16 +68,17 @@ def _inputs(session: Session, job_id: str) -> SecureInputs:
     if job is None:
         raise JobGone(f"merge job {job_id} does not exist")
     inputs = job.selection.get("inputs", [])
-    members = {str(i["pair_id"]): int(i["weight"]) for i in inputs}
+    members = [str(i["pair_id"]) for i in inputs]
+    weight = sum(int(i["weight"]) for i in inputs)
     query = select(DataVector.meta, DataVector.sha256).where(
         DataVector.base_id == job.base_id, DataVector.status.in_(SHARE_STATUSES)
     )
     shares = {str(meta["share"]["pair_id"]): sha for meta, sha in session.execute(query)}
-    return SecureInputs(members, dict(job.params), shares)
+    return SecureInputs(members, weight, dict(job.params), shares)
 
 
 def fetch_holder_sum(
-    settings: WorkerSettings, request_id: str, members: dict[str, int], out: Path
+    settings: WorkerSettings, request_id: str, members: list[str], out: Path
 ) -> None:
     """Stream the share holder's sum into ``out``; refusals are terminal, outages retried."""
     if not settings.share_holder_url or settings.share_holder_token is None:
@@ -114,7 +118,7 @@ def _refusal(response: httpx.Response) -> str:
 
 
 def _own_sum(store: BlobStore, plan: MergePlan, inputs: SecureInputs, out: Path) -> SumUpdate:
-    """``sum_i w_i A_i``, moved from the base's running sum of shares A."""
+    """``sum_i A_i``, moved from the base's running sum of shares A."""
 
     def locate(pair_id: str) -> Path | None:
         sha = inputs.shares.get(pair_id)
@@ -123,7 +127,7 @@ def _own_sum(store: BlobStore, plan: MergePlan, inputs: SecureInputs, out: Path)
         except FileNotFoundError:
             return None
 
-    running = store.derived_path(running_sum_name(plan.base_sha256, inputs.members))
+    running = store.derived_path(running_sum_name(plan.base_sha256))
     return advance_sum(running, inputs.members, locate, out)
 
 
@@ -150,8 +154,16 @@ def compute_secure(
             own.shares_read,
             len(members),
         )
-        total = sum(members.values())
-        scale = float(params["lambda"]) if "lambda" in params else 1.0 / total
+        total = read_sum_info(sum_b).weight
+        if total != inputs.weight:
+            raise TerminalJobError(
+                f"the share holder's shares record public weights summing to {total}, the "
+                f"job's {inputs.weight} (a job queued before public weights, or shares of "
+                "one vector that disagree): request the merge again"
+            )
+        scale = 1.0 / total
+        if "lambda" in params:  # task arithmetic, the public weights normalised to mean 1
+            scale = float(params["lambda"]) * len(members) / total
         metadata = VectorMetadata(
             base_id=plan.base_id,
             base_sha256=plan.base_sha256,

@@ -11,9 +11,12 @@ from app.schemas.merges import CALIBRATION_AUTO
 
 
 class SecureMergeCreate(RequestModel):
-    """``weighted_mean`` (integer weights: the sample counts) or ``task_arithmetic``
-    (``lambda * sum``, weight 1 each) over shares. With no ``vector_ids``: every hospital's
-    current share for the base."""
+    """``weighted_mean`` (``sum_i w_i tau_i / sum_i w_i``, ``w_i`` the public weight each
+    hospital pre-scaled its shares by: its sample count, 1 with distributed DP) or
+    ``task_arithmetic`` (``lambda * N / sum_i w_i * sum_i w_i tau_i``: task arithmetic
+    with the public weights normalised to mean 1, ``lambda * sum_i tau_i`` when they are
+    equal) over shares. With no ``vector_ids``: every hospital's current share for the
+    base."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

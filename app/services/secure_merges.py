@@ -1,11 +1,13 @@
-"""Secure merge requests: pick the shares, fix integer weights, key and queue the job.
+"""Secure merge requests: pick the shares, read their public weights, key and queue the job.
 
 The job is an ordinary ``MergeJob`` (strategy ``secure_weighted_mean`` or
 ``secure_task_arithmetic``), so it is idempotent by its inputs hash, leased and retried
-like any merge, and its version is evaluated and promoted like any other. Weights are
-applied to shares, which live in Z/2^64, so they must be integers: a weighted mean uses
-the sample counts, scaled down (and rounded) only when their sum would let the sum of
-vectors of norm ``MEDVEC_MAX_VECTOR_NORM`` wrap around the ring.
+like any merge, and its version is evaluated and promoted like any other. The registry
+chooses no weight: each hospital pre-scaled its shares by its public weight at push time
+(its sample count, 1 with distributed DP), and the share holder only releases plain
+sums. A set is refused when its weights' sum would let the sum of vectors of norm
+``MEDVEC_MAX_VECTOR_NORM`` wrap around the ring, and when it mixes shares pushed before
+public weights (which encode their vectors unscaled) with pre-scaled ones.
 """
 
 from __future__ import annotations
@@ -53,32 +55,34 @@ def _shares(session: Session, base: BaseModelRecord, ids: Sequence[str] | None) 
     return [rows[i] for i in ids]
 
 
-def integer_weights(samples: Sequence[int], max_total: int) -> list[int]:
-    """The sample counts, or (when their sum passes ``max_total``) the counts scaled to
-    fit and rounded, never below 1."""
-    total = sum(samples)
-    if total <= max_total:
-        return list(samples)
-    factor = (max_total - len(samples)) / total
-    return [max(1, int(n * factor)) for n in samples]
-
-
-def _weights(request: SecureMergeCreate, shares: list[DataVector], settings: Settings) -> list[int]:
+def _weights(shares: list[DataVector], settings: Settings) -> list[int]:
+    """The public weights the shares were pre-scaled by (a share pushed before public
+    weights encodes its vector unscaled: weight 1)."""
     if settings.max_vector_norm is None:
         raise InvalidInput(
             "secure merges need a norm bound: without it the encoded sum may overflow",
             hint="set MEDVEC_MAX_VECTOR_NORM (docs/secure-aggregation.md, overflow analysis)",
         )
+    recorded = [s.meta["share"].get("weight") for s in shares]
+    legacy = [s.id for s, w in zip(shares, recorded, strict=True) if w is None]
+    if legacy and len(legacy) < len(shares):
+        raise InvalidInput(
+            f"{len(legacy)} of the {len(shares)} shares were pushed before public weights: "
+            "they encode their vectors unscaled and cannot be averaged with pre-scaled ones",
+            hint="ask those hospitals to push again (`medvec push --secure`), or merge the "
+            "older shares on their own",
+            vector_ids=legacy,
+        )
+    weights = [int(w or 1) for w in recorded]
     limit = max_total_weight(settings.max_vector_norm)
-    if request.strategy == "task_arithmetic":
-        weights = [1] * len(shares)
-    else:
-        weights = integer_weights([s.num_samples for s in shares], limit)
     if sum(weights) > limit:
         raise InvalidInput(
-            f"{len(shares)} shares cannot be summed without overflow at norm bound "
-            f"{settings.max_vector_norm}",
-            hint="lower MEDVEC_MAX_VECTOR_NORM or merge fewer shares",
+            f"the shares' public weights sum to {sum(weights)}, over {limit}: their sum "
+            f"could wrap around the ring at norm bound {settings.max_vector_norm}",
+            hint="merge fewer shares, lower MEDVEC_MAX_VECTOR_NORM, or have hospitals push "
+            "with a smaller --secure-weight",
+            total_weight=sum(weights),
+            limit=limit,
         )
     return weights
 
@@ -120,7 +124,7 @@ def request_secure_merge(
             k=k,
             selected=hospitals,
         )
-    weights = _weights(request, shares, settings)
+    weights = _weights(shares, settings)
     inputs = [
         {
             "vector_id": s.id,

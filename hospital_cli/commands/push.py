@@ -62,6 +62,14 @@ def push(
     max_norm: Annotated[
         float, typer.Option(help="--secure: the registry's norm bound (MEDVEC_MAX_VECTOR_NORM).")
     ] = 1.0e4,
+    secure_weight: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="--secure: the public weight your shares are pre-scaled by (default: the "
+            "vector's sample count; 1 with --dp-noise).",
+        ),
+    ] = None,
     profile: ProfileOpt = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
@@ -78,7 +86,9 @@ def push(
 
     sha256 = sha256_file(vector)
     if secure:
-        options = SecureOptions(share_holder, share_holder_token, dp_noise, dp_clip, dp_k, dp_delta)
+        options = SecureOptions(
+            share_holder, share_holder_token, dp_noise, dp_clip, dp_k, dp_delta, secure_weight
+        )
         _push_secure(
             vector,
             sha256,
@@ -90,8 +100,10 @@ def push(
             as_json,
         )
         return
-    if dp_noise is not None:
-        raise typer.BadParameter("--dp-noise on push needs --secure (else use `medvec train`)")
+    if dp_noise is not None or secure_weight is not None:
+        raise typer.BadParameter(
+            "--dp-noise and --secure-weight on push need --secure (else use `medvec train`)"
+        )
     with make_client(profile, server, token) as client, output.progress_bytes() as bar:
         task = bar.add_task(f"push {vector.name}", total=vector.stat().st_size)
         uploader = Uploader(
@@ -146,6 +158,7 @@ class SecureOptions:
     dp_clip: float | None
     dp_k: int
     dp_delta: float
+    weight: int | None
 
 
 def _push_secure(
@@ -170,7 +183,9 @@ def _push_secure(
         if not options.dp_clip:
             raise typer.BadParameter("--dp-noise needs --dp-clip (the L2 bound C)")
         noise = DistributedNoise(options.dp_noise, options.dp_clip, options.dp_k, options.dp_delta)
-    pair = prepare_shares(vector, sha256, cache_dir(), noise=noise, max_norm=max_norm)
+    pair = prepare_shares(
+        vector, sha256, cache_dir(), noise=noise, max_norm=max_norm, weight=options.weight
+    )
     resume = ResumeStore(cache_dir() / "uploads")
     holder = ShareHolderClient(options.share_holder, options.share_holder_token)
     with client, holder, output.progress_bytes() as bar:
@@ -195,5 +210,5 @@ def _push_secure(
     record = result["registry"]["vector"]
     output.success(
         f"share {record.get('id')} {record.get('status')} at the registry, share B held by "
-        f"the share holder; pair {pair.pair_id[:12]}…"
+        f"the share holder; pair {pair.pair_id[:12]}…, public weight {pair.weight}"
     )

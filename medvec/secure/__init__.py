@@ -1,11 +1,12 @@
 """Secure aggregation with two non-colluding servers holding additive shares (Prio-style).
 
-A hospital encodes its data vector in fixed point over the ring of integers modulo
-``2**64`` (:mod:`medvec.secure.encoding`), draws a uniformly random share B and sends
-``A = encoded - B`` to the registry and ``B`` to the share holder
-(:mod:`medvec.secure.shares`). Each server alone holds uniform noise. Only sums over at
-least K vectors are ever reconstructed, and the share holder refuses a set that, with
-the sums it already released, would isolate one vector (:mod:`medvec.secure.guard`).
+A hospital scales its data vector by its public weight, encodes it in fixed point over
+the ring of integers modulo ``2**64`` (:mod:`medvec.secure.encoding`), draws a uniformly
+random share B and sends ``A = encoded - B`` to the registry and ``B`` to the share
+holder (:mod:`medvec.secure.shares`). Each server alone holds uniform noise. Only plain
+sums over at least K hospitals are ever reconstructed, and the share holder refuses a
+set that, with the sums it already released, would reveal anything about one hospital
+alone (:mod:`medvec.secure.guard`).
 """
 
 from medvec.lazy import lazy_attributes

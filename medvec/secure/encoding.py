@@ -4,9 +4,9 @@ A value ``x`` is encoded as ``round(x * 2**FRAC_BITS) mod 2**64`` (two's complem
 sums of encodings are encodings of sums as long as the true sum stays inside
 ``(-2**63, 2**63) / 2**FRAC_BITS``. numpy's ``uint64`` arithmetic wraps modulo ``2**64``,
 which is exactly the ring. The overflow analysis (docs/secure-aggregation.md): a vector
-of L2 norm at most ``B`` has every coordinate in ``[-B, B]``, so a sum with non-negative
-integer weights ``w_i`` stays exact while ``sum(w_i) * B * 2**FRAC_BITS < 2**63``
-(:func:`max_total_weight`).
+of L2 norm at most ``B`` has every coordinate in ``[-B, B]``, so a plain sum of vectors
+each pre-scaled by its public weight ``w_i`` stays exact while
+``sum(w_i) * B * 2**FRAC_BITS < 2**63`` (:func:`max_total_weight`).
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def split(encoded: Ring) -> tuple[Ring, Ring]:
 
 
 def max_total_weight(max_norm: float, *, frac_bits: int = FRAC_BITS) -> int:
-    """The largest ``sum(w_i)`` for which a weighted sum of vectors of norm at most
-    ``max_norm`` cannot wrap around the ring."""
+    """The largest ``sum(w_i)`` for which a sum of vectors of norm at most ``max_norm``,
+    each scaled by its weight ``w_i``, cannot wrap around the ring."""
     if not max_norm > 0:
         raise SecureAggregationError(f"the norm bound must be > 0, not {max_norm}")
     return int(SIGNED_LIMIT / (max_norm * float(1 << frac_bits))) - 1

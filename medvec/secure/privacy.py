@@ -6,7 +6,9 @@ central Gaussian mechanism needs (std ``sigma * C`` for vectors clipped to L2 no
 sum over K hospitals carries variance ``(sigma * C)^2``. The guarantee is the central
 one, ``gaussian_epsilon(sigma, delta)``, and it holds only for sums in which at least K
 honest hospitals added their noise; the share holder's minimum set size K enforces the
-count, not the honesty. The record written into the vector's metadata says so.
+count, not the honesty. The record written into the vector's metadata says so. The
+noisy vector's shares have public weight 1: pre-scaling by unequal weights would scale
+each hospital's part of the noise apart from the others', and the guarantee with it.
 """
 
 from __future__ import annotations

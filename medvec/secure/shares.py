@@ -1,12 +1,15 @@
-"""Share files: a vector's two additive shares, their weighted sums, and decoding a sum.
+"""Share files: a vector's two additive shares, their plain sums, and decoding a sum.
 
 A share file is a safetensors file whose tensors are the vector's tensor names in
 ``U64`` (elements of Z/2^64). Its header holds ``medvec.format = "share"`` and
 ``medvec.share`` (:class:`ShareInfo`: role A or B, the pair id both shares carry, the
-encoding). Share A, for the registry, also carries the vector's non-secret metadata
-under ``medvec.vector`` (base, samples, spec, privacy record); share B, for the share
-holder, carries only what it needs to sum. Every function here reads and writes one
-tensor at a time: memory stays O(one tensor) whatever the number of shares.
+public weight, the encoding). The two shares add up to the encoding of ``weight * tau``:
+the hospital pre-scales its own vector, so that the only sums ever released, plain 0/1
+sums, give the weighted mean once divided by the sum of the public weights (which a sum
+file's header carries). Share A, for the registry, also carries the vector's non-secret
+metadata under ``medvec.vector`` (base, samples, spec, privacy record); share B, for the
+share holder, carries only what it needs to sum. Every function here reads and writes
+one tensor at a time: memory stays O(one tensor) whatever the number of shares.
 """
 
 from __future__ import annotations
@@ -65,14 +68,26 @@ class ShareInfo(BaseModel):
     hospital: str = Field(min_length=1)
     base_id: str = Field(min_length=1)
     base_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    weight: int | None = Field(
+        default=None,
+        ge=1,
+        description="the public weight the vector was pre-scaled by; None: a share written "
+        "before public weights, which encodes the vector unscaled",
+    )
     frac_bits: int = FRAC_BITS
     modulus_bits: int = MODULUS_BITS
 
+    @property
+    def public_weight(self) -> int:
+        """What the share encodes is ``public_weight * tau`` (1 for a share without one)."""
+        return self.weight or 1
+
 
 class SumInfo(BaseModel):
-    """The header of a weighted sum of shares."""
+    """The header of a plain sum of shares: its members (each once) and their weights' sum."""
 
-    members: dict[str, int]
+    members: list[str]
+    weight: int = Field(ge=0, description="the sum of the members' public weights")
     frac_bits: int = FRAC_BITS
     modulus_bits: int = MODULUS_BITS
 
@@ -88,14 +103,18 @@ def write_shares(
     out_b: Path,
     *,
     pair_id: str,
+    weight: int,
 ) -> tuple[Path, Path]:
-    """Encode ``tensors`` and write share A (with ``metadata``) and share B."""
+    """Encode ``weight * tensors`` and write share A (with ``metadata``) and share B, both
+    recording the public ``weight``. The caller checks that the scaled vector fits the
+    encoding (:func:`medvec.secure.encoding.max_total_weight`)."""
     info = ShareInfo(
         role="A",
         pair_id=pair_id,
         hospital=metadata.hospital,
         base_id=metadata.base_id,
         base_sha256=metadata.base_sha256,
+        weight=weight,
     )
     layout = [(name, torch.uint64, tuple(t.shape)) for name, t in tensors.items()]
     header_a = {
@@ -113,7 +132,8 @@ def write_shares(
         writer_b = SafetensorsWriter(out_b, layout, header_b)
         stack.callback(writer_b.abort)
         for name, tensor in tensors.items():
-            share_a, share_b = split(encode(tensor.detach().cpu().to(torch.float64).numpy()))
+            scaled = tensor.detach().cpu().to(torch.float64).numpy() * float(weight)
+            share_a, share_b = split(encode(scaled))
             writer_a.write(name, torch.from_numpy(share_a))
             writer_b.write(name, torch.from_numpy(share_b))
         writer_a.commit()
@@ -198,41 +218,48 @@ def validate_share(
     return info
 
 
-def sum_shares(
-    paths: Sequence[Path], weights: Sequence[int], out: Path, members: Sequence[str]
-) -> str:
-    """Write ``sum_i weights[i] * share_i`` (mod 2^64), tensor by tensor; return its sha256.
+def sum_shares(paths: Sequence[Path], out: Path) -> str:
+    """Write the plain sum of the shares (mod 2^64), tensor by tensor; return its sha256.
+    The header names the members (the shares' pair ids) and their public weights' sum."""
+    return combine_shares(None, paths, [], out)
 
-    ``members`` (the pair ids, in the order of ``paths``) are recorded in the header.
-    """
-    if not paths or len(paths) != len(weights) or len(paths) != len(members):
-        raise SecureAggregationError("give as many weights and members as shares (at least 1)")
-    info = SumInfo(members={m: int(w) for m, w in zip(members, weights, strict=True)})
-    return combine_shares(None, list(zip(paths, weights, strict=True)), [], out, info)
+
+def _summed(start: Path | None, add: Sequence[Path], remove: Sequence[Path]) -> SumInfo:
+    """The header of ``start + sum(add) - sum(remove)``: every member at most once."""
+    held = read_sum_info(start) if start is not None else SumInfo(members=[], weight=0)
+    members, weight = set(held.members), held.weight
+    for path in remove:
+        info = read_share_info(path)
+        if info.pair_id not in members:
+            raise SecureAggregationError(f"pair {info.pair_id} is not in the sum it leaves")
+        members.discard(info.pair_id)
+        weight -= info.public_weight
+    for path in add:
+        info = read_share_info(path)
+        if info.pair_id in members:
+            raise SecureAggregationError(f"pair {info.pair_id} would be summed twice")
+        members.add(info.pair_id)
+        weight += info.public_weight
+    if not members:
+        raise SecureAggregationError("nothing to sum")
+    return SumInfo(members=sorted(members), weight=weight)
 
 
 def combine_shares(
-    start: Path | None,
-    add: Sequence[tuple[Path, int]],
-    remove: Sequence[tuple[Path, int]],
-    out: Path,
-    info: SumInfo,
+    start: Path | None, add: Sequence[Path], remove: Sequence[Path], out: Path
 ) -> str:
-    """Write ``start + sum w * add_i - sum w * remove_i`` (mod 2^64) with header ``info``;
-    ``start`` is a sum file (or ``None``: zero). Return the sha256.
+    """Write ``start + sum(add) - sum(remove)`` (mod 2^64); ``start`` is a sum file (or
+    ``None``: zero). Each share counts once: only plain sums exist. Return the sha256.
 
     Arithmetic in Z/2^64 is exact, so a running sum moved by subtracting a member and
     adding another holds the same bytes as the sum computed from scratch.
     """
-    if any(int(w) <= 0 for _, w in [*add, *remove]):
-        raise SecureAggregationError("share weights must be positive integers")
+    info = _summed(start, add, remove)
     with ExitStack() as stack:
-        terms = [(stack.enter_context(LazyTensorReader(p)), int(w), +1) for p, w in add]
-        terms += [(stack.enter_context(LazyTensorReader(p)), int(w), -1) for p, w in remove]
+        terms = [(stack.enter_context(LazyTensorReader(p)), +1) for p in add]
+        terms += [(stack.enter_context(LazyTensorReader(p)), -1) for p in remove]
         first = stack.enter_context(LazyTensorReader(start)) if start is not None else None
-        readers = ([first] if first is not None else []) + [r for r, _, _ in terms]
-        if not readers:
-            raise SecureAggregationError("nothing to sum")
+        readers = ([first] if first is not None else []) + [r for r, _ in terms]
         names = readers[0].keys()
         for reader in readers[1:]:
             if sorted(reader.keys()) != sorted(names):
@@ -250,8 +277,8 @@ def combine_shares(
                 total = _ring(first.read(name, copy=True))
             else:
                 total = np.zeros(readers[0].info(name).shape, dtype=np.uint64)
-            for reader, weight, sign in terms:
-                term = np.uint64(weight) * _ring(reader.read(name))
+            for reader, sign in terms:
+                term = _ring(reader.read(name))
                 if sign > 0:
                     total += term
                 else:
@@ -278,19 +305,21 @@ def decode_sum_to_vector(
 ) -> Path:
     """Add the two servers' sums, decode, multiply by ``scale`` and write a float32 vector.
 
-    The result is ``scale * sum_i w_i tau_i``: the only value that exists in the clear.
-    Running statistics of normalisation layers are multiplied by ``stat_scale`` instead
-    (default ``scale``): every merge averages them (``1 / sum_i w_i``), whatever it does
-    to the weights (task arithmetic's lambda times the sum would give statistics of no
-    network; see ``medvec.merging.combine``).
+    The result is ``scale * sum_i w_i tau_i`` (each ``w_i tau_i`` pre-scaled by its
+    hospital): the only value that exists in the clear. Running statistics of
+    normalisation layers are multiplied by ``stat_scale`` instead (default ``scale``):
+    every merge averages them (``1 / sum_i w_i``), whatever it does to the weights (task
+    arithmetic's lambda times the sum would give statistics of no network; see
+    ``medvec.merging.combine``).
     """
     info_a, info_b = read_sum_info(sum_a), read_sum_info(sum_b)
-    if info_a.members != info_b.members:
+    if info_a.members != info_b.members or info_a.weight != info_b.weight:
         raise SecureAggregationError(
-            "the two sums are over different sets or weights",
-            hint="ask the share holder for the same members and weights",
-            registry=info_a.members,
-            share_holder=info_b.members,
+            "the two sums are over different sets, or their shares record other weights",
+            hint="ask the share holder for the same members; a hospital whose shares "
+            "disagree on its weight must push again",
+            registry={"members": info_a.members, "weight": info_a.weight},
+            share_holder={"members": info_b.members, "weight": info_b.weight},
         )
     with LazyTensorReader(sum_a) as reader_a, LazyTensorReader(sum_b) as reader_b:
         tensors = {}

@@ -2,23 +2,32 @@
 ``share`` row, idempotent, superseded by the hospital's next share, refused as share B or
 from another hospital, and kept out of plain merges; secure merges are refused without a
 share holder or below K shares, and the same shares asked for again are one job, queued
-again only when it failed."""
+again only when it failed. A secure merge takes the public weights the hospitals
+pre-scaled their shares by, and refuses a set whose weights could wrap or that mixes
+shares pushed before public weights with pre-scaled ones."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
 from app.jobs import DEFERRED_KEY
 from app.models import AuditEvent, JobStatus, MergeJob
 from app.schemas.secure import SecureMergeCreate
 from app.security import Actor
+from app.services.errors import InvalidInput
 from app.services.merges import SECURE_MERGE_TASK
 from app.services.secure_merges import request_secure_merge
+from medvec.secure.encoding import max_total_weight
+from medvec.secure.shares import SHARE_KEY
 from tests.api.conftest import (
     MIB,
     Hospital,
@@ -52,6 +61,19 @@ def registry(
 def base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
     """On this module's own registry, which the session-scoped shared ``base`` cannot use."""
     return post_base(registry, kit, "secure-test")
+
+
+def _as_legacy(share: Path) -> Path:
+    """The share as written before public weights: no weight in its header."""
+    tensors = load_file(share)
+    with safe_open(share, "pt") as handle:
+        metadata = dict(handle.metadata())
+    info = json.loads(metadata[SHARE_KEY])
+    del info["weight"]
+    metadata[SHARE_KEY] = json.dumps(info)
+    legacy = share.with_name(f"legacy-{share.name}")
+    save_file(tensors, legacy, metadata=metadata)
+    return legacy
 
 
 def test_share_a_is_stored_idempotently_and_superseded(
@@ -144,3 +166,45 @@ def test_a_secure_merge_is_one_job_and_a_failed_one_is_queued_again(
         events = session.scalars(select(AuditEvent).where(AuditEvent.target_id == job_id)).all()
     assert [e.action for e in events] == ["merge.requested", "merge.requested"]
     assert all(e.payload["vector_ids"] == ids for e in events)
+
+
+def test_a_secure_merge_takes_the_public_weights_and_refuses_mixing_or_wrapping(
+    registry: Registry, base: dict[str, Any], kit: ModelKit
+) -> None:
+    settings = registry.settings.model_copy(
+        update={"share_holder_url": "http://holder.invalid", "share_holder_token": SecretStr("t")}
+    )
+    weights = [5, 7, 11]
+    ids, legacy_ids = [], []
+    for weight in weights:
+        hospital = make_hospital(registry, "weights")
+        share_a, _ = kit.shares(hospital.name, weight)
+        with registry.client(hospital.token) as client:
+            ids.append(resumable_push(client, share_a).json()["id"])
+            legacy = resumable_push(client, _as_legacy(share_a))
+            assert legacy.status_code == 201, legacy.text
+            legacy_ids.append(legacy.json()["id"])
+
+    def ask(vector_ids: list[str], update: dict[str, Any] | None = None) -> MergeJob:
+        request = SecureMergeCreate(base_id=base["id"], vector_ids=vector_ids, calibration="none")
+        with registry.session() as session, session.begin():
+            job, _ = request_secure_merge(
+                session,
+                request,
+                actor=Actor.system("weights"),
+                settings=settings.model_copy(update=update or {}),
+            )
+            session.info.pop(DEFERRED_KEY, None)
+            return job
+
+    job = ask(ids)
+    assert [i["weight"] for i in job.selection["inputs"]] == weights
+    assert [i["weight"] for i in ask(legacy_ids).selection["inputs"]] == [1, 1, 1]
+    with pytest.raises(InvalidInput, match="before public weights") as mixed:
+        ask([ids[0], ids[1], legacy_ids[2]])
+    assert mixed.value.detail == {"vector_ids": [legacy_ids[2]]}
+    norm = 2.0**63 / (2.0**24 * 20)  # a bound at which the weights may sum to 19 at most
+    assert max_total_weight(norm) == 19
+    with pytest.raises(InvalidInput, match="could wrap") as wrapping:
+        ask(ids, {"max_vector_norm": norm})
+    assert wrapping.value.detail == {"total_weight": 23, "limit": 19}

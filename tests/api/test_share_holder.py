@@ -1,22 +1,26 @@
-"""The share holder's API in-process: tokens and roles, resumable share uploads, and the
-sums it releases or refuses (set below K, differencing set, replayed request)."""
+"""The share holder's API: tokens and roles, resumable share uploads, and the sums it
+releases or refuses (set below K, differencing set, replayed request) in-process; the
+weighted-sum attack of issue 22 and every small weight vector refused over real HTTP."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
 from aggregator.config import AggregatorSettings
 from aggregator.main import create_app
-from medvec.secure import sum_shares, write_shares
+from medvec.secure import decode_sum_to_vector, sum_shares, write_shares
 from medvec.secure.shares import read_sum_info
-from medvec.vectors import VectorMetadata
+from medvec.vectors import VectorMetadata, load_vector
+from tests.api.conftest import serve_app
 
 API = "/api/v1"
 
@@ -31,25 +35,53 @@ def holder(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
         yield client, admin
 
 
+@pytest.fixture
+def live_holder(tmp_path: Path) -> Iterator[tuple[httpx.Client, str]]:
+    """The share holder served by uvicorn on a loopback port, and an HTTP client to it."""
+    admin = "mv_" + secrets.token_urlsafe(32)
+    settings = AggregatorSettings(
+        data_dir=tmp_path / "live-holder", bootstrap_admin_token=admin, min_set_size=3
+    )
+    server, thread, url = serve_app(create_app(settings), "the share holder")
+    try:
+        with httpx.Client(base_url=url, timeout=60.0) as client:
+            yield client, admin
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _mint(client: TestClient, admin: str, name: str, role: str) -> str:
+def _mint(client: httpx.Client, admin: str, name: str, role: str) -> str:
     answer = client.post(f"{API}/tokens", json={"name": name, "role": role}, headers=_auth(admin))
     assert answer.status_code == 201, answer.text
     return str(answer.json()["token"])
 
 
+def _tensors(pair_id: str) -> dict[str, torch.Tensor]:
+    """The vector a pair's shares encode (seeded by the pair id)."""
+    generator = torch.Generator().manual_seed(int(pair_id[:8], 16))
+    return {
+        "w": torch.randn(64, 32, generator=generator),
+        "b": torch.randn(32, generator=generator),
+    }
+
+
 def _shares(
-    folder: Path, hospital: str, pair_id: str, base_sha256: str = "1" * 64
+    folder: Path, hospital: str, pair_id: str, base_sha256: str = "1" * 64, weight: int = 3
 ) -> tuple[Path, Path]:
-    meta = VectorMetadata(base_id="b", base_sha256=base_sha256, hospital=hospital, num_samples=3)
-    tensors = {"w": torch.randn(64, 32), "b": torch.randn(32)}
-    return write_shares(tensors, meta, folder / "a", folder / "b", pair_id=pair_id)
+    """Shares of ``weight * _tensors(pair_id)`` (weight: the sample count, as by default)."""
+    meta = VectorMetadata(
+        base_id="b", base_sha256=base_sha256, hospital=hospital, num_samples=weight
+    )
+    tensors = _tensors(pair_id)
+    return write_shares(tensors, meta, folder / "a", folder / "b", pair_id=pair_id, weight=weight)
 
 
-def _upload(client: TestClient, token: str, path: Path, part: int = 4096) -> dict[str, object]:
+def _upload(client: httpx.Client, token: str, path: Path, part: int = 4096) -> dict[str, object]:
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     started = client.post(
@@ -72,15 +104,17 @@ def _upload(client: TestClient, token: str, path: Path, part: int = 4096) -> dic
     return dict(done.json())
 
 
-def _push_three(client: TestClient, admin: str, tmp_path: Path) -> list[str]:
+def _push(client: httpx.Client, admin: str, tmp_path: Path, count: int = 4) -> list[str]:
+    """Hospitals 0, 1, ... push share B of vectors pre-scaled by weights 2, 3, ...; their
+    pair ids (each share A stays in ``tmp_path / hospital-n / a``, as at the registry)."""
     pairs = []
-    for n in range(4):
+    for n in range(count):
         name = f"hospital-{n}"
         token = _mint(client, admin, name, "hospital")
         folder = tmp_path / name
         folder.mkdir()
         pair = f"{n + 1:032x}"
-        _, share_b = _shares(folder, name, pair)
+        _, share_b = _shares(folder, name, pair, weight=n + 2)
         assert _upload(client, token, share_b)["pair_id"] == pair
         pairs.append(pair)
     return pairs
@@ -130,15 +164,13 @@ def test_sums_release_safe_sets_only_and_log_them(
     holder: tuple[TestClient, str], tmp_path: Path
 ) -> None:
     client, admin = holder
-    pairs = _push_three(client, admin, tmp_path)
+    pairs = _push(client, admin, tmp_path)
     registry = _auth(_mint(client, admin, "registry", "registry"))
     hospital = _auth(_mint(client, admin, "hospital-x", "hospital"))
-    abc = dict.fromkeys(pairs[:3], 2)
+    abc = pairs[:3]
 
     small = client.post(
-        f"{API}/sums",
-        json={"request_id": "r0", "members": dict(list(abc.items())[:2])},
-        headers=registry,
+        f"{API}/sums", json={"request_id": "r0", "members": abc[:2]}, headers=registry
     )
     assert small.status_code == 403 and small.json()["code"] == "set_too_small"
     assert (
@@ -154,23 +186,21 @@ def test_sums_release_safe_sets_only_and_log_them(
     assert released.status_code == 200, released.text
     out = tmp_path / "sum"
     out.write_bytes(released.content)
-    assert read_sum_info(out).members == abc
+    assert read_sum_info(out).members == abc and read_sum_info(out).weight == 2 + 3 + 4
     assert hashlib.sha256(released.content).hexdigest() == released.headers["X-Content-SHA256"]
 
     replay = client.post(f"{API}/sums", json={"request_id": "r1", "members": abc}, headers=registry)
     assert replay.status_code == 200 and replay.content == released.content
     changed = client.post(
-        f"{API}/sums", json={"request_id": "r1", "members": {**abc, pairs[3]: 1}}, headers=registry
+        f"{API}/sums", json={"request_id": "r1", "members": pairs}, headers=registry
     )
     assert changed.status_code == 409
 
-    leak = client.post(
-        f"{API}/sums", json={"request_id": "r2", "members": {**abc, pairs[3]: 2}}, headers=registry
-    )
+    leak = client.post(f"{API}/sums", json={"request_id": "r2", "members": pairs}, headers=registry)
     assert leak.status_code == 403 and leak.json()["code"] == "differencing_set"
     assert leak.json()["detail"]["exposed"] == ["hospital-3"]  # the guard names hospitals
     unknown = client.post(
-        f"{API}/sums", json={"request_id": "r3", "members": {"f" * 32: 1, **abc}}, headers=registry
+        f"{API}/sums", json={"request_id": "r3", "members": ["f" * 32, *abc]}, headers=registry
     )
     assert unknown.status_code == 404
 
@@ -178,7 +208,7 @@ def test_sums_release_safe_sets_only_and_log_them(
     other_base.mkdir()
     token = _mint(client, admin, "hospital-z", "hospital")
     _upload(client, token, _shares(other_base, "hospital-z", "e" * 32, "2" * 64)[1])
-    mixed = {pairs[0]: 1, pairs[1]: 1, "e" * 32: 1}
+    mixed = [pairs[0], pairs[1], "e" * 32]
     refused = client.post(
         f"{API}/sums", json={"request_id": "r4", "members": mixed}, headers=registry
     )
@@ -194,7 +224,7 @@ def test_a_hospitals_new_share_cannot_move_a_released_sum_and_moved_sums_are_exa
     holder: tuple[TestClient, str], tmp_path: Path
 ) -> None:
     client, admin = holder
-    pairs = _push_three(client, admin, tmp_path)
+    pairs = _push(client, admin, tmp_path)
     registry = _auth(_mint(client, admin, "registry", "registry"))
     # hospital-2 pushes again: a new pair id whose share B supersedes its first one
     token = _mint(client, admin, "hospital-2", "hospital")
@@ -203,12 +233,12 @@ def test_a_hospitals_new_share_cannot_move_a_released_sum_and_moved_sums_are_exa
     new_pair = "9" * 32
     _upload(client, token, _shares(again, "hospital-2", new_pair)[1])
 
-    first = dict.fromkeys(pairs[:3], 1)
+    first = dict.fromkeys(pairs[:3], 1)  # the earlier form of a request: every weight 1
     assert client.post(
         f"{API}/sums", json={"request_id": "r1", "members": first}, headers=registry
     ).is_success
     # {h0, h1, h2_new} after {h0, h1, h2_old} would reveal hospital-2's change alone
-    moved_by_one = {pairs[0]: 1, pairs[1]: 1, new_pair: 1}
+    moved_by_one = [pairs[0], pairs[1], new_pair]
     refused = client.post(
         f"{API}/sums", json={"request_id": "r2", "members": moved_by_one}, headers=registry
     )
@@ -217,15 +247,14 @@ def test_a_hospitals_new_share_cannot_move_a_released_sum_and_moved_sums_are_exa
 
     # two hospitals changed (hospital-2's update and hospital-3 joining): released, and
     # computed by moving the running sum, byte for byte the sum from scratch
-    moved_by_two = {**moved_by_one, pairs[3]: 1}
+    moved_by_two = [*moved_by_one, pairs[3]]
     released = client.post(
         f"{API}/sums", json={"request_id": "r3", "members": moved_by_two}, headers=registry
     )
     assert released.status_code == 200, released.text
     paths = {p: tmp_path / f"hospital-{n}" / "b" for n, p in enumerate(pairs)}
     paths[new_pair] = again / "b"
-    order = sorted(moved_by_two)
-    digest = sum_shares([paths[m] for m in order], [1] * len(order), tmp_path / "scratch", order)
+    digest = sum_shares([paths[m] for m in sorted(moved_by_two)], tmp_path / "scratch")
     assert released.headers["X-Content-SHA256"] == digest
 
 
@@ -294,3 +323,76 @@ def test_an_upload_size_is_a_json_integer(holder: tuple[TestClient, str], size: 
     answer = client.post(f"{API}/uploads", json=body, headers=_auth(token))
     assert answer.status_code == 422, answer.text
     assert answer.json()["code"] == "invalid_request" and "size" in answer.json()["message"]
+
+
+def test_the_weighted_sum_attack_of_issue_22_is_refused_and_leaves_no_trace(
+    live_holder: tuple[httpx.Client, str], tmp_path: Path
+) -> None:
+    """h1, h2, h3 push; the registry asks for {h1: 1, h2: 2^40, h3: 2^40}. Answered 200
+    before issue 22: adding h1's share A, which the registry stores, and reading the result
+    modulo 2^40 gave h1's vector. Now refused, not recorded, and the plain sum over the
+    same three (which the forged release would have blocked) is released and decodes to
+    the weighted mean of the pre-scaled vectors."""
+    client, admin = live_holder
+    pairs = _push(client, admin, tmp_path, count=3)
+    registry = _auth(_mint(client, admin, "registry", "registry"))
+    forged = {pairs[0]: 1, pairs[1]: 1 << 40, pairs[2]: 1 << 40}
+    attack = client.post(
+        f"{API}/sums", json={"request_id": "attack", "members": forged}, headers=registry
+    )
+    assert attack.status_code == 422, attack.text
+    assert attack.json()["code"] == "weights_not_allowed"
+    assert attack.json()["detail"]["members"] == sorted(pairs[1:])
+    assert client.get(f"{API}/sums", headers=registry).json() == []
+    log = client.get(f"{API}/audit", headers=_auth(admin)).json()
+    assert "sum.released" not in [e["action"] for e in log]
+
+    merge = client.post(
+        f"{API}/sums", json={"request_id": "merge", "members": pairs}, headers=registry
+    )
+    assert merge.status_code == 200, merge.text
+    (tmp_path / "sum-b").write_bytes(merge.content)
+    weights = [2, 3, 4]
+    assert read_sum_info(tmp_path / "sum-b").weight == sum(weights)
+    sum_shares([tmp_path / f"hospital-{n}" / "a" for n in range(3)], tmp_path / "sum-a")
+    meta = VectorMetadata(base_id="b", base_sha256="1" * 64, hospital="sum", num_samples=9)
+    out = tmp_path / "mean"
+    decode_sum_to_vector(tmp_path / "sum-a", tmp_path / "sum-b", out, meta, 1 / sum(weights))
+    mean, _ = load_vector(out)
+    for name in ("w", "b"):
+        expected = sum(w * _tensors(p)[name] for w, p in zip(weights, pairs, strict=True)) / 9
+        assert float((mean[name] - expected).abs().max()) < 1e-6
+
+
+def test_every_small_weight_vector_but_the_plain_sum_is_refused(
+    live_holder: tuple[httpx.Client, str], tmp_path: Path
+) -> None:
+    """Any unequal integer weights expose each vector modulo some number ((1, 2, 2): its
+    lowest bit), and equal ones other than 1 are no plain sum: every weight vector in
+    {0..3}^3 but (1, 1, 1) is refused, and so is a pair id listed twice."""
+    client, admin = live_holder
+    pairs = _push(client, admin, tmp_path, count=3)
+    registry = _auth(_mint(client, admin, "registry", "registry"))
+    for n, weights in enumerate(itertools.product(range(4), repeat=3)):
+        if weights == (1, 1, 1):
+            continue
+        members = dict(zip(pairs, weights, strict=True))
+        answer = client.post(
+            f"{API}/sums", json={"request_id": f"w{n}", "members": members}, headers=registry
+        )
+        assert answer.status_code == 422, (weights, answer.text)
+        assert answer.json()["code"] == "weights_not_allowed", weights
+    as_booleans = dict.fromkeys(pairs, True)  # lax pydantic would read true as the weight 1
+    lax = client.post(
+        f"{API}/sums", json={"request_id": "bool", "members": as_booleans}, headers=registry
+    )
+    assert lax.status_code == 422, lax.text
+    twice = client.post(
+        f"{API}/sums", json={"request_id": "twice", "members": [*pairs, pairs[0]]}, headers=registry
+    )
+    assert twice.status_code == 422 and twice.json()["code"] == "weights_not_allowed"
+    assert client.get(f"{API}/sums", headers=registry).json() == []
+    plain = client.post(
+        f"{API}/sums", json={"request_id": "plain", "members": pairs}, headers=registry
+    )
+    assert plain.status_code == 200, plain.text

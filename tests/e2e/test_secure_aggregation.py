@@ -5,7 +5,8 @@ process); four hospitals fine-tune ResNet-10 at 28 px on their own PneumoniaMNIS
 and push with ``medvec push --secure`` one after another. The test shows that
 
 - the secure weighted mean and the secure task arithmetic equal the plaintext merges of
-  the same vectors to within the fixed-point precision;
+  the same vectors to within the fixed-point precision, with unequal public weights (one
+  hospital pushes with ``--secure-weight``; each pre-scales its own vector);
 - the share the registry stores is independent of the vector: two splits of one vector
   are uncorrelated, and each is uniform over Z/2^64 (chi-square on the top byte, KS on
   the value), while the encoded vector itself fails the same tests;
@@ -51,6 +52,7 @@ PER_HOSPITAL = 300
 K = 3
 SIGMA, CLIP, DELTA = 0.05, 5.0, 1e-5
 LAMBDA = 0.4
+THIRD_WEIGHT = 150
 TRAIN = ["--steps", "5", "--batch-size", "32", "--device", "cpu", "--seed", "0"]
 
 
@@ -305,16 +307,21 @@ def test_secure_pushes_merge_like_plaintext_and_leak_nothing(
         )
     assert refused.status_code == 403 and refused.json()["code"] == "set_too_small", refused.text
 
-    # a third hospital: the secure weighted mean equals the plaintext one
-    p3 = world.push(h3, v3, "a")
+    # a third hospital, with its own public weight: the secure weighted mean equals the
+    # plaintext one with the same weights
+    p3 = world.push(h3, v3, "a", "--secure-weight", THIRD_WEIGHT)
     current = [p["registry"]["vector"]["id"] for p in (second, p2, p3)]
+    records = [world.admin.get_vector(i) for i in current]
+    weights = [int(r["metadata"]["share"]["weight"]) for r in records]
+    assert weights == [records[0]["num_samples"], records[1]["num_samples"], THIRD_WEIGHT]
+    assert p3["weight"] == THIRD_WEIGHT
     accepted = world.secure_merge(calibration="none")
     assert accepted.status_code == 202, accepted.text
     job = world.wait_job(accepted.json()["job_id"])
     assert job["status"] == "succeeded", job
     merged = _download(world.admin, f"/versions/{job['version_id']}/download", tmp_path / "m.st")
     plain = tmp_path / "plain.safetensors"
-    merge_files(trained.base, [v1, v2, v3], plain, strategy="weighted_mean")
+    merge_files(trained.base, [v1, v2, v3], plain, strategy="weighted_mean", weights=weights)
     worst = _max_abs_difference(merged, plain)
     assert worst < 1e-6, worst  # 2^-24 per encoded value, float32 rounding of the result
     report["max_abs_difference_secure_vs_plaintext"] = worst
@@ -323,10 +330,9 @@ def test_secure_pushes_merge_like_plaintext_and_leak_nothing(
     loo = world.admin.post(f"/api/v1/versions/{job['version_id']}/contributions")
     assert loo.status_code == 422 and "secure mode" in loo.json()["message"], loo.text
 
-    # secure task arithmetic over the same three shares (weights 1, lambda after decoding)
-    # equals the plaintext task arithmetic of the same vectors; the share holder releases
-    # it because uniform weights are proportional to the equal sample counts it summed
-    assert len({world.admin.get_vector(i)["num_samples"] for i in current}) == 1
+    # secure task arithmetic over the same three shares: lambda * N / W times the same
+    # plain sum, i.e. task arithmetic with the public weights normalised to mean 1; the
+    # share holder releases it because it is the same set again
     ta = world.secure_merge(
         strategy="task_arithmetic", vector_ids=current, calibration="none", **{"lambda": LAMBDA}
     )
@@ -337,8 +343,14 @@ def test_secure_pushes_merge_like_plaintext_and_leak_nothing(
         world.admin, f"/versions/{ta_job['version_id']}/download", tmp_path / "ta.st"
     )
     ta_plain = tmp_path / "ta-plain.safetensors"
+    normalised = [len(weights) * w / sum(weights) for w in weights]
     merge_files(
-        trained.base, [v1, v2, v3], ta_plain, strategy="task_arithmetic", params={"lambda": LAMBDA}
+        trained.base,
+        [v1, v2, v3],
+        ta_plain,
+        strategy="task_arithmetic",
+        params={"lambda": LAMBDA},
+        weights=normalised,
     )
     ta_worst = _max_abs_difference(ta_merged, ta_plain)
     assert ta_worst < 1e-6, ta_worst
@@ -360,6 +372,7 @@ def test_secure_pushes_merge_like_plaintext_and_leak_nothing(
     # distributed DP: three hospitals push noisy shares (sigma*C/sqrt(K) each)
     dp_args = ["--dp-noise", SIGMA, "--dp-clip", CLIP, "--dp-k", K, "--dp-delta", DELTA]
     noisy = [world.push(h, v, "dp", *dp_args) for h, v in ((h1, v1), (h2, v2), (h3, v3))]
+    assert [p["weight"] for p in noisy] == [1, 1, 1]  # each part of the noise at one scale
     ids = [p["registry"]["vector"]["id"] for p in noisy]
     privacy = world.admin.get_vector(ids[0])["metadata"]["privacy"]
     from medvec.privacy import gaussian_epsilon

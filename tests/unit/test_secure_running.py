@@ -1,4 +1,5 @@
-"""Running sums of shares and the share holder's guard stated on hospitals (issue 16)."""
+"""Running sums of shares and the share holder's guard stated on hospitals (issue 16);
+plain sums of pre-scaled shares (issue 22)."""
 
 from __future__ import annotations
 
@@ -16,27 +17,27 @@ from medvec.secure import (
     sum_shares,
     write_shares,
 )
-from medvec.secure.running import advance_sum, running_sum_name, weighting_of
+from medvec.secure.running import advance_sum
+from medvec.secure.shares import read_sum_info
 from medvec.vectors import VectorMetadata, load_vector
 
 META = VectorMetadata(base_id="b", base_sha256="0" * 64, hospital="h", num_samples=7)
 
 
 def _shares(folder: Path, count: int) -> dict[str, Path]:
-    """Share B files of ``count`` random vectors, by pair id."""
+    """Share B files of ``count`` random vectors pre-scaled by weights 3, 4, ..., by pair id."""
     torch.manual_seed(0)
     paths = {}
     for i in range(count):
         pair = f"{i:032x}"
         tensors = {"w": torch.randn(6, 5) * 0.1, "b": torch.randn(5)}
-        write_shares(tensors, META, folder / f"a{i}", folder / f"b{i}", pair_id=pair)
+        write_shares(tensors, META, folder / f"a{i}", folder / f"b{i}", pair_id=pair, weight=i + 3)
         paths[pair] = folder / f"b{i}"
     return paths
 
 
-def _scratch(paths: dict[str, Path], members: dict[str, int], out: Path) -> str:
-    order = sorted(members)
-    return sum_shares([paths[m] for m in order], [members[m] for m in order], out, order)
+def _scratch(paths: dict[str, Path], members: set[str], out: Path) -> str:
+    return sum_shares([paths[m] for m in sorted(members)], out)
 
 
 def _sha(path: Path) -> str:
@@ -49,19 +50,21 @@ def test_running_sum_moves_by_the_changed_members_and_equals_the_sum_from_scratc
     paths = _shares(tmp_path, 6)
     p = sorted(paths)
     running = tmp_path / "running"
-    first = {p[0]: 3, p[1]: 4, p[2]: 5, p[3]: 6}
+    first = {p[0], p[1], p[2], p[3]}
     built = advance_sum(running, first, paths.get, tmp_path / "s1")
     assert not built.moved and built.shares_read == 4
+    assert read_sum_info(tmp_path / "s1").weight == 3 + 4 + 5 + 6
     # a hospital's share superseded by its new one: one subtracted, one added
-    second = {p[0]: 3, p[1]: 4, p[2]: 5, p[4]: 6}
+    second = {p[0], p[1], p[2], p[4]}
     moved = advance_sum(running, second, paths.get, tmp_path / "s2")
     assert moved.moved and (moved.removed, moved.added) == (1, 1)
     assert _sha(tmp_path / "s2") == _scratch(paths, second, tmp_path / "scratch2")
     assert _sha(running) == moved.sha256  # the running file now holds the second set
-    # a changed weight is a removal and an addition; a new member only an addition
-    third = {p[0]: 3, p[1]: 9, p[2]: 5, p[4]: 6, p[5]: 1}
+    assert read_sum_info(running).weight == 3 + 4 + 5 + 7
+    # a new member is only an addition
+    third = {p[0], p[1], p[2], p[4], p[5]}
     again = advance_sum(running, third, paths.get, tmp_path / "s3")
-    assert again.moved and (again.removed, again.added) == (1, 2)
+    assert again.moved and (again.removed, again.added) == (0, 1)
     assert _sha(tmp_path / "s3") == _scratch(paths, third, tmp_path / "scratch3")
     # asking for the set the file holds reads no share at all (a retried merge)
     same = advance_sum(running, third, paths.get, tmp_path / "s4")
@@ -72,23 +75,17 @@ def test_running_sum_is_rebuilt_when_cheaper_or_a_removed_share_is_gone(tmp_path
     paths = _shares(tmp_path, 6)
     p = sorted(paths)
     running = tmp_path / "running"
-    advance_sum(running, {p[0]: 1, p[1]: 1, p[2]: 1}, paths.get, tmp_path / "s1")
-    disjoint = {p[3]: 1, p[4]: 1, p[5]: 1}  # moving would read 6 files, rebuilding 3
+    advance_sum(running, {p[0], p[1], p[2]}, paths.get, tmp_path / "s1")
+    disjoint = {p[3], p[4], p[5]}  # moving would read 6 files, rebuilding 3
     rebuilt = advance_sum(running, disjoint, paths.get, tmp_path / "s2")
     assert not rebuilt.moved and rebuilt.shares_read == 3
-    gone = {p[3]: 1, p[4]: 1, p[0]: 1}
+    gone = {p[3], p[4], p[0]}
     located = {m: path for m, path in paths.items() if m != p[5]}
     fallback = advance_sum(running, gone, located.get, tmp_path / "s3")
     assert not fallback.moved
     assert fallback.sha256 == _scratch(paths, gone, tmp_path / "scratch")
     running.write_bytes(b"not a sum")  # a damaged running file is rebuilt, not trusted
     assert not advance_sum(running, gone, paths.get, tmp_path / "s4").moved
-
-
-def test_each_weighting_has_its_own_running_file() -> None:
-    assert weighting_of({"a": 1, "b": 1}) == "uniform"
-    assert weighting_of({"a": 1, "b": 300}) == "weighted"
-    assert running_sum_name("f" * 64, {"a": 1}) != running_sum_name("f" * 64, {"a": 2})
 
 
 def test_guard_counts_hospitals_and_refuses_one_hospital_moving_the_sum() -> None:
@@ -117,9 +114,10 @@ def test_decoded_task_arithmetic_scales_weights_but_averages_running_statistics(
     vectors = [{"conv.weight": torch.randn(4, 3), "bn.running_mean": torch.randn(4)} for _ in "ab"]
     pairs = [f"{i:032x}" for i in range(2)]
     for i, tensors in enumerate(vectors):
-        write_shares(tensors, META, tmp_path / f"a{i}", tmp_path / f"b{i}", pair_id=pairs[i])
-    sum_shares([tmp_path / "a0", tmp_path / "a1"], [1, 1], tmp_path / "sa", pairs)
-    sum_shares([tmp_path / "b0", tmp_path / "b1"], [1, 1], tmp_path / "sb", pairs)
+        a, b = tmp_path / f"a{i}", tmp_path / f"b{i}"
+        write_shares(tensors, META, a, b, pair_id=pairs[i], weight=1)
+    sum_shares([tmp_path / "a0", tmp_path / "a1"], tmp_path / "sa")
+    sum_shares([tmp_path / "b0", tmp_path / "b1"], tmp_path / "sb")
     decode_sum_to_vector(
         tmp_path / "sa", tmp_path / "sb", tmp_path / "tau", META, 0.4, stat_scale=1 / 2
     )
