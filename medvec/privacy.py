@@ -245,16 +245,19 @@ def accountant_history(privacy: Mapping[str, Any]) -> list[HistoryEntry] | None:
 
     DP-SGD vectors carry Opacus's own history (``history``; older ones the single entry
     ``dp_noise``, ``sample_rate``, ``steps``); an output-perturbed vector is one release
-    of the Gaussian mechanism: noise ``dp_noise``, sample rate 1, one step.
+    of the Gaussian mechanism: noise ``dp_noise``, sample rate 1, one step. A DP-SGD
+    record of no step at all has no guarantee either: the vector left the hospital, and
+    no noisy step accounts for what it holds (a real run takes at least one).
     """
     if privacy.get("dp_sgd"):
+        history: list[HistoryEntry] | None = None
         if privacy.get("history"):
-            return [(float(n), float(q), int(s)) for n, q, s in privacy["history"]]
-        if privacy.get("dp_noise") and privacy.get("steps") is not None:
-            return [
+            history = [(float(n), float(q), int(s)) for n, q, s in privacy["history"]]
+        elif privacy.get("dp_noise") and privacy.get("steps") is not None:
+            history = [
                 (float(privacy["dp_noise"]), float(privacy["sample_rate"]), int(privacy["steps"]))
             ]
-        return None
+        return history if history and sum(entry[2] for entry in history) > 0 else None
     if privacy.get("dp_noise"):
         return [(float(privacy["dp_noise"]), 1.0, 1)]
     return None

@@ -4,8 +4,12 @@ before anything is stored."""
 
 from __future__ import annotations
 
+import json
+import struct
+from pathlib import Path
 from typing import Any
 
+import pytest
 from opacus.accountants import RDPAccountant
 
 from tests.api.conftest import Hospital, Registry
@@ -123,3 +127,61 @@ def test_only_admins_set_budgets_and_hospitals_read_their_own_ledger(
             assert response.status_code == 422
         missing = admin.put("/hospitals/nope/privacy-budget", json={"epsilon": 1, "delta": DELTA})
         assert missing.status_code == 404
+
+
+#: the records of issue 22 that a vector could carry and that made pages answer 500
+MALFORMED = [
+    {"dp_noise": "abc"},
+    {"history": [[1, 1.5, 1]]},
+    {"history": [[1, 1]]},
+    {"delta": "x"},
+    {"dp_noise": [1]},
+    {"delta": 2},
+]
+
+
+def hand_written(kit: ModelKit, hospital: str, privacy: Any, scale: float) -> Path:
+    """A vector whose header carries ``privacy`` as written by hand: ``VectorMetadata``
+    refuses a malformed record, so the JSON is edited in the file itself."""
+    raw = kit.vector(hospital, scale=scale).read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + size])
+    meta = json.loads(header["__metadata__"]["medvec.vector"])
+    header["__metadata__"]["medvec.vector"] = json.dumps({**meta, "privacy": privacy})
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return kit.raw(struct.pack("<Q", len(encoded)) + encoded + raw[8 + size :], "hand-written")
+
+
+@pytest.mark.parametrize("record", MALFORMED, ids=json.dumps)
+def test_a_malformed_privacy_record_is_refused_and_nothing_is_stored(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital, record: Any
+) -> None:
+    before = registry.snapshot()
+    with registry.client(hospital.token) as client:
+        response = push(client, hand_written(kit, hospital.name, record, 1.11))
+    assert response.status_code == 422, response.text
+    body = error(response)
+    assert "invalid medvec.vector metadata: privacy" in body["message"]
+    assert registry.snapshot() == before
+
+
+def test_a_dp_sgd_declaration_without_steps_counts_as_no_guarantee(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    """Zero noisy steps cannot have produced a vector that moved: it is not epsilon 0."""
+    no_steps = {"dp_sgd": True, "history": [[1.0, 1.0, 0]]}
+    with registry.admin() as admin:
+        path = f"/hospitals/{hospital.id}/privacy-budget"
+        assert admin.put(path, json={"epsilon": 1, "delta": DELTA}).status_code == 200
+    with registry.client(hospital.token) as client:
+        refused = push(client, kit.vector(hospital.name, scale=1.12, privacy=no_steps))
+        assert refused.status_code == 422, refused.text
+        assert "no differential-privacy noise" in error(refused)["message"]
+    with registry.admin() as admin:
+        assert admin.delete(f"/hospitals/{hospital.id}/privacy-budget").status_code == 200
+    with registry.client(hospital.token) as client:
+        accepted = push(client, kit.vector(hospital.name, scale=1.12, privacy=no_steps))
+        assert accepted.status_code == 201, accepted.text
+    body = ledger(registry, hospital).json()
+    assert body["epsilon"] is None and (body["vectors"], body["private_vectors"]) == (1, 0)
