@@ -5,16 +5,22 @@ before anything is stored."""
 from __future__ import annotations
 
 import json
+import re
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from opacus.accountants import RDPAccountant
 
-from tests.api.conftest import Hospital, Registry
+from app.models import DataVector, EvaluationStatus
+from tests.api.conftest import Hospital, Registry, make_hospital
 from tests.api.factories import ModelKit
 from tests.api.helpers import error, push
+from tests.api.test_versions import evaluate, make_version, no_production  # noqa: F401
 
 DELTA = 1e-5
 
@@ -185,3 +191,72 @@ def test_a_dp_sgd_declaration_without_steps_counts_as_no_guarantee(
         assert accepted.status_code == 201, accepted.text
     body = ledger(registry, hospital).json()
     assert body["epsilon"] is None and (body["vectors"], body["private_vectors"]) == (1, 0)
+
+
+@contextmanager
+def console(registry: Registry, token: str) -> Iterator[httpx.Client]:
+    """A console session signed in with ``token`` (cookies over plain HTTP in tests)."""
+    with httpx.Client(base_url=registry.url, timeout=60, follow_redirects=True) as client:
+        form = client.get("/console/login")
+        nonce = re.search(r'name="login_nonce" value="([^"]+)"', form.text)
+        assert nonce is not None
+        signed = client.post("/console/login", data={"token": token, "login_nonce": nonce[1]})
+        assert signed.status_code == 200 and "logout" in signed.text, signed.text
+        yield client
+
+
+def test_rows_stored_with_a_malformed_record_break_no_page(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    """Rows stored before records were checked: every page that accounts them answers,
+    says the record is invalid, and counts the hospital's spending as unbounded."""
+    ids = []
+    with registry.client(hospital.token) as client:
+        for n, record in enumerate(MALFORMED):
+            pushed = push(client, kit.vector(hospital.name, scale=1.2 + n / 100))
+            assert pushed.status_code == 201, pushed.text
+            ids.append(pushed.json()["id"])
+            with registry.session() as session, session.begin():
+                row = session.get(DataVector, ids[-1])
+                assert row is not None
+                row.meta = {**row.meta, "privacy": record}
+    version = make_version(registry, kit, base, {i: 1 / len(ids) for i in ids})
+    evaluate(registry, version["id"], EvaluationStatus.COMPLETED)
+
+    for token in (registry.admin_token, hospital.token):
+        answer = ledger(registry, hospital, token)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["invalid_records"] == len(MALFORMED) and body["epsilon"] is None
+    with registry.admin() as admin:
+        path = f"/hospitals/{hospital.id}/privacy-budget"
+        budget = admin.put(path, json={"epsilon": 5, "delta": DELTA})
+        assert budget.status_code == 200, budget.text
+        assert budget.json()["invalid_records"] == len(MALFORMED)
+    with registry.client(hospital.token) as client:  # nothing fits an unbounded spending
+        private = kit.vector(hospital.name, scale=1.3, privacy=dp_sgd(1.1, 0.02, 300))
+        refused = push(client, private)
+        assert refused.status_code == 422, refused.text
+        assert "already unbounded" in error(refused)["message"]
+    with registry.admin() as admin:
+        assert admin.delete(path).status_code == 200
+        card = admin.get(f"/versions/{version['id']}/card")
+        assert card.status_code == 200, card.text
+        assert card.text.count("invalid privacy record") >= len(MALFORMED)
+        promoted = admin.post(f"/versions/{version['id']}/promote", json={"stage": "production"})
+        assert promoted.status_code == 200, promoted.text
+
+    reader = make_hospital(registry, "reader")  # `medvec pull --production` reads this card
+    with registry.client(reader.token) as client:
+        production = client.get("/versions/production/card")
+    assert production.status_code == 200 and "invalid privacy record" in production.text
+
+    pages = ["/console/hospitals", f"/console/hospitals/{hospital.id}"]
+    with console(registry, registry.admin_token) as admin:
+        for page in [*pages, f"/console/versions/{version['id']}"]:
+            shown = admin.get(page)
+            assert shown.status_code == 200, page
+            assert "invalid privacy record" in shown.text, page
+    with console(registry, hospital.token) as own:
+        shown = own.get(f"/console/hospitals/{hospital.id}")
+        assert shown.status_code == 200 and "invalid privacy record" in shown.text
