@@ -6,7 +6,9 @@ again only when it failed."""
 
 from __future__ import annotations
 
+import json
 import secrets
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,9 @@ from app.security import Actor
 from app.services.merges import SECURE_MERGE_TASK
 from app.services.secure_merges import request_secure_merge
 from app.storage import LocalBlobStore
+from medvec.privacy import compose_epsilon
 from medvec.secure import write_shares
+from medvec.vectors.io import VECTOR_KEY
 from tests.api.conftest import (
     MAX_HEADER,
     MIB,
@@ -76,11 +80,13 @@ def base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
     return post_base(registry, kit, "secure-test")
 
 
-def _split(kit: ModelKit, hospital: str, folder: Path) -> tuple[Path, Path]:
+def _split(
+    kit: ModelKit, hospital: str, folder: Path, privacy: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
     stem = secrets.token_hex(4)
     return write_shares(
         kit.tensors,
-        kit.metadata(hospital),
+        kit.metadata(hospital, privacy=privacy or {}),
         folder / f"{stem}-a.safetensors",
         folder / f"{stem}-b.safetensors",
         pair_id=secrets.token_hex(16),
@@ -121,6 +127,57 @@ def test_another_hospitals_share_is_refused(
     with registry.client(other_hospital.token) as client:
         refused = resumable_push(client, share_a)
     assert refused.status_code == 422 and error(refused)["code"] == "hospital_mismatch"
+    assert registry.snapshot()["rows"]["data_vectors"] == before
+
+
+def test_the_privacy_budget_holds_for_shares_as_for_plain_vectors(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital, tmp_path: Path
+) -> None:
+    """A share is refused past the budget with the plain push's error, before anything
+    is stored; a share within it is accepted and its epsilon is in the ledger."""
+    with registry.admin() as admin:
+        path = f"/hospitals/{hospital.id}/privacy-budget"
+        assert admin.put(path, json={"epsilon": 1, "delta": 1e-5}).status_code == 200
+    before = registry.snapshot()
+    with registry.client(hospital.token) as client:
+        noiseless = resumable_push(client, _split(kit, hospital.name, tmp_path)[0])
+        assert noiseless.status_code == 422, noiseless.text
+        body = error(noiseless)
+        assert body["code"] == "privacy_budget_exceeded"
+        assert "no differential-privacy noise" in body["message"]
+        assert body["detail"]["budget_epsilon"] == 1
+        after = registry.snapshot()  # the upload session stays, as for any refused file
+        assert after["rows"]["data_vectors"] == before["rows"]["data_vectors"]
+        assert after["blobs"] == before["blobs"]
+
+        noise = {"mechanism": "distributed_gaussian", "dp_clip": 1.0, "dp_noise": 5.0,
+                 "secure_k": 3, "noise_std": 5 / 3**0.5, "epsilon": 0.73, "delta": 1e-5,
+                 "accountant": "analytic_gaussian"}  # fmt: skip
+        noisy = resumable_push(client, _split(kit, hospital.name, tmp_path, noise)[0])
+        assert noisy.status_code == 201, noisy.text
+        ledger = client.get(f"/hospitals/{hospital.id}/privacy").json()
+    assert (ledger["vectors"], ledger["private_vectors"]) == (1, 1)
+    # one release of the Gaussian mechanism, through the ledger's RDP accountant
+    assert ledger["epsilon"] == compose_epsilon([(5.0, 1.0, 1)], 1e-5) < 1
+
+
+def test_a_share_with_a_malformed_privacy_record_is_refused(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital, tmp_path: Path
+) -> None:
+    share_a, _ = _split(kit, hospital.name, tmp_path)
+    raw = share_a.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + size])
+    meta = json.loads(header["__metadata__"][VECTOR_KEY])
+    header["__metadata__"][VECTOR_KEY] = json.dumps({**meta, "privacy": {"delta": "x"}})
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    share_a.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + size :])
+    before = registry.snapshot()["rows"]["data_vectors"]
+    with registry.client(hospital.token) as client:
+        refused = resumable_push(client, share_a)
+    assert refused.status_code == 422, refused.text
+    assert "privacy.delta" in error(refused)["message"]
     assert registry.snapshot()["rows"]["data_vectors"] == before
 
 
