@@ -101,7 +101,8 @@ def _dp_vector(
     tensors = clip_by_l2(tensors, clip)
     privacy: dict[str, Any] = {"dp_sgd": False, "dp_clip": clip}
     if request.dp_noise:
-        tensors = add_gaussian_noise(tensors, request.dp_noise * clip, request.recipe.seed)
+        # from the OS CSPRNG: the recorded --seed must not regenerate (and remove) the noise
+        tensors = add_gaussian_noise(tensors, request.dp_noise * clip)
         privacy.update(
             dp_noise=request.dp_noise,
             noise_std=request.dp_noise * clip,

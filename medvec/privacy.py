@@ -14,17 +14,29 @@ Two ways to privatise what a hospital shares:
   (``medvec.training`` with Opacus); ``dp_sgd_epsilon`` accounts it with Opacus's
   Renyi-DP accountant for the Poisson-subsampled Gaussian mechanism (Mironov et al.
   2019), converted to (epsilon, delta) as Opacus does (Balle et al. 2020).
+
+**Randomness.** A guarantee rests on the noise (and DP-SGD's sampling) being secret.
+Both come from the operating system's CSPRNG (``os.urandom``) and are never seeded
+nor recorded: noise drawn from a seed a vector carries is regenerated and subtracted
+exactly by anyone holding the vector, and torch's generators (Mersenne Twister,
+Philox) are not cryptographic, so their state follows from enough of their outputs.
+``secure_normal`` is the one Gaussian source: Box–Muller over 53-bit uniforms in
+float64, added before one rounding to the tensor's precision; that narrows, without
+formally closing, the floating-point attacks on Gaussian samplers (Jin et al. 2021,
+arXiv:2112.05307).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from medvec.errors import PrivacyError
 
 if TYPE_CHECKING:  # the accountant half is imported by the registry, which runs torch-free
+    import torch
     from torch import Tensor
 
 __all__ = [
@@ -35,13 +47,19 @@ __all__ = [
     "dp_sgd_epsilon",
     "gaussian_delta",
     "gaussian_epsilon",
+    "gaussian_noised",
     "l2_norm",
+    "poisson_subsample",
+    "secure_normal",
+    "secure_uniform",
 ]
 
 HistoryEntry = tuple[float, float, int]
 """One entry of Opacus's accountant history: (noise multiplier, sample rate, steps)."""
 T = TypeVar("T", "Mapping[str, Tensor]", "Sequence[Tensor]")
 EPSILON_SEARCH_MAX = 1e4
+UNIFORM_BITS = 53
+"""Random bits per uniform: a float64 mantissa's worth."""
 LOG_PHI_ASYMPTOTIC_BELOW = -30.0
 
 
@@ -82,23 +100,62 @@ def clip_by_l2(tensors: T, max_norm: float) -> T:
     )
 
 
-def add_gaussian_noise(tensors: T, std: float, seed: int) -> T:
-    """Every floating tensor plus i.i.d. ``N(0, std^2)`` noise from a generator seeded ``seed``.
-
-    Noise is drawn in float32 on the CPU in the tensors' order, so a seed gives the
-    same noise on every machine.
-    """
-    if std < 0 or not math.isfinite(std):
-        raise PrivacyError(f"noise standard deviation must be finite and >= 0, not {std}")
+def secure_uniform(count: int, *, device: torch.device | str | None = None) -> Tensor:
+    """``count`` i.i.d. uniforms on (0, 1] in float64, from the operating system's CSPRNG:
+    the top 53 bits of 8 random bytes each, plus one, times 2^-53 (exact in float64)."""
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
+    target = torch.device("cpu") if device is None else torch.device(device)
+    if count == 0:
+        return torch.empty(0, dtype=torch.float64, device=target)
+    raw = torch.frombuffer(bytearray(os.urandom(8 * count)), dtype=torch.int64).to(target)
+    top = (raw >> (64 - UNIFORM_BITS)) & ((1 << UNIFORM_BITS) - 1)
+    return (top + 1).to(torch.float64) * 2.0**-UNIFORM_BITS
+
+
+def secure_normal(shape: Sequence[int], *, device: torch.device | str | None = None) -> Tensor:
+    """i.i.d. ``N(0, 1)`` of ``shape`` in float64, from the OS CSPRNG by Box–Muller.
+
+    Computed on ``device`` when it is CUDA (every CUDA device has float64), else on the
+    CPU and moved there.
+    """
+    import torch
+
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    work = target if target.type == "cuda" else torch.device("cpu")
+    count = math.prod(shape)
+    pairs = (count + 1) // 2
+    uniforms = secure_uniform(2 * pairs, device=work)
+    radius = torch.sqrt(-2.0 * torch.log(uniforms[:pairs]))  # u in (0, 1]: log is finite
+    angle = (2 * math.pi) * uniforms[pairs:]
+    normals = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])
+    return normals[:count].reshape(tuple(shape)).to(target)
+
+
+def gaussian_noised(tensor: Tensor, std: float) -> Tensor:
+    """``tensor`` plus i.i.d. ``N(0, std^2)`` noise from ``secure_normal``, added in float64
+    and rounded once to the tensor's dtype."""
+    noise = secure_normal(tuple(tensor.shape), device=tensor.device).mul_(std)
+    return noise.add_(tensor.detach()).to(tensor.dtype)
+
+
+def poisson_subsample(count: int, sample_rate: float) -> Tensor:
+    """The indices of ``range(count)`` each kept with probability ``sample_rate``, drawn
+    from the OS CSPRNG: DP-SGD's amplification by sampling holds only while the batches
+    stay secret."""
+    import torch
+
+    return torch.nonzero(secure_uniform(count) <= sample_rate).flatten()
+
+
+def add_gaussian_noise(tensors: T, std: float) -> T:
+    """Every floating tensor plus i.i.d. ``N(0, std^2)`` noise (``gaussian_noised``); other
+    tensors are passed through. The noise is new on every call and nothing reproduces it."""
+    if std < 0 or not math.isfinite(std):
+        raise PrivacyError(f"noise standard deviation must be finite and >= 0, not {std}")
 
     def noisy(tensor: Tensor) -> Tensor:
-        if not tensor.is_floating_point():
-            return tensor.clone()
-        noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
-        return (tensor.to(torch.float32) + noise.mul_(std).to(tensor.device)).to(tensor.dtype)
+        return gaussian_noised(tensor, std) if tensor.is_floating_point() else tensor.clone()
 
     return _rebuild(tensors, (noisy(t) for t in _values(tensors)))
 
@@ -188,16 +245,19 @@ def accountant_history(privacy: Mapping[str, Any]) -> list[HistoryEntry] | None:
 
     DP-SGD vectors carry Opacus's own history (``history``; older ones the single entry
     ``dp_noise``, ``sample_rate``, ``steps``); an output-perturbed vector is one release
-    of the Gaussian mechanism: noise ``dp_noise``, sample rate 1, one step.
+    of the Gaussian mechanism: noise ``dp_noise``, sample rate 1, one step. A DP-SGD
+    record of no step at all has no guarantee either: the vector left the hospital, and
+    no noisy step accounts for what it holds (a real run takes at least one).
     """
     if privacy.get("dp_sgd"):
+        history: list[HistoryEntry] | None = None
         if privacy.get("history"):
-            return [(float(n), float(q), int(s)) for n, q, s in privacy["history"]]
-        if privacy.get("dp_noise") and privacy.get("steps") is not None:
-            return [
+            history = [(float(n), float(q), int(s)) for n, q, s in privacy["history"]]
+        elif privacy.get("dp_noise") and privacy.get("steps") is not None:
+            history = [
                 (float(privacy["dp_noise"]), float(privacy["sample_rate"]), int(privacy["steps"]))
             ]
-        return None
+        return history if history and sum(entry[2] for entry in history) > 0 else None
     if privacy.get("dp_noise"):
         return [(float(privacy["dp_noise"]), 1.0, 1)]
     return None

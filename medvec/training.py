@@ -227,8 +227,10 @@ def fine_tune(
     """
     device = resolve_device(device)
     if config.dp_sgd:
-        from medvec.training_dp import fine_tune_dp
-
+        try:
+            from medvec.training_dp import fine_tune_dp
+        except ImportError as exc:  # Opacus comes with the client extra
+            raise PrivacyError("DP-SGD needs Opacus", hint="pip install 'medvec[client]'") from exc
         return fine_tune_dp(model, dataset, config, device=device, on_step=on_step)
     if config.dp_clip is not None or config.dp_noise is not None:
         raise PrivacyError(

@@ -55,6 +55,8 @@ class TrainConfig(BaseModel):
     def _dp_settings(self) -> TrainConfig:
         if self.dp_sgd and (self.dp_clip is None or self.dp_noise is None):
             raise ValueError("dp_sgd needs dp_clip (per-sample bound) and dp_noise (multiplier)")
+        if self.dp_sgd and self.dp_noise == 0:
+            raise ValueError("dp_sgd needs dp_noise > 0: without noise there is no guarantee")
         if self.dp_sgd and self.steps is not None:
             raise ValueError("DP-SGD budgets are in epochs (the accountant's unit); drop steps")
         return self

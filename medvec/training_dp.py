@@ -10,27 +10,41 @@ BatchNorm layer stays in eval mode with its affine parameters frozen: it normali
 with the base's statistics, the vector holds zeros for those tensors, and what
 leaves the hospital is covered by the accountant. Other layers Opacus cannot handle
 are refused with a ``PrivacyError`` naming them. Mixed precision and channels-last
-are off under DP-SGD (per-sample gradients are computed in float32). Noise comes
-from torch's ordinary generator, seeded for reproducibility (Opacus's secure mode
-needs a cryptographic RNG package and is not used).
+are off under DP-SGD (per-sample gradients are computed in float32).
+
+**Secret randomness, not seeded.** The guarantee rests on two secrets: which samples
+each step takes (the accountant's sample rate amplifies privacy only while the batches
+are unknown) and the Gaussian noise. Both come from the operating system's CSPRNG
+(``medvec.privacy.poisson_subsample`` and ``gaussian_noised``), never from
+``config.seed``, which the vector records: from it anyone could redraw the noise and
+subtract it. Opacus's own secure mode needs the ``torchcsprng`` package, so its
+``PrivacyEngine`` is not used; the model is wrapped in Opacus's ``GradSampleModule``,
+``SecureNoiseDPOptimizer`` is its ``DPOptimizer`` with the CSPRNG's noise, and its RDP
+accountant counts the steps. The seed still fixes augmentation, which the guarantee
+does not need to be secret. Two runs with one seed therefore differ.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch import nn
+from opacus import GradSampleModule
+from opacus.accountants import RDPAccountant
+from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import DataLoader, TensorDataset
 
 from medvec.data.arrays import in_memory_arrays
 from medvec.data.transforms import train_transform
 from medvec.errors import DatasetError, PrivacyError
-from medvec.privacy import dp_sgd_epsilon
+from medvec.privacy import dp_sgd_epsilon, gaussian_noised, poisson_subsample
 from medvec.training import (
     PROGRESS_EVERY,
     RunningStats,
@@ -43,9 +57,22 @@ from medvec.training import (
     model_in_channels,
 )
 
-__all__ = ["fine_tune_dp", "freeze_batchnorm"]
+__all__ = ["SecureNoiseDPOptimizer", "fine_tune_dp", "freeze_batchnorm"]
 
 ACCOUNTANT = "rdp"
+
+
+class SecureNoiseDPOptimizer(DPOptimizer):  # type: ignore[misc]
+    """Opacus's ``DPOptimizer`` whose noise (std ``noise_multiplier * max_grad_norm`` on
+    the summed clipped gradients) comes from the OS CSPRNG instead of torch's generator.
+    The processed-flag checks are Opacus's own: they refuse noising a sum twice."""
+
+    def add_noise(self) -> None:
+        std = self.noise_multiplier * self.max_grad_norm
+        for param in self.params:
+            _check_processed_flag(param.summed_grad)
+            param.grad = gaussian_noised(param.summed_grad, std).view_as(param)
+            _mark_as_processed(param.summed_grad)
 
 
 def freeze_batchnorm(model: nn.Module) -> list[nn.Parameter]:
@@ -73,11 +100,14 @@ def _check_supported(model: nn.Module) -> None:
         )
 
 
-def _pixel_loader(dataset: Any, batch_size: int) -> DataLoader[Any]:
-    pixels, labels = in_memory_arrays(dataset, "DP-SGD")
-    if labels.numel() == 0:
-        raise DatasetError("cannot train on an empty dataset")
-    return DataLoader(TensorDataset(pixels, labels), batch_size)
+def _poisson_batches(
+    pixels: Tensor, labels: Tensor, sample_rate: float, steps: int
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """``steps`` batches, each sample in each with probability ``sample_rate`` (secretly:
+    ``poisson_subsample``); a batch may be empty, and its step still counts."""
+    for _ in range(steps):
+        chosen = poisson_subsample(len(labels), sample_rate)
+        yield pixels[chosen], labels[chosen]
 
 
 def fine_tune_dp(
@@ -88,31 +118,37 @@ def fine_tune_dp(
     device: torch.device,
     on_step: StepFn | None = None,
 ) -> TrainResult:
-    """DP-SGD version of ``medvec.training.fine_tune`` (same contract)."""
-    try:
-        from opacus import PrivacyEngine
-    except ImportError as exc:
-        raise PrivacyError("DP-SGD needs Opacus", hint="pip install 'medvec[client]'") from exc
+    """DP-SGD version of ``medvec.training.fine_tune`` (same contract).
+
+    Poisson sampling at rate ``1 / ceil(N / batch_size)`` for ``ceil(N / batch_size)``
+    steps an epoch, as Opacus's ``DPDataLoader`` samples; the optimiser's mean is over
+    the expected batch size ``int(N * rate)``.
+    """
     assert config.dp_clip is not None and config.dp_noise is not None
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # augmentation only: sampling and noise are the OS's
+    pixels, labels = in_memory_arrays(dataset, "DP-SGD")
+    if labels.numel() == 0:
+        raise DatasetError("cannot train on an empty dataset")
+    steps_per_epoch = math.ceil(len(labels) / config.batch_size)
+    sample_rate = 1 / steps_per_epoch
     model.to(device)
     channels = model_in_channels(model)
     frozen = freeze_batchnorm(model)
     _check_supported(model)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant=ACCOUNTANT)
-    dp_model, dp_optimizer, loader = engine.make_private(
-        module=model,
-        optimizer=optimizer,
-        data_loader=_pixel_loader(dataset, config.batch_size),
+    dp_model = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+    dp_model.forbid_grad_accumulation()
+    dp_optimizer = SecureNoiseDPOptimizer(
+        optimizer,
         noise_multiplier=config.dp_noise,
         max_grad_norm=config.dp_clip,
-        poisson_sampling=True,
+        expected_batch_size=int(len(labels) * sample_rate),
+        loss_reduction="mean",
     )
+    accountant = RDPAccountant()
+    dp_optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    total = len(loader) * config.epochs
+    total = steps_per_epoch * config.epochs
     scheduler = make_scheduler(dp_optimizer, total, config)
     step, seen, loss_value, acc_value = 0, 0, float("nan"), float("nan")
     started = time.perf_counter()
@@ -121,16 +157,16 @@ def fine_tune_dp(
             dp_model.train()
             freeze_batchnorm(model)
             running = RunningStats(device)
-            for pixels, labels in loader:
-                pixels, labels = pixels.to(device), labels.to(device)
+            for batch, targets in _poisson_batches(pixels, labels, sample_rate, steps_per_epoch):
+                batch, targets = batch.to(device), targets.to(device)
                 images = train_transform(
-                    pixels, channels, augment=config.augment, generator=generator
+                    batch, channels, augment=config.augment, generator=generator
                 )
                 logits = dp_model(images)
                 # an empty Poisson batch still takes a (noise-only) step, as accounted
                 loss = (
-                    F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-                    if len(labels)
+                    F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+                    if len(targets)
                     else logits.sum() * 0
                 )
                 dp_optimizer.zero_grad(set_to_none=True)
@@ -139,8 +175,8 @@ def fine_tune_dp(
                     loss.backward()
                 dp_optimizer.step()
                 scheduler.step()
-                if len(labels):
-                    running.add(loss, logits, labels)
+                if len(targets):
+                    running.add(loss, logits, targets)
                 step += 1
                 if on_step is not None:
                     if step % PROGRESS_EVERY == 0 or step == total:
@@ -155,16 +191,18 @@ def fine_tune_dp(
     return finish_run(
         model, device, started, config, steps=step, samples=seen,
         loss=loss_value, accuracy=acc_value, amp=False,
-        privacy=_privacy_record(engine, config),
+        privacy=_privacy_record(accountant, sample_rate, config),
     )  # fmt: skip
 
 
-def _privacy_record(engine: Any, config: TrainConfig) -> dict[str, Any]:
+def _privacy_record(
+    accountant: RDPAccountant, sample_rate: float, config: TrainConfig
+) -> dict[str, Any]:
     """What the accountant saw, and the epsilon it gives at ``dp_delta``."""
-    history = list(engine.accountant.history)
-    noise, sample_rate = (history[0][0], history[0][1]) if history else (config.dp_noise, 0.0)
+    assert config.dp_noise is not None
+    history = list(accountant.history)
     steps = sum(entry[2] for entry in history)
-    epsilon = dp_sgd_epsilon(noise, sample_rate, steps, config.dp_delta) if steps else 0.0
+    epsilon = dp_sgd_epsilon(config.dp_noise, sample_rate, steps, config.dp_delta)
     return {
         "dp_sgd": True,
         "dp_clip": config.dp_clip,

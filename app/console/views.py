@@ -253,6 +253,7 @@ def hospital_page(session: Session, actor: Actor, hospital_id: str) -> dict[str,
     return {
         "hospital": hospital,
         "vectors": vectors,
+        "privacy_lines": {v.id: privacy.describe(v.meta).line for v in vectors},
         "ledger": ledger,
         "tokens": tokens if actor.is_admin else [],
         "panels": panels.hospital_panels(session, actor, hospital),

@@ -16,11 +16,16 @@ class PrivacyBudgetSet(RequestModel):
 
 class PrivacyLedgerRead(BaseModel):
     """A hospital's spending over every vector it pushed, composed by Opacus' RDP
-    accountant; ``epsilon`` is null when a vector without noise makes it unbounded."""
+    accountant; ``epsilon`` is null when a vector without noise (or with an invalid
+    privacy record) makes it unbounded."""
 
     hospital_id: str
     vectors: int
     private_vectors: int = Field(description="vectors with a differential-privacy guarantee")
+    invalid_records: int = Field(
+        description="vectors stored with a malformed privacy record (before records were "
+        "checked at push); each counts as no guarantee, so epsilon is then null"
+    )
     steps: int = Field(description="noisy releases counted (DP-SGD steps, noisy vectors)")
     epsilon: float | None
     delta: float

@@ -26,7 +26,6 @@ from app.models import (
 from app.security import Actor
 from app.services import evaluations, privacy, versions
 from app.services.privacy import Ledger
-from medvec.privacy import accountant_history
 
 MIN_RELIABLE_IMAGES = 500
 """Under this many test images, the card warns that the intervals are wide."""
@@ -41,6 +40,7 @@ class CardInput:
     weight: float
     label_histogram: dict[str, int]
     privacy: str
+    private: bool
 
 
 @dataclass(frozen=True)
@@ -84,14 +84,6 @@ def _base_chain(session: Session, base: BaseModelRecord) -> list[BaseModelRecord
     return chain
 
 
-def _privacy_line(meta: dict[str, Any]) -> str:
-    record = meta.get("privacy") or {}
-    if accountant_history(record) is None:
-        return "none (no noise)" if not record else f"clipped to {record.get('dp_clip')}, no noise"
-    how = "DP-SGD" if record.get("dp_sgd") else "Gaussian output noise"
-    return f"{how}: epsilon {float(record.get('epsilon') or 0):.3f} at delta {record.get('delta')}"
-
-
 def _hospital_label(actor: Actor, hospital_id: str, name: str, labels: dict[str, str]) -> str:
     """Admins read names; a hospital reads none, not even its own ("your hospital")."""
     if actor.is_admin:
@@ -118,6 +110,7 @@ def _inputs(
     for vector, name in rows:
         if vector.hospital_id not in labels:
             labels[vector.hospital_id] = _hospital_label(actor, vector.hospital_id, name, labels)
+    described = {vector.id: privacy.describe(vector.meta) for vector, _ in rows}
     inputs = [
         CardInput(
             hospital=labels[vector.hospital_id],
@@ -127,7 +120,8 @@ def _inputs(
             samples=vector.num_samples,
             weight=weights[vector.id],
             label_histogram=dict((vector.meta or {}).get("label_histogram") or {}),
-            privacy=_privacy_line(vector.meta or {}),
+            privacy=described[vector.id].line,
+            private=described[vector.id].guarantee,
         )
         for vector, _ in rows
     ]
@@ -170,7 +164,7 @@ def _limitations(
                 )
     if version.calibration is None:
         notes.append("BatchNorm statistics were not recomputed after the merge.")
-    if any(i.privacy.startswith("none") or "no noise" in i.privacy for i in inputs):
+    if not all(i.private for i in inputs):
         notes.append(
             "Some inputs carry no differential-privacy guarantee: the weights may reveal "
             "facts about those hospitals' training images."

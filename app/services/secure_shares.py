@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.models import DataVector, ModelVersion, VectorStatus
 from app.security import Actor
-from app.services import audit
+from app.services import audit, privacy
 from app.services.bases import find_base
 from app.services.errors import HospitalMismatch, InvalidInput, UnknownBase
 from app.services.merges import SECURE_STRATEGIES
@@ -68,6 +68,8 @@ def accept_share(
     """Register the staged share A as ``actor``'s current share; returns (row, created)."""
 
     def record(vector: DataVector) -> None:
+        # as for a plain vector, and under the same lock (register_staged holds it)
+        privacy.check_budget(session, vector.hospital_id, vector.meta)
         session.add(vector)
         session.flush()
         superseded = supersede(

@@ -114,7 +114,7 @@ def accept_vector(
 
     def record(vector: DataVector) -> None:
         # under the lock, so concurrent pushes cannot each fit a budget they overspend together
-        privacy.check_budget(session, vector.hospital_id, vector.meta.get("privacy", {}))
+        privacy.check_budget(session, vector.hospital_id, vector.meta)
         session.add(vector)
         session.flush()
         superseded = _supersede_previous(session, actor, vector)

@@ -72,11 +72,13 @@ def _ledger(client: RegistryClient) -> dict[str, Any] | None:
 def describe_ledger(ledger: dict[str, Any]) -> str:
     """One line: the composed epsilon at delta, the vectors behind it, the budget."""
     epsilon = ledger.get("epsilon")
-    spent = "unbounded (a vector without noise)" if epsilon is None else f"{epsilon:.3f}"
+    spent = "unbounded (a vector without a guarantee)" if epsilon is None else f"{epsilon:.3f}"
     line = (
         f"epsilon {spent} at delta {ledger['delta']:g} over {ledger['vectors']} vectors "
         f"({ledger['private_vectors']} with differential privacy)"
     )
+    if ledger.get("invalid_records"):
+        line += f"; {ledger['invalid_records']} with an invalid privacy record"
     if ledger.get("budget_epsilon") is not None:
         line += f"; budget epsilon {ledger['budget_epsilon']:g} at delta {ledger['budget_delta']:g}"
     return line

@@ -14,7 +14,6 @@ each hospital's part of the noise apart from the others', and the guarantee with
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +38,7 @@ def distributed_gaussian(
         raise PrivacyError(f"K must be at least 1, not {k}")
     std = noise_multiplier * clip / math.sqrt(k)
     clipped = clip_by_l2(dict(tensors), clip)
-    noisy = dict(add_gaussian_noise(clipped, std, seed=secrets.randbits(63)))
+    noisy = dict(add_gaussian_noise(clipped, std))  # from the OS CSPRNG, never seeded
     record: dict[str, Any] = {
         "mechanism": "distributed_gaussian",
         "dp_clip": clip,

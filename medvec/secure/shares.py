@@ -170,8 +170,10 @@ def read_share_metadata(
     try:
         return VectorMetadata.model_validate_json(header.metadata.get(VECTOR_KEY) or "")
     except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or VECTOR_KEY
         raise SecureAggregationError(
-            f"the share carries no valid {VECTOR_KEY} metadata: {exc.errors()[0]['msg']}",
+            f"the share carries no valid {VECTOR_KEY} metadata: {where}: {err['msg']}",
             hint="share A must carry the vector's metadata; write it with `medvec push --secure`",
         ) from exc
 

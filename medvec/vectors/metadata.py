@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medvec.models.spec import ModelSpec
+from medvec.vectors.privacy import PrivacyField, PrivacyRecord
 
 __all__ = ["VectorMetadata", "utc_now_iso"]
 
@@ -21,8 +22,7 @@ class VectorMetadata(BaseModel):
     """Typed metadata of a data vector, stored as JSON in the safetensors header.
 
     ``base_id`` is the registry id of the base; offline it is the base file's sha256.
-    ``privacy`` is ``{}`` or holds ``dp_clip``, ``dp_noise``, ``dp_sgd``, ``epsilon``,
-    ``delta`` and ``accountant``.
+    ``privacy`` is ``{}`` or a checked ``PrivacyRecord`` (``medvec.vectors.privacy``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -34,7 +34,7 @@ class VectorMetadata(BaseModel):
     num_samples: int = Field(gt=0)
     label_histogram: dict[str, int] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
-    privacy: dict[str, Any] = Field(default_factory=dict)
+    privacy: PrivacyField = Field(default_factory=lambda: PrivacyRecord())
     spec: ModelSpec | None = None
     created_at: str = Field(default_factory=utc_now_iso)
     extra: dict[str, str] = Field(default_factory=dict)

@@ -68,13 +68,13 @@ class ModelKit:
         }
         return VectorMetadata(**{**fields, **overrides})
 
-    def shares(self, hospital: str, weight: int = 64) -> tuple[Path, Path]:
+    def shares(self, hospital: str, weight: int = 64, **metadata: Any) -> tuple[Path, Path]:
         """Share A (for the registry) and share B (for the share holder) of the kit's
         vector pre-scaled by its public ``weight`` (its sample count), split for
         ``hospital`` under a fresh pair id, as `medvec push --secure` does."""
         return write_shares(
             self.tensors,
-            self.metadata(hospital, num_samples=weight),
+            self.metadata(hospital, num_samples=weight, **metadata),
             self._next("share-a"),
             self._next("share-b"),
             pair_id=secrets.token_hex(16),

@@ -4,13 +4,23 @@ before anything is stored."""
 
 from __future__ import annotations
 
+import json
+import re
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from opacus.accountants import RDPAccountant
 
-from tests.api.conftest import Hospital, Registry
+from app.models import DataVector, EvaluationStatus
+from tests.api.conftest import Hospital, Registry, make_hospital
 from tests.api.factories import ModelKit
 from tests.api.helpers import error, push
+from tests.api.test_versions import evaluate, make_version, no_production  # noqa: F401
 
 DELTA = 1e-5
 
@@ -123,3 +133,130 @@ def test_only_admins_set_budgets_and_hospitals_read_their_own_ledger(
             assert response.status_code == 422
         missing = admin.put("/hospitals/nope/privacy-budget", json={"epsilon": 1, "delta": DELTA})
         assert missing.status_code == 404
+
+
+#: the records of issue 22 that a vector could carry and that made pages answer 500
+MALFORMED = [
+    {"dp_noise": "abc"},
+    {"history": [[1, 1.5, 1]]},
+    {"history": [[1, 1]]},
+    {"delta": "x"},
+    {"dp_noise": [1]},
+    {"delta": 2},
+]
+
+
+def hand_written(kit: ModelKit, hospital: str, privacy: Any, scale: float) -> Path:
+    """A vector whose header carries ``privacy`` as written by hand: ``VectorMetadata``
+    refuses a malformed record, so the JSON is edited in the file itself."""
+    raw = kit.vector(hospital, scale=scale).read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + size])
+    meta = json.loads(header["__metadata__"]["medvec.vector"])
+    header["__metadata__"]["medvec.vector"] = json.dumps({**meta, "privacy": privacy})
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return kit.raw(struct.pack("<Q", len(encoded)) + encoded + raw[8 + size :], "hand-written")
+
+
+@pytest.mark.parametrize("record", MALFORMED, ids=json.dumps)
+def test_a_malformed_privacy_record_is_refused_and_nothing_is_stored(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital, record: Any
+) -> None:
+    before = registry.snapshot()
+    with registry.client(hospital.token) as client:
+        response = push(client, hand_written(kit, hospital.name, record, 1.11))
+    assert response.status_code == 422, response.text
+    body = error(response)
+    assert "invalid medvec.vector metadata: privacy" in body["message"]
+    assert registry.snapshot() == before
+
+
+def test_a_dp_sgd_declaration_without_steps_counts_as_no_guarantee(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    """Zero noisy steps cannot have produced a vector that moved: it is not epsilon 0."""
+    no_steps = {"dp_sgd": True, "history": [[1.0, 1.0, 0]]}
+    with registry.admin() as admin:
+        path = f"/hospitals/{hospital.id}/privacy-budget"
+        assert admin.put(path, json={"epsilon": 1, "delta": DELTA}).status_code == 200
+    with registry.client(hospital.token) as client:
+        refused = push(client, kit.vector(hospital.name, scale=1.12, privacy=no_steps))
+        assert refused.status_code == 422, refused.text
+        assert "no differential-privacy noise" in error(refused)["message"]
+    with registry.admin() as admin:
+        assert admin.delete(f"/hospitals/{hospital.id}/privacy-budget").status_code == 200
+    with registry.client(hospital.token) as client:
+        accepted = push(client, kit.vector(hospital.name, scale=1.12, privacy=no_steps))
+        assert accepted.status_code == 201, accepted.text
+    body = ledger(registry, hospital).json()
+    assert body["epsilon"] is None and (body["vectors"], body["private_vectors"]) == (1, 0)
+
+
+@contextmanager
+def console(registry: Registry, token: str) -> Iterator[httpx.Client]:
+    """A console session signed in with ``token`` (cookies over plain HTTP in tests)."""
+    with httpx.Client(base_url=registry.url, timeout=60, follow_redirects=True) as client:
+        form = client.get("/console/login")
+        nonce = re.search(r'name="login_nonce" value="([^"]+)"', form.text)
+        assert nonce is not None
+        signed = client.post("/console/login", data={"token": token, "login_nonce": nonce[1]})
+        assert signed.status_code == 200 and "logout" in signed.text, signed.text
+        yield client
+
+
+def test_rows_stored_with_a_malformed_record_break_no_page(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    """Rows stored before records were checked: every page that accounts them answers,
+    says the record is invalid, and counts the hospital's spending as unbounded."""
+    ids = []
+    with registry.client(hospital.token) as client:
+        for n, record in enumerate(MALFORMED):
+            pushed = push(client, kit.vector(hospital.name, scale=1.2 + n / 100))
+            assert pushed.status_code == 201, pushed.text
+            ids.append(pushed.json()["id"])
+            with registry.session() as session, session.begin():
+                row = session.get(DataVector, ids[-1])
+                assert row is not None
+                row.meta = {**row.meta, "privacy": record}
+    version = make_version(registry, kit, base, {i: 1 / len(ids) for i in ids})
+    evaluate(registry, version["id"], EvaluationStatus.COMPLETED)
+
+    for token in (registry.admin_token, hospital.token):
+        answer = ledger(registry, hospital, token)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["invalid_records"] == len(MALFORMED) and body["epsilon"] is None
+    with registry.admin() as admin:
+        path = f"/hospitals/{hospital.id}/privacy-budget"
+        budget = admin.put(path, json={"epsilon": 5, "delta": DELTA})
+        assert budget.status_code == 200, budget.text
+        assert budget.json()["invalid_records"] == len(MALFORMED)
+    with registry.client(hospital.token) as client:  # nothing fits an unbounded spending
+        private = kit.vector(hospital.name, scale=1.3, privacy=dp_sgd(1.1, 0.02, 300))
+        refused = push(client, private)
+        assert refused.status_code == 422, refused.text
+        assert "already unbounded" in error(refused)["message"]
+    with registry.admin() as admin:
+        assert admin.delete(path).status_code == 200
+        card = admin.get(f"/versions/{version['id']}/card")
+        assert card.status_code == 200, card.text
+        assert card.text.count("invalid privacy record") >= len(MALFORMED)
+        promoted = admin.post(f"/versions/{version['id']}/promote", json={"stage": "production"})
+        assert promoted.status_code == 200, promoted.text
+
+    reader = make_hospital(registry, "reader")  # `medvec pull --production` reads this card
+    with registry.client(reader.token) as client:
+        production = client.get("/versions/production/card")
+    assert production.status_code == 200 and "invalid privacy record" in production.text
+
+    pages = ["/console/hospitals", f"/console/hospitals/{hospital.id}"]
+    with console(registry, registry.admin_token) as admin:
+        for page in [*pages, f"/console/versions/{version['id']}"]:
+            shown = admin.get(page)
+            assert shown.status_code == 200, page
+            assert "invalid privacy record" in shown.text, page
+    with console(registry, hospital.token) as own:
+        shown = own.get(f"/console/hospitals/{hospital.id}")
+        assert shown.status_code == 200 and "invalid privacy record" in shown.text

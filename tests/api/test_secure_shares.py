@@ -9,6 +9,7 @@ shares pushed before public weights with pre-scaled ones."""
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ from app.security import Actor
 from app.services.errors import InvalidInput
 from app.services.merges import SECURE_MERGE_TASK
 from app.services.secure_merges import request_secure_merge
+from medvec.privacy import compose_epsilon
 from medvec.secure.encoding import max_total_weight
 from medvec.secure.shares import SHARE_KEY
+from medvec.vectors.io import VECTOR_KEY
 from tests.api.conftest import (
     MIB,
     Hospital,
@@ -109,6 +112,57 @@ def test_another_hospitals_share_is_refused(
     with registry.client(other_hospital.token) as client:
         refused = resumable_push(client, share_a)
     assert refused.status_code == 422 and error(refused)["code"] == "hospital_mismatch"
+    assert registry.snapshot()["rows"]["data_vectors"] == before
+
+
+def test_the_privacy_budget_holds_for_shares_as_for_plain_vectors(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    """A share is refused past the budget with the plain push's error, before anything
+    is stored; a share within it is accepted and its epsilon is in the ledger."""
+    with registry.admin() as admin:
+        path = f"/hospitals/{hospital.id}/privacy-budget"
+        assert admin.put(path, json={"epsilon": 1, "delta": 1e-5}).status_code == 200
+    before = registry.snapshot()
+    with registry.client(hospital.token) as client:
+        noiseless = resumable_push(client, kit.shares(hospital.name)[0])
+        assert noiseless.status_code == 422, noiseless.text
+        body = error(noiseless)
+        assert body["code"] == "privacy_budget_exceeded"
+        assert "no differential-privacy noise" in body["message"]
+        assert body["detail"]["budget_epsilon"] == 1
+        after = registry.snapshot()  # the upload session stays, as for any refused file
+        assert after["rows"]["data_vectors"] == before["rows"]["data_vectors"]
+        assert after["blobs"] == before["blobs"]
+
+        noise = {"mechanism": "distributed_gaussian", "dp_clip": 1.0, "dp_noise": 5.0,
+                 "secure_k": 3, "noise_std": 5 / 3**0.5, "epsilon": 0.73, "delta": 1e-5,
+                 "accountant": "analytic_gaussian"}  # fmt: skip
+        noisy = resumable_push(client, kit.shares(hospital.name, privacy=noise)[0])
+        assert noisy.status_code == 201, noisy.text
+        ledger = client.get(f"/hospitals/{hospital.id}/privacy").json()
+    assert (ledger["vectors"], ledger["private_vectors"]) == (1, 1)
+    # one release of the Gaussian mechanism, through the ledger's RDP accountant
+    assert ledger["epsilon"] == compose_epsilon([(5.0, 1.0, 1)], 1e-5) < 1
+
+
+def test_a_share_with_a_malformed_privacy_record_is_refused(
+    registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
+) -> None:
+    share_a, _ = kit.shares(hospital.name)
+    raw = share_a.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + size])
+    meta = json.loads(header["__metadata__"][VECTOR_KEY])
+    header["__metadata__"][VECTOR_KEY] = json.dumps({**meta, "privacy": {"delta": "x"}})
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    share_a.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + size :])
+    before = registry.snapshot()["rows"]["data_vectors"]
+    with registry.client(hospital.token) as client:
+        refused = resumable_push(client, share_a)
+    assert refused.status_code == 422, refused.text
+    assert "privacy.delta" in error(refused)["message"]
     assert registry.snapshot()["rows"]["data_vectors"] == before
 
 

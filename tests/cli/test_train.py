@@ -167,6 +167,57 @@ def test_dp_clip_bound_and_noise_scale(offline: Cli, pneumonia: Path, tmp_path: 
     assert_one_line_error(needs_clip, 1, "--dp-clip")
 
 
+def _integers(value: Any) -> set[int]:
+    """Every integer anywhere in a metadata document: each one could be a seed."""
+    if isinstance(value, dict):
+        return set().union(set(), *(_integers(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(set(), *(_integers(v) for v in value))
+    if isinstance(value, str):
+        return {int(value)} if value.isdigit() else set()
+    return {value} if isinstance(value, int) and not isinstance(value, bool) else set()
+
+
+def _seeded_noise(tensors: dict[str, torch.Tensor], std: float, seed: int) -> dict[str, Any]:
+    """The noise a generator seeded ``seed`` draws: float32 normals in the tensors' order,
+    as `medvec train` drew it from its recorded --seed before issue 22."""
+    generator = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(t.shape, generator=generator) * std for k, t in tensors.items()}
+
+
+def test_vector_noise_is_new_each_run_and_nothing_recorded_removes_it(
+    offline: Cli, pneumonia: Path, tmp_path: Path
+) -> None:
+    """The same seeded run twice: the training is the same, the noise is not, and no
+    integer the vector records (its --seed included) regenerates the noise."""
+    clip, sigma = 0.05, 0.5
+    common = [
+        "train", "--data", pneumonia, "--max-samples", "200", "--epochs", "1", "--lr", "0.01",
+        "--batch-size", "64", "--device", "cpu", "--seed", "7", "--dp-clip", clip, "--json",
+    ]  # fmt: skip
+    assert offline(*common, "-o", tmp_path / "c.safetensors").exit_code == 0
+    clipped = load_vector(tmp_path / "c.safetensors")[0]
+    noises, metadata = [], []
+    for name in ("n1", "n2"):
+        run = offline(*common, "--dp-noise", sigma, "-o", tmp_path / f"{name}.safetensors")
+        assert run.exit_code == 0, run.stderr
+        noisy = load_vector(tmp_path / f"{name}.safetensors")[0]
+        noises.append(torch.cat([(noisy[k] - t).flatten() for k, t in clipped.items()]))
+        metadata.append(run.json()["metadata"])
+    assert float(noises[0].std()) == pytest.approx(sigma * clip, rel=0.15)
+    correlation = float(torch.corrcoef(torch.stack(noises).double())[0, 1])
+    assert abs(correlation) < 0.2  # independent draws (|r| ~ 1/sqrt(d) here)
+
+    noisy = load_vector(tmp_path / "n1.safetensors")[0]
+    assert not any("seed" in key for key in metadata[0]["privacy"])
+    candidates = _integers(metadata[0]) | {metadata[0]["training"]["seed"]}
+    assert 7 in candidates
+    for seed in candidates:
+        regenerated = _seeded_noise(noisy, sigma * clip, seed)
+        left = {k: noisy[k] - regenerated[k] for k in noisy}
+        assert _norm(left) > 10 * _norm(clipped), seed  # the noise is still there
+
+
 def test_dp_sgd_records_the_accountants_epsilon(
     offline: Cli, pneumonia: Path, tmp_path: Path
 ) -> None:

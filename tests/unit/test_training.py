@@ -285,6 +285,32 @@ def test_dp_sgd_trains_reports_finite_epsilon_and_freezes_batchnorm(pneumonia: A
     assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 2)
 
 
+def test_dp_sgd_noise_and_sampling_are_not_reproducible_from_the_seed(pneumonia: Any) -> None:
+    """The recorded seed fixes augmentation, not what makes DP-SGD private: the same run
+    twice draws other batches and other noise, so nothing recorded regenerates them."""
+    train, _ = pneumonia
+    config = TrainConfig(epochs=1, batch_size=25, dp_sgd=True, dp_clip=1.0, dp_noise=1.0, seed=3)
+    runs = []
+    for _ in range(2):
+        model = tiny_cnn()
+        fine_tune(model, Subset(train, range(100)), config, device="cpu")
+        runs.append(_state(model)["0.weight"])
+    assert not torch.allclose(runs[0], runs[1])
+
+
+def test_poisson_sampling_is_secret_and_at_the_rate() -> None:
+    from medvec.privacy import poisson_subsample
+
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        draws.append(poisson_subsample(10_000, 0.1))
+    assert not torch.equal(draws[0], draws[1])
+    for drawn in draws:  # 1000 expected, std 30
+        assert 850 < len(drawn) < 1150 and len(set(drawn.tolist())) == len(drawn)
+        assert int(drawn.min()) >= 0 and int(drawn.max()) < 10_000
+
+
 def test_dp_sgd_survives_empty_poisson_batches(pneumonia: Any) -> None:
     train, _ = pneumonia
     model = tiny_cnn()

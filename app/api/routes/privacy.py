@@ -19,6 +19,7 @@ def ledger_read(ledger: Ledger) -> PrivacyLedgerRead:
         hospital_id=ledger.hospital_id,
         vectors=ledger.vectors,
         private_vectors=ledger.private_vectors,
+        invalid_records=ledger.invalid_records,
         steps=ledger.steps,
         epsilon=ledger.epsilon,
         delta=ledger.delta,
