@@ -71,3 +71,14 @@ def test_the_schema_says_an_upload_sha256_is_hex(registry: Registry, hospital: A
     with registry.client(hospital.token) as client:
         response = client.post("/uploads", json={"sha256": "g" * 64, "size": 10})
     assert response.status_code == 422 and error(response)["code"] == "invalid_request"
+
+
+def test_a_create_that_finds_its_record_documents_its_200(registry: Registry) -> None:
+    """POST /uploads resumed a session or found the bytes already stored, and the other
+    creates found the record, with a 200 the document did not list (the fuzzer's stateful
+    phase pushed a file's sha256 again)."""
+    paths = _openapi(registry)["paths"]
+    for path in ("/uploads", "/uploads/{upload_id}/complete", "/vectors", "/bases"):
+        answers = paths[f"/api/v1{path}"]["post"]["responses"]
+        assert {"200", "201"} <= set(answers), path
+        assert answers["200"]["content"] == answers["201"]["content"], path
