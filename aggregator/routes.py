@@ -18,8 +18,21 @@ from aggregator import audit, shares, sums
 from aggregator.auth import AggActor, authenticate, create_token, require
 from aggregator.config import AggregatorSettings
 from aggregator.models import AggAuditEvent, AggRole
-from app.api.parts import SHA_HEADER, receive_part
+from app.api.parts import RAW_BODY, SHA_HEADER, found, receive_part
 from app.api.state import get_store, request_transaction
+from app.errors import (
+    AUTH_ERRORS,
+    Conflict,
+    EmptyPart,
+    Gone,
+    InvalidInput,
+    NotFound,
+    OffsetMismatch,
+    PartTooSmall,
+    PayloadTooLarge,
+    ShaMismatch,
+    responses,
+)
 from app.security import parse_bearer
 from app.services.upload_parts import PartWriter
 from app.storage import BlobStore
@@ -83,8 +96,14 @@ class TokenCreated(Read):
 
 
 class UploadCreate(BaseModel):
-    sha256: str
-    size: int
+    """The registry's upload request (its declared bounds, which the protocol checks)."""
+
+    sha256: str = Field(pattern="^[0-9a-fA-F]{64}$", description="hex sha256 of the file")
+    size: int = Field(
+        gt=0,
+        le=2**53 - 1,  # the largest integer every JSON reader holds exactly
+        description="file size in bytes (MEDVEC_AGG_MAX_UPLOAD_BYTES is checked too: 413)",
+    )
 
 
 class UploadRead(Read):
@@ -132,7 +151,17 @@ class AuditRead(Read):
 router = APIRouter(prefix="/api/v1")
 
 
-@router.post("/tokens", status_code=201, response_model=TokenCreated)
+SUM_FILE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": f"the sum, a share_sum safetensors file; its sha256 is in {SHA_HEADER}",
+    }
+}
+
+
+@router.post(
+    "/tokens", status_code=201, response_model=TokenCreated, responses=responses(*AUTH_ERRORS)
+)
 def mint(body: TokenCreate, session: SessionDep, actor: Admin) -> TokenCreated:
     """A token for a hospital (named as at the registry) or for the registry; shown once."""
     token, secret = create_token(session, body.name, body.role)
@@ -140,7 +169,15 @@ def mint(body: TokenCreate, session: SessionDep, actor: Admin) -> TokenCreated:
     return TokenCreated(id=token.id, name=token.name, role=token.role, token=secret)
 
 
-@router.post("/uploads", status_code=201, response_model=UploadRead)
+@router.post(
+    "/uploads",
+    status_code=201,
+    response_model=UploadRead,
+    responses={
+        **found(UploadRead, "your open session for these bytes, resumed, or a completed one"),
+        **responses(*AUTH_ERRORS, InvalidInput, PayloadTooLarge),
+    },
+)
 def start_upload(
     body: UploadCreate,
     response: Response,
@@ -163,12 +200,30 @@ def start_upload(
     return upload
 
 
-@router.get("/uploads/{upload_id}", response_model=UploadRead)
+@router.get(
+    "/uploads/{upload_id}",
+    response_model=UploadRead,
+    responses=responses(*AUTH_ERRORS, NotFound, Gone),
+)
 def get_upload(upload_id: str, session: SessionDep, store: StoreDep, actor: Hospital) -> object:
     return shares.get_upload(session, store, actor, upload_id)
 
 
-@router.put("/uploads/{upload_id}", response_model=UploadRead)
+@router.put(
+    "/uploads/{upload_id}",
+    response_model=UploadRead,
+    openapi_extra=RAW_BODY,
+    responses=responses(
+        *AUTH_ERRORS,
+        NotFound,
+        Gone,
+        Conflict,
+        OffsetMismatch,
+        PayloadTooLarge,
+        EmptyPart,
+        PartTooSmall,
+    ),
+)
 async def put_part(
     upload_id: str,
     request: Request,
@@ -185,7 +240,15 @@ async def put_part(
     return upload
 
 
-@router.post("/uploads/{upload_id}/complete", status_code=201, response_model=ShareRead)
+@router.post(
+    "/uploads/{upload_id}/complete",
+    status_code=201,
+    response_model=ShareRead,
+    responses={
+        **found(ShareRead, "these bytes already are your share"),
+        **responses(*AUTH_ERRORS, NotFound, Gone, Conflict, ShaMismatch, InvalidInput),
+    },
+)
 def complete_upload(
     upload_id: str,
     response: Response,
@@ -202,12 +265,23 @@ def complete_upload(
     return share
 
 
-@router.get("/shares/{share_id}", response_model=ShareRead)
+@router.get(
+    "/shares/{share_id}", response_model=ShareRead, responses=responses(*AUTH_ERRORS, NotFound)
+)
 def get_share(share_id: str, session: SessionDep, actor: Hospital) -> object:
     return shares.get_share(session, actor, share_id)
 
 
-@router.post("/sums", response_class=FileResponse)
+@router.post(
+    "/sums",
+    response_class=FileResponse,
+    responses={
+        **SUM_FILE,
+        **responses(
+            *AUTH_ERRORS, sums.SetTooSmall, sums.DifferencingSet, NotFound, Conflict, InvalidInput
+        ),
+    },
+)
 def release_sum(
     body: SumRequest,
     session: SessionDep,
@@ -237,7 +311,7 @@ def release_sum(
     )
 
 
-@router.get("/sums", response_model=list[SummedSetRead])
+@router.get("/sums", response_model=list[SummedSetRead], responses=responses(*AUTH_ERRORS))
 def list_sums(session: SessionDep, actor: Caller) -> object:
     """Every released sum (admin or registry)."""
     if actor.role is AggRole.HOSPITAL:
@@ -245,8 +319,12 @@ def list_sums(session: SessionDep, actor: Caller) -> object:
     return sums.list_released(session)
 
 
-@router.get("/audit", response_model=list[AuditRead])
-def audit_log(session: SessionDep, _actor: Admin, limit: int = 500) -> object:
+@router.get("/audit", response_model=list[AuditRead], responses=responses(*AUTH_ERRORS))
+def audit_log(
+    session: SessionDep,
+    _actor: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000, description="events to return")] = 500,
+) -> object:
     """The share holder's audit log, newest first."""
     query = select(AggAuditEvent).order_by(AggAuditEvent.created_at.desc()).limit(limit)
     return list(session.scalars(query))
