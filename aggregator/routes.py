@@ -19,7 +19,7 @@ from aggregator.auth import AggActor, authenticate, create_token, require
 from aggregator.config import AggregatorSettings
 from aggregator.models import AggAuditEvent, AggRole
 from app.api.parts import RAW_BODY, SHA_HEADER, found, receive_part
-from app.api.state import get_store, request_transaction
+from app.api.state import get_store, reject_nul_parameters, request_transaction
 from app.errors import (
     AUTH_ERRORS,
     Conflict,
@@ -79,12 +79,18 @@ Hospital = Annotated[AggActor, Depends(require_hospital)]
 RegistryCaller = Annotated[AggActor, Depends(require_registry)]
 
 
+NoNul = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+"""Request text: PostgreSQL text cannot hold NUL, so it is refused (422) before a query."""
+PairId = Annotated[str, Field(pattern="^[0-9a-f]{32}$")]
+"""The id a hospital's share A and share B carry (``medvec push --secure`` makes it)."""
+
+
 class Read(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
 class TokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200, description="hospital name, or any name")
+    name: NoNul = Field(min_length=1, max_length=200, description="hospital name, or any name")
     role: AggRole
 
 
@@ -126,8 +132,8 @@ class ShareRead(Read):
 
 
 class SumRequest(BaseModel):
-    request_id: str = Field(min_length=1, max_length=200)
-    members: dict[str, int] = Field(description="pair id -> positive integer weight")
+    request_id: NoNul = Field(min_length=1, max_length=200)
+    members: dict[PairId, int] = Field(description="pair id -> positive integer weight")
 
 
 class SummedSetRead(Read):
@@ -148,7 +154,7 @@ class AuditRead(Read):
     created_at: datetime
 
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(reject_nul_parameters)])
 
 
 SUM_FILE: dict[int | str, dict[str, Any]] = {

@@ -32,6 +32,21 @@ def holder(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
         yield client, admin
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_holder(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_database: Any
+) -> Iterator[tuple[TestClient, str]]:
+    """The share holder on its embedded SQLite default or on PostgreSQL."""
+    admin = "mv_" + secrets.token_urlsafe(32)
+    settings = AggregatorSettings(
+        data_dir=tmp_path / "holder",
+        database_url=postgres_database() if request.param == "postgres" else None,
+        bootstrap_admin_token=admin,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client, admin
+
+
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -331,3 +346,29 @@ def test_the_openapi_document_says_what_each_operation_answers(
     upload = document["components"]["schemas"]["UploadCreate"]["properties"]
     assert upload["sha256"]["pattern"] == "^[0-9a-fA-F]{64}$"
     assert upload["size"]["exclusiveMinimum"] == 0
+
+
+def test_nul_in_any_request_text_is_422(any_holder: tuple[TestClient, str]) -> None:
+    """PostgreSQL text cannot hold NUL: a NUL in a path id, a token name, a request id or
+    a member's pair id failed there with a 500 before any check."""
+    client, admin = any_holder
+    hospital = _auth(_mint(client, admin, "hospital-a", "hospital"))
+    registry = _auth(_mint(client, admin, "registry", "registry"))
+    answers = [
+        client.post(
+            f"{API}/tokens", json={"name": "a\x00", "role": "hospital"}, headers=_auth(admin)
+        ),
+        client.get(f"{API}/uploads/a%00", headers=hospital),
+        client.put(f"{API}/uploads/a%00", params={"offset": 0}, content=b"x", headers=hospital),
+        client.post(f"{API}/uploads/a%00/complete", headers=hospital),
+        client.get(f"{API}/shares/a%00", headers=hospital),
+        client.post(
+            f"{API}/sums", json={"request_id": "r\x00", "members": {"a" * 32: 1}}, headers=registry
+        ),
+        client.post(
+            f"{API}/sums", json={"request_id": "r", "members": {"a\x00": 1}}, headers=registry
+        ),
+    ]
+    for answer in answers:
+        assert answer.status_code == 422, (answer.request.url, answer.text)
+        assert answer.json()["code"] == "invalid_request"
