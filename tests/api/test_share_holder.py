@@ -372,3 +372,23 @@ def test_nul_in_any_request_text_is_422(any_holder: tuple[TestClient, str]) -> N
     for answer in answers:
         assert answer.status_code == 422, (answer.request.url, answer.text)
         assert answer.json()["code"] == "invalid_request"
+
+
+def test_a_request_id_never_names_a_file(holder: tuple[TestClient, str], tmp_path: Path) -> None:
+    """The sum was staged as ``sum-<request_id>.safetensors`` (folders made as needed): an
+    id with ``..`` wrote, then deleted, a file outside the staging area; one with ``/``
+    left folders in it."""
+    client, admin = holder
+    pairs = _push_three(client, admin, tmp_path)
+    registry = _auth(_mint(client, admin, "registry", "registry"))
+    store = client.app.state.store  # type: ignore[attr-defined]
+    escape, folder = "../../../escaped", "a-folder/x"
+    outside = store.staging_path(f"sum-{escape}.safetensors").resolve()
+    assert not outside.is_relative_to(store.staging_path().parent)
+    outside.write_bytes(b"kept")
+    for request_id in (escape, folder):
+        body = {"request_id": request_id, "members": dict.fromkeys(pairs[:3], 1)}
+        released = client.post(f"{API}/sums", json=body, headers=registry)
+        assert released.status_code == 200, released.text
+    assert outside.read_bytes() == b"kept"
+    assert [p for p in store.staging_path().parent.iterdir() if p.is_dir()] == []
