@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictBool
 
 from app.models.version import VersionStatus
 from app.schemas.common import ReadModel, RequestModel
@@ -61,7 +61,7 @@ class VersionRead(ReadModel):
 
 class PromoteRequest(RequestModel):
     stage: Literal["staging", "production"]
-    force: bool = False
+    force: StrictBool = False  # overriding the gate is asked for as JSON true, never 1 or "yes"
 
 
 class ContributionMetrics(BaseModel):

@@ -82,3 +82,15 @@ def test_a_create_that_finds_its_record_documents_its_200(registry: Registry) ->
         answers = paths[f"/api/v1{path}"]["post"]["responses"]
         assert {"200", "201"} <= set(answers), path
         assert answers["200"]["content"] == answers["201"]["content"], path
+
+
+def test_promote_takes_force_as_a_json_boolean_only(registry: Registry) -> None:
+    """``{"force": 0}`` was read as false: the schema says boolean, and a promotion that
+    overrides the gate must be asked for unmistakably (found once the fuzzer named a
+    real version; with an unknown one the answer was 404 either way)."""
+    with registry.admin() as admin:
+        for force in (0, 1, "true"):
+            body = {"stage": "staging", "force": force}
+            answer = admin.post("/versions/no-such-version/promote", json=body)
+            assert answer.status_code == 422, (force, answer.text)
+            assert error(answer)["code"] == "invalid_request"
