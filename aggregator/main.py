@@ -20,7 +20,7 @@ from aggregator.routes import router
 from aggregator.schema import upgrade
 from aggregator.shares import expire_uploads
 from app.db import make_engine, make_sessionmaker
-from app.errors import install_error_handlers
+from app.errors import document_common_errors, install_error_handlers
 from app.storage import BlobStore, LocalBlobStore
 from app.sweeping import sweep_once, sweeping_uploads
 
@@ -61,6 +61,7 @@ def create_app(settings: AggregatorSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    document_common_errors(app)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -18,8 +18,21 @@ from aggregator import audit, shares, sums
 from aggregator.auth import AggActor, authenticate, create_token, require
 from aggregator.config import AggregatorSettings
 from aggregator.models import AggAuditEvent, AggRole
-from app.api.parts import SHA_HEADER, receive_part
-from app.api.state import get_store, request_transaction
+from app.api.parts import RAW_BODY, SHA_HEADER, found, receive_part
+from app.api.state import get_store, reject_nul_parameters, request_transaction
+from app.errors import (
+    AUTH_ERRORS,
+    Conflict,
+    EmptyPart,
+    Gone,
+    InvalidInput,
+    NotFound,
+    OffsetMismatch,
+    PartTooSmall,
+    PayloadTooLarge,
+    ShaMismatch,
+    responses,
+)
 from app.security import parse_bearer
 from app.services.upload_parts import PartWriter
 from app.storage import BlobStore
@@ -66,12 +79,18 @@ Hospital = Annotated[AggActor, Depends(require_hospital)]
 RegistryCaller = Annotated[AggActor, Depends(require_registry)]
 
 
+NoNul = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+"""Request text: PostgreSQL text cannot hold NUL, so it is refused (422) before a query."""
+PairId = Annotated[str, Field(pattern="^[0-9a-f]{32}$")]
+"""The id a hospital's share A and share B carry (``medvec push --secure`` makes it)."""
+
+
 class Read(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
 class TokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200, description="hospital name, or any name")
+    name: NoNul = Field(min_length=1, max_length=200, description="hospital name, or any name")
     role: AggRole
 
 
@@ -83,8 +102,15 @@ class TokenCreated(Read):
 
 
 class UploadCreate(BaseModel):
-    sha256: str
-    size: StrictInt = Field(description="file size in bytes: a JSON integer")
+    """The registry's upload request (its declared bounds, which the protocol checks)."""
+
+    sha256: str = Field(pattern="^[0-9a-fA-F]{64}$", description="hex sha256 of the file")
+    size: StrictInt = Field(
+        gt=0,
+        le=2**53 - 1,  # the largest integer every JSON reader holds exactly
+        description="file size in bytes, a JSON integer "
+        "(MEDVEC_AGG_MAX_UPLOAD_BYTES is checked too: 413)",
+    )
 
 
 class UploadRead(Read):
@@ -107,8 +133,11 @@ class ShareRead(Read):
 
 
 class SumRequest(BaseModel):
-    request_id: str = Field(min_length=1, max_length=200)
-    members: list[str] | dict[str, StrictInt] = Field(
+    request_id: NoNul = Field(min_length=1, max_length=200)
+    members: (
+        Annotated[list[PairId], Field(min_length=1)]
+        | Annotated[dict[PairId, StrictInt], Field(min_length=1)]
+    ) = Field(
         description="the pair ids to sum, each once (the earlier form, pair id -> weight, is "
         "accepted when every weight is 1)"
     )
@@ -132,10 +161,20 @@ class AuditRead(Read):
     created_at: datetime
 
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(reject_nul_parameters)])
 
 
-@router.post("/tokens", status_code=201, response_model=TokenCreated)
+SUM_FILE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": f"the sum, a share_sum safetensors file; its sha256 is in {SHA_HEADER}",
+    }
+}
+
+
+@router.post(
+    "/tokens", status_code=201, response_model=TokenCreated, responses=responses(*AUTH_ERRORS)
+)
 def mint(body: TokenCreate, session: SessionDep, actor: Admin) -> TokenCreated:
     """A token for a hospital (named as at the registry) or for the registry; shown once."""
     token, secret = create_token(session, body.name, body.role)
@@ -143,7 +182,15 @@ def mint(body: TokenCreate, session: SessionDep, actor: Admin) -> TokenCreated:
     return TokenCreated(id=token.id, name=token.name, role=token.role, token=secret)
 
 
-@router.post("/uploads", status_code=201, response_model=UploadRead)
+@router.post(
+    "/uploads",
+    status_code=201,
+    response_model=UploadRead,
+    responses={
+        **found(UploadRead, "your open session for these bytes, resumed, or a completed one"),
+        **responses(*AUTH_ERRORS, InvalidInput, PayloadTooLarge),
+    },
+)
 def start_upload(
     body: UploadCreate,
     response: Response,
@@ -166,12 +213,30 @@ def start_upload(
     return upload
 
 
-@router.get("/uploads/{upload_id}", response_model=UploadRead)
+@router.get(
+    "/uploads/{upload_id}",
+    response_model=UploadRead,
+    responses=responses(*AUTH_ERRORS, NotFound, Gone),
+)
 def get_upload(upload_id: str, session: SessionDep, store: StoreDep, actor: Hospital) -> object:
     return shares.get_upload(session, store, actor, upload_id)
 
 
-@router.put("/uploads/{upload_id}", response_model=UploadRead)
+@router.put(
+    "/uploads/{upload_id}",
+    response_model=UploadRead,
+    openapi_extra=RAW_BODY,
+    responses=responses(
+        *AUTH_ERRORS,
+        NotFound,
+        Gone,
+        Conflict,
+        OffsetMismatch,
+        PayloadTooLarge,
+        EmptyPart,
+        PartTooSmall,
+    ),
+)
 async def put_part(
     upload_id: str,
     request: Request,
@@ -188,7 +253,15 @@ async def put_part(
     return upload
 
 
-@router.post("/uploads/{upload_id}/complete", status_code=201, response_model=ShareRead)
+@router.post(
+    "/uploads/{upload_id}/complete",
+    status_code=201,
+    response_model=ShareRead,
+    responses={
+        **found(ShareRead, "these bytes already are your share"),
+        **responses(*AUTH_ERRORS, NotFound, Gone, Conflict, ShaMismatch, InvalidInput),
+    },
+)
 def complete_upload(
     upload_id: str,
     response: Response,
@@ -205,12 +278,23 @@ def complete_upload(
     return share
 
 
-@router.get("/shares/{share_id}", response_model=ShareRead)
+@router.get(
+    "/shares/{share_id}", response_model=ShareRead, responses=responses(*AUTH_ERRORS, NotFound)
+)
 def get_share(share_id: str, session: SessionDep, actor: Hospital) -> object:
     return shares.get_share(session, actor, share_id)
 
 
-@router.post("/sums", response_class=FileResponse)
+@router.post(
+    "/sums",
+    response_class=FileResponse,
+    responses={
+        **SUM_FILE,
+        **responses(
+            *AUTH_ERRORS, sums.SetTooSmall, sums.DifferencingSet, NotFound, Conflict, InvalidInput
+        ),
+    },
+)
 def release_sum(
     body: SumRequest,
     session: SessionDep,
@@ -243,7 +327,7 @@ def release_sum(
     )
 
 
-@router.get("/sums", response_model=list[SummedSetRead])
+@router.get("/sums", response_model=list[SummedSetRead], responses=responses(*AUTH_ERRORS))
 def list_sums(session: SessionDep, actor: Caller) -> object:
     """Every released sum (admin or registry)."""
     if actor.role is AggRole.HOSPITAL:
@@ -251,8 +335,12 @@ def list_sums(session: SessionDep, actor: Caller) -> object:
     return sums.list_released(session)
 
 
-@router.get("/audit", response_model=list[AuditRead])
-def audit_log(session: SessionDep, _actor: Admin, limit: int = 500) -> object:
+@router.get("/audit", response_model=list[AuditRead], responses=responses(*AUTH_ERRORS))
+def audit_log(
+    session: SessionDep,
+    _actor: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000, description="events to return")] = 500,
+) -> object:
     """The share holder's audit log, newest first."""
     query = select(AggAuditEvent).order_by(AggAuditEvent.created_at.desc()).limit(limit)
     return list(session.scalars(query))

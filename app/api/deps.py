@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -20,27 +19,9 @@ from app.config import Settings
 from app.errors import Forbidden
 from app.jobs import JobQueue, discard_deferred, dispatch_deferred
 from app.models import Role
-from app.schemas.common import contains_nul
 from app.security import Actor, parse_bearer
 from app.services.hospitals import authenticate
 from app.storage import BlobStore
-
-
-def reject_nul_parameters(request: Request) -> None:
-    """Refuse NUL in a path or query parameter as a 422 (PostgreSQL text cannot hold it)."""
-    places = [("path", request.path_params), ("query", dict(request.query_params))]
-    errors = [
-        {
-            "loc": [where, name],
-            "msg": "must not contain NUL (\\u0000) characters",
-            "type": "value_error",
-        }
-        for where, params in places
-        for name, value in params.items()
-        if contains_nul(value)
-    ]
-    if errors:
-        raise RequestValidationError(errors)
 
 
 def get_settings(request: Request) -> Settings:

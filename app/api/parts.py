@@ -1,9 +1,13 @@
 """Raw request bodies written at an offset: what the upload routes of the registry and of
-the share holder share (the share holder imports this, not the registry's dependencies)."""
+the share holder share (the share holder imports this, not the registry's dependencies),
+and how their OpenAPI documents describe a raw body and a create that finds its record."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -11,9 +15,22 @@ from app.errors import EmptyPart, PayloadTooLarge
 from app.services.staging import write_stream
 from app.services.upload_parts import PartWriter
 
-__all__ = ["SHA_HEADER", "declared_length", "receive_part"]
+__all__ = ["RAW_BODY", "SHA_HEADER", "declared_length", "found", "receive_part"]
 
 SHA_HEADER = "X-Content-SHA256"
+
+RAW_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+"""``openapi_extra`` of a route that reads the raw request body (a file or a part of one)."""
+
+
+def found(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entry: the 200 of a create (201) that finds its record already there."""
+    return {200: {"model": model, "description": description}}
 
 
 def declared_length(request: Request) -> int | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from app.api.deps import reject_nul_parameters
 from app.api.routes import (
     audit,
     auth,
@@ -22,6 +21,7 @@ from app.api.routes import (
     vectors,
     versions,
 )
+from app.api.state import reject_nul_parameters
 
 API_PREFIX = "/api/v1"
 

@@ -61,7 +61,7 @@ class VersionRead(ReadModel):
 
 class PromoteRequest(RequestModel):
     stage: Literal["staging", "production"]
-    force: StrictBool = False
+    force: StrictBool = False  # overriding the gate is asked for as JSON true, never 1 or "yes"
 
 
 class ContributionMetrics(BaseModel):

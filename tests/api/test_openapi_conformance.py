@@ -85,6 +85,7 @@ MISSING = "00000000-0000-0000-0000-000000000000"
     [
         ("POST", f"/versions/{MISSING}/promote", {"stage": "production", "force": 0}, "force"),
         ("POST", f"/versions/{MISSING}/promote", {"stage": "staging", "force": "yes"}, "force"),
+        ("POST", f"/versions/{MISSING}/promote", {"stage": "staging", "force": 1}, "force"),
         ("POST", "/merges", {"base_id": ""}, "base_id"),
         ("POST", "/merges", {"benchmark_id": ""}, "benchmark_id"),
         ("POST", "/merges", {"selection": {"vector_ids": [MISSING, ""]}}, "vector_ids"),
@@ -130,3 +131,14 @@ def test_a_strategy_parameter_of_the_wrong_type_is_422(
     assert response.status_code == 422, response.text
     assert "lambda" in error(response)["message"]
     assert registry.snapshot() == before
+
+
+def test_a_create_that_finds_its_record_documents_its_200(registry: Registry) -> None:
+    """POST /uploads resumed a session or found the bytes already stored, and the other
+    creates found the record, with a 200 the document did not list (the fuzzer's stateful
+    phase pushed a file's sha256 again)."""
+    paths = _openapi(registry)["paths"]
+    for path in ("/uploads", "/uploads/{upload_id}/complete", "/vectors", "/bases"):
+        answers = paths[f"/api/v1{path}"]["post"]["responses"]
+        assert {"200", "201"} <= set(answers), path
+        assert answers["200"]["content"] == answers["201"]["content"], path

@@ -9,6 +9,7 @@ import itertools
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,6 +50,21 @@ def live_holder(tmp_path: Path) -> Iterator[tuple[httpx.Client, str]]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_holder(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_database: Any
+) -> Iterator[tuple[TestClient, str]]:
+    """The share holder on its embedded SQLite default or on PostgreSQL."""
+    admin = "mv_" + secrets.token_urlsafe(32)
+    settings = AggregatorSettings(
+        data_dir=tmp_path / "holder",
+        database_url=postgres_database() if request.param == "postgres" else None,
+        bootstrap_admin_token=admin,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client, admin
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -396,3 +412,96 @@ def test_every_small_weight_vector_but_the_plain_sum_is_refused(
         f"{API}/sums", json={"request_id": "plain", "members": pairs}, headers=registry
     )
     assert plain.status_code == 200, plain.text
+
+
+def test_the_audit_limit_is_bounded(holder: tuple[TestClient, str]) -> None:
+    """A limit past 64 bits failed in the database (500), a negative one too on PostgreSQL."""
+    client, admin = holder
+    for limit in (0, -1, 10**30):
+        answer = client.get(f"{API}/audit", params={"limit": limit}, headers=_auth(admin))
+        assert answer.status_code == 422, (limit, answer.text)
+        assert answer.json()["code"] == "invalid_request"
+
+
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def test_the_openapi_document_says_what_each_operation_answers(
+    holder: tuple[TestClient, str],
+) -> None:
+    """What the schemathesis run (tests/fuzz) found undocumented: every error status, the
+    error body, the 200 of a resumed or repeated upload, the raw part body, the binary sum."""
+    client, _ = holder
+    document = client.get("/openapi.json").json()
+    paths = document["paths"]
+
+    def answers(path: str, method: str) -> dict[str, Any]:
+        return dict(paths[f"{API}{path}"][method]["responses"])
+
+    for path, item in paths.items():
+        for method, operation in item.items():
+            statuses = operation["responses"]
+            if path.startswith(API):
+                assert {"401", "403"} <= set(statuses), (method, path)
+            for status, answer in statuses.items():
+                if int(status) >= 400:
+                    assert answer["content"]["application/json"]["schema"] == ERROR_BODY
+    assert {"200", "201", "413", "422"} <= set(answers("/uploads", "post"))
+    assert {"404", "409", "410", "413", "422"} <= set(answers("/uploads/{upload_id}", "put"))
+    part = paths[f"{API}/uploads/{{upload_id}}"]["put"]["requestBody"]
+    assert part["required"] and set(part["content"]) == {"application/octet-stream"}
+    complete = answers("/uploads/{upload_id}/complete", "post")
+    assert {"200", "201", "404", "409", "410", "422"} <= set(complete)
+    assert "404" in answers("/shares/{share_id}", "get")
+    released = answers("/sums", "post")
+    assert {"403", "404", "409", "422"} <= set(released)
+    assert set(released["200"]["content"]) == {"application/octet-stream"}
+    upload = document["components"]["schemas"]["UploadCreate"]["properties"]
+    assert upload["sha256"]["pattern"] == "^[0-9a-fA-F]{64}$"
+    assert upload["size"]["exclusiveMinimum"] == 0
+
+
+def test_nul_in_any_request_text_is_422(any_holder: tuple[TestClient, str]) -> None:
+    """PostgreSQL text cannot hold NUL: a NUL in a path id, a token name, a request id or
+    a member's pair id failed there with a 500 before any check."""
+    client, admin = any_holder
+    hospital = _auth(_mint(client, admin, "hospital-a", "hospital"))
+    registry = _auth(_mint(client, admin, "registry", "registry"))
+    answers = [
+        client.post(
+            f"{API}/tokens", json={"name": "a\x00", "role": "hospital"}, headers=_auth(admin)
+        ),
+        client.get(f"{API}/uploads/a%00", headers=hospital),
+        client.put(f"{API}/uploads/a%00", params={"offset": 0}, content=b"x", headers=hospital),
+        client.post(f"{API}/uploads/a%00/complete", headers=hospital),
+        client.get(f"{API}/shares/a%00", headers=hospital),
+        client.post(
+            f"{API}/sums", json={"request_id": "r\x00", "members": {"a" * 32: 1}}, headers=registry
+        ),
+        client.post(
+            f"{API}/sums", json={"request_id": "r", "members": {"a\x00": 1}}, headers=registry
+        ),
+    ]
+    for answer in answers:
+        assert answer.status_code == 422, (answer.request.url, answer.text)
+        assert answer.json()["code"] == "invalid_request"
+
+
+def test_a_request_id_never_names_a_file(holder: tuple[TestClient, str], tmp_path: Path) -> None:
+    """The sum was staged as ``sum-<request_id>.safetensors`` (folders made as needed): an
+    id with ``..`` wrote, then deleted, a file outside the staging area; one with ``/``
+    left folders in it."""
+    client, admin = holder
+    pairs = _push(client, admin, tmp_path, count=3)
+    registry = _auth(_mint(client, admin, "registry", "registry"))
+    store = client.app.state.store  # type: ignore[attr-defined]
+    escape, folder = "../../../escaped", "a-folder/x"
+    outside = store.staging_path(f"sum-{escape}.safetensors").resolve()
+    assert not outside.is_relative_to(store.staging_path().parent)
+    outside.write_bytes(b"kept")
+    for request_id in (escape, folder):
+        body = {"request_id": request_id, "members": dict.fromkeys(pairs[:3], 1)}
+        released = client.post(f"{API}/sums", json=body, headers=registry)
+        assert released.status_code == 200, released.text
+    assert outside.read_bytes() == b"kept"
+    assert [p for p in store.staging_path().parent.iterdir() if p.is_dir()] == []

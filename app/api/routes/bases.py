@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminPrincipal, Principal, SessionDep, SettingsDep, StorageDep
-from app.api.routes.common import BINARY_RESPONSE, RAW_BODY, blob_response, errors, receive_file
+from app.api.parts import RAW_BODY, found
+from app.api.routes.common import BINARY_RESPONSE, blob_response, errors, receive_file
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
 from app.metrics import record_upload
 from app.schemas.bases import BaseRead
@@ -22,7 +23,10 @@ router = APIRouter(prefix="/bases", tags=["bases"])
     status_code=201,
     response_model=BaseRead,
     openapi_extra=RAW_BODY,
-    responses=errors(InvalidInput, PayloadTooLarge),
+    responses={
+        **found(BaseRead, "these bytes are already a base"),
+        **errors(InvalidInput, PayloadTooLarge),
+    },
 )
 async def register_base(
     request: Request,

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminPrincipal, SessionDep, SettingsDep, StorageDep
-from app.api.routes.common import RAW_BODY, errors, receive_file
+from app.api.parts import RAW_BODY
+from app.api.routes.common import errors, receive_file
 from app.errors import Conflict, InvalidInput, PayloadTooLarge
 from app.metrics import record_upload
 from app.schemas.benchmarks import BenchmarkRead

@@ -26,13 +26,6 @@ ByteOffset = Annotated[int, Query(ge=0, le=MAX_INT63, description="byte offset i
 """Integer query parameters always come bounded, so an absurd number is a 422 and never
 reaches the database (SQLite and PostgreSQL both fail on integers past 64 bits)."""
 
-RAW_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    }
-}
-
 BINARY_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},

@@ -12,8 +12,8 @@ from app.api.deps import (
     StorageDep,
     release_connection,
 )
-from app.api.parts import receive_part
-from app.api.routes.common import RAW_BODY, ByteOffset, errors
+from app.api.parts import RAW_BODY, found, receive_part
+from app.api.routes.common import ByteOffset, errors
 from app.config import Settings
 from app.errors import (
     Conflict,
@@ -45,7 +45,17 @@ def limits(settings: Settings) -> uploads.UploadLimits:
 
 
 @router.post(
-    "", status_code=201, response_model=UploadRead, responses=errors(InvalidInput, PayloadTooLarge)
+    "",
+    status_code=201,
+    response_model=UploadRead,
+    responses={
+        **found(
+            UploadRead,
+            "your open session for these bytes, resumed (send from offset), "
+            "or a completed one when they already are your vector (vector_id)",
+        ),
+        **errors(InvalidInput, PayloadTooLarge),
+    },
 )
 def start_upload(
     body: UploadCreate,
@@ -112,7 +122,10 @@ def get_upload(
     "/{upload_id}/complete",
     status_code=201,
     response_model=VectorRead,
-    responses=errors(NotFound, Gone, Conflict, ShaMismatch, InvalidInput),
+    responses={
+        **found(VectorRead, "these bytes already are your vector"),
+        **errors(NotFound, Gone, Conflict, ShaMismatch, InvalidInput),
+    },
 )
 def complete_upload(
     upload_id: str,

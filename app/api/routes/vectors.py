@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import HospitalPrincipal, Principal, SessionDep, SettingsDep, StorageDep
-from app.api.routes.common import BINARY_RESPONSE, RAW_BODY, blob_response, errors, receive_file
+from app.api.parts import RAW_BODY, found
+from app.api.routes.common import BINARY_RESPONSE, blob_response, errors, receive_file
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
 from app.metrics import record_upload
 from app.models import VectorStatus
@@ -21,7 +22,10 @@ router = APIRouter(prefix="/vectors", tags=["vectors"])
     status_code=201,
     response_model=VectorRead,
     openapi_extra=RAW_BODY,
-    responses=errors(InvalidInput, PayloadTooLarge),
+    responses={
+        **found(VectorRead, "these bytes already are your vector"),
+        **errors(InvalidInput, PayloadTooLarge),
+    },
 )
 async def push_vector(
     request: Request,
