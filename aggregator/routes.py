@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
@@ -33,6 +33,7 @@ from app.errors import (
     ShaMismatch,
     responses,
 )
+from app.jsontypes import JsonInt
 from app.security import parse_bearer
 from app.services.upload_parts import PartWriter
 from app.storage import BlobStore
@@ -105,7 +106,7 @@ class UploadCreate(BaseModel):
     """The registry's upload request (its declared bounds, which the protocol checks)."""
 
     sha256: str = Field(pattern="^[0-9a-fA-F]{64}$", description="hex sha256 of the file")
-    size: StrictInt = Field(
+    size: JsonInt = Field(
         gt=0,
         le=2**53 - 1,  # the largest integer every JSON reader holds exactly
         description="file size in bytes, a JSON integer "
@@ -136,7 +137,7 @@ class SumRequest(BaseModel):
     request_id: NoNul = Field(min_length=1, max_length=200)
     members: (
         Annotated[list[PairId], Field(min_length=1)]
-        | Annotated[dict[PairId, StrictInt], Field(min_length=1)]
+        | Annotated[dict[PairId, JsonInt], Field(min_length=1)]
     ) = Field(
         description="the pair ids to sum, each once (the earlier form, pair id -> weight, is "
         "accepted when every weight is 1)"

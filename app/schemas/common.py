@@ -91,9 +91,9 @@ class RequestModel(BaseModel):
     is checked: a property the model does not declare is ignored, NUL or not.
 
     Fields are as strict as the schema they publish: a boolean is ``StrictBool``, an
-    integer ``StrictInt``, a number ``StrictFloat`` (which still takes a JSON integer), an
-    id :data:`Id`; pydantic's lax mode would read ``0`` or ``"yes"`` as true, ``"1"`` or
-    ``true`` as 1, ``""`` as an id."""
+    integer :data:`app.jsontypes.JsonInt`, a number ``StrictFloat`` (which still takes a
+    JSON integer), an id :data:`Id`; pydantic's lax mode would read ``0`` or ``"yes"`` as
+    true, ``"1"`` or ``true`` as 1, ``""`` as an id."""
 
     model_config = ConfigDict(json_schema_extra=_declare_no_nul)
 

@@ -6,8 +6,9 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
+from app.jsontypes import JsonInt
 from app.schemas.common import Id, RequestModel, VectorIds
 from app.services.calibration import CALIBRATION_AUTO
 
@@ -59,7 +60,7 @@ class MergeCreate(RequestModel):
             "else its train split; never test)"
         ),
     )
-    seed: StrictInt = 0
+    seed: JsonInt = 0
 
 
 class MergeAccepted(BaseModel):

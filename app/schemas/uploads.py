@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field, StrictInt
+from pydantic import Field
 
+from app.jsontypes import JsonInt
 from app.models.upload import UploadStatus
 from app.schemas.common import MAX_JSON_INT, ReadModel, RequestModel
 
 
 class UploadCreate(RequestModel):
     sha256: str = Field(pattern="^[0-9a-fA-F]{64}$", description="hex sha256 of the file")
-    size: StrictInt = Field(
+    size: JsonInt = Field(
         gt=0,
         le=MAX_JSON_INT,
         description="file size in bytes (the registry's own limit, MEDVEC_MAX_UPLOAD_BYTES, "
