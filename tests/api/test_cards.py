@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from html import unescape
+from html import escape, unescape
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from app.models import DataVector, Evaluation, EvaluationStatus
-from app.templating import markdown_html
+from app.templating import code, markdown_html, markdown_text
 from tests.api.conftest import Hospital, Registry, make_hospital
 from tests.api.factories import ModelKit, tuned_metrics
 from tests.api.helpers import console_client, push
@@ -160,3 +160,12 @@ def test_hospital_metadata_is_text_in_the_card_and_on_the_console(
     for directive in ("default-src 'self'", "img-src 'self' data:", "frame-ancestors 'none'"):
         assert directive in policy, policy
     assert "unsafe-inline" not in policy
+
+
+def test_a_code_span_holds_any_backticks_and_a_block_marker_stays_text() -> None:
+    for value in ("a ` b", "``x``", "`", "x ``` y"):
+        assert markdown_html(code(value)) == f"<p><code>{escape(value)}</code></p>\n", value
+    for value in ("# heading", "1. item", "- item", "> quote", "=== ", "+ item"):
+        assert markdown_html(f"- {markdown_text(value)}") == (
+            f"<ul>\n<li>{escape(value.strip())}</li>\n</ul>\n"
+        ), value
