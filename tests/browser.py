@@ -35,6 +35,8 @@ def chromium(width: int = 1280, height: int = 900) -> webdriver.Chrome:
         f"--window-size={width},{height}",
     ):
         options.add_argument(flag)
+    # the page's console messages, Content-Security-Policy violations among them
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(options=options, service=Service(executable_path=driver))
     # a click that submits a form returns before the next page loads: lookups wait for it
     browser.implicitly_wait(IMPLICIT_WAIT_S)

@@ -1,5 +1,6 @@
 """The real processes the suites start, stop and kill with SIGKILL: ``medvec-server
-serve``, a ``celery worker``, ``celery beat`` and a ``redis-server`` of the test's own.
+serve``, a ``celery worker``, ``celery beat``, a ``redis-server`` of the test's own and
+the share holder (``medvec-aggregator serve``).
 
 Each runs in its own process group (a SIGKILL takes its children too: a machine that
 loses power) and writes one log file per start in the test's folder.
@@ -167,6 +168,55 @@ class ServerProcess(ChildProcess):
     def client(self, token: str | None = None, timeout: float = 120.0) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url + API, headers=headers, timeout=timeout)
+
+
+class ShareHolderProcess(ChildProcess):
+    """The share holder (``python -m aggregator serve``, i.e. ``medvec-aggregator``) on a
+    loopback port kept across restarts, with its own data folder (and database)."""
+
+    name = "share-holder"
+
+    def __init__(self, data_dir: Path, log_dir: Path, *, database_url: str | None) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDVEC_")}
+        env.update(
+            {
+                "MEDVEC_AGG_DATA_DIR": str(data_dir),
+                "MEDVEC_AGG_BOOTSTRAP_ADMIN_TOKEN": "mv_" + secrets.token_urlsafe(32),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if database_url:
+            env["MEDVEC_AGG_DATABASE_URL"] = database_url
+        super().__init__(env, log_dir)
+        self.admin_token = env["MEDVEC_AGG_BOOTSTRAP_ADMIN_TOKEN"]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "aggregator", "serve", "--port", str(self.port)]
+
+    def start(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Start and wait until ``/readyz`` answers 200."""
+        self.launch()
+        self.wait_until(self.ready, timeout)
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url + API, headers={"Authorization": f"Bearer {token}"}, timeout=120.0
+        )
+
+    def mint(self, name: str, role: str) -> str:
+        """A new token of ``role`` named ``name`` (a hospital's is its registry name)."""
+        with self.client(self.admin_token) as admin:
+            answer = admin.post("/tokens", json={"name": name, "role": role})
+            answer.raise_for_status()
+            return str(answer.json()["token"])
 
 
 class WorkerProcess(ChildProcess):

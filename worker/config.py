@@ -53,6 +53,25 @@ class WorkerSettings(Settings):
     )
     max_retries: int = Field(default=3, ge=0, description="retries on transient errors")
     retry_backoff_s: float = Field(default=10.0, ge=0)
+    share_holder_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a secure merge gives up a try when the share holder sends nothing for "
+        "this long (hung): the longest a hung share holder holds a worker. Its sums take "
+        "about 0.3 s per ResNet-50 member from scratch, and only changed members after that",
+    )
+    share_holder_connect_timeout_s: float = Field(default=10.0, gt=0)
+    share_holder_retry_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="a secure merge whose share holder is down, hung or failing (5xx) asks "
+        "again after this long; each later wait is as long as the job has waited so far",
+    )
+    share_holder_retry_max_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="the longest wait between two tries of a secure merge for its share holder",
+    )
     merge_tensor_delay_s: float = Field(
         default=0.0,
         ge=0,
@@ -123,6 +142,10 @@ class WorkerSettings(Settings):
             raise ValueError(
                 f"MEDVEC_EVAL_LEASE_S ({self.eval_lease_s}) must exceed MEDVEC_EVAL_TIME_LIMIT_S "
                 f"({self.eval_time_limit_s}), or a live evaluation is sent a second time"
+            )
+        if not self.share_holder_retry_s <= self.share_holder_retry_max_s:
+            raise ValueError(
+                "MEDVEC_SHARE_HOLDER_RETRY_S must not exceed MEDVEC_SHARE_HOLDER_RETRY_MAX_S"
             )
         for kind in ("merge", "eval", "tune"):
             if getattr(self, f"{kind}_soft_time_limit_s") >= getattr(self, f"{kind}_time_limit_s"):

@@ -17,6 +17,12 @@ class TerminalJobError(Exception):
     """The job cannot succeed as asked; retrying would fail the same way."""
 
 
+class HolderUnavailable(Exception):
+    """The share holder is down, hung or failing (5xx): the secure merge waits for it,
+    asked again with growing delays for as long as it takes, holding no worker meanwhile
+    (``worker.runner.wait_for_holder``). Its message names the share holder."""
+
+
 #: transient: the database, the broker, S3 or the network was briefly unavailable
 RETRIABLE: tuple[type[BaseException], ...] = (
     OperationalError,

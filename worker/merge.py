@@ -3,8 +3,9 @@
 Three short transactions around the long computation, so the job's state is
 visible while it runs and a crash at any point is safe:
 
-1. claim: lock the job row; ``succeeded``/``failed`` → nothing to do; count the
-   delivery in ``attempts`` and give up past ``max_attempts``; mark ``running``.
+1. claim: lock the job row; ``succeeded``/``failed`` → nothing to do, and so for a
+   job waiting for the share holder until its ``retry_at``; count the delivery in
+   ``attempts`` and give up past ``max_attempts``; mark ``running``.
 2. compute (no transaction): the streaming engine writes into the blob store's
    staging area; the input vectors' mean pairwise cosine is measured; where the job
    names calibration images the merged model's BatchNorm statistics are recomputed
@@ -31,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +128,10 @@ def claim(
     job = _locked_job(session, job_id)
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         return MergeOutcome(job.id, job.version_id, job.status, ran=False)
+    if job.status is JobStatus.QUEUED and job.retry_at is not None and job.retry_at > utcnow():
+        # a second copy of a job that waits for the share holder (the sweeper's, or one
+        # Redis delivered again): the message sent for retry_at is the one that tries
+        return MergeOutcome(job.id, None, job.status, ran=False)
     job.attempts += 1
     if job.attempts > settings.max_attempts:
         _fail(
@@ -137,6 +143,7 @@ def claim(
     job.status = JobStatus.RUNNING
     job.started_at = utcnow()
     job.error = None
+    job.retry_at = None
     return _plan(session, store, job)
 
 
@@ -350,6 +357,7 @@ def finish(session: Session, plan: MergePlan, computed: Computed) -> MergeOutcom
     job.version_id = version.id
     job.finished_at = utcnow()
     job.error = None
+    job.waiting_since = job.retry_at = None
     audit.record(
         session,
         WORKER,
@@ -368,6 +376,7 @@ def _fail(job: MergeJob, reason: str) -> None:
     job.status = JobStatus.FAILED
     job.error = reason[:4000]
     job.finished_at = utcnow()
+    job.waiting_since = job.retry_at = None
 
 
 def mark_failed(sessions: sessionmaker[Session], job_id: str, reason: str) -> None:
@@ -394,6 +403,31 @@ def mark_queued(sessions: sessionmaker[Session], job_id: str, reason: str) -> No
         if job is not None and job.status is JobStatus.RUNNING:
             job.status = JobStatus.QUEUED
             job.error = f"retrying after: {reason}"[:4000]
+
+
+def mark_waiting(
+    sessions: sessionmaker[Session], job_id: str, reason: str, *, first_s: float, longest_s: float
+) -> float | None:
+    """The job waits for a service it needs (a secure merge's share holder): back to
+    ``queued`` until ``retry_at``, ``reason`` and the wait in ``error``, and this delivery
+    not counted in ``attempts`` (it did not die). Returns the delay before the next try:
+    ``first_s`` at first, then as long as the job has waited so far (so each wait about
+    doubles), at most ``longest_s``; ``None`` when the job no longer runs."""
+    with session_scope(sessions) as session:
+        job = session.get(MergeJob, job_id, with_for_update=True)
+        if job is None or job.status is not JobStatus.RUNNING:
+            return None
+        now = utcnow()
+        since = job.waiting_since or now
+        delay = min(longest_s, max(first_s, (now - since).total_seconds()))
+        job.status = JobStatus.QUEUED
+        job.attempts = max(0, job.attempts - 1)
+        job.waiting_since = since
+        job.retry_at = now + timedelta(seconds=delay)
+        job.error = (
+            f"{reason}; waiting since {since:%Y-%m-%d %H:%M:%S} UTC, retrying in {delay:.3g} s"
+        )[:4000]
+        return delay
 
 
 def run_merge(

@@ -19,8 +19,8 @@ from app.metrics import JOB_FAILURES, JOB_RETRIES
 from app.models import Benchmark, MergeJob
 from app.services.evaluation_runs import queue_missing
 from app.services.merges import MERGE_TASK
-from worker.errors import JobGone, TerminalJobError, describe, is_retriable
-from worker.merge import MergeOutcome, mark_failed, mark_queued, run_merge
+from worker.errors import HolderUnavailable, JobGone, TerminalJobError, describe, is_retriable
+from worker.merge import MergeOutcome, mark_failed, mark_queued, mark_waiting, run_merge
 from worker.queue import CeleryJobQueue, task_routes
 from worker.session import session_scope
 
@@ -77,6 +77,9 @@ def run_job(task: Task, app: MedVecCelery, job_id: str, function: JobFunction) -
         JOB_FAILURES.labels(task=task.name).inc()
         mark_failed(res.sessions, job_id, describe(exc))
         return None
+    except HolderUnavailable as exc:
+        wait_for_holder(task, app, job_id, exc)
+        return None
     except Exception as exc:
         if is_retriable(exc):
             reason = describe(exc)
@@ -86,6 +89,29 @@ def run_job(task: Task, app: MedVecCelery, job_id: str, function: JobFunction) -
     if outcome.version_id:
         queue_evaluations(app, outcome.version_id, job_id)
     return outcome.version_id
+
+
+def wait_for_holder(task: Task, app: MedVecCelery, job_id: str, exc: HolderUnavailable) -> None:
+    """Send the job again for when the share holder may be back, and free the worker
+    meanwhile: no retry budget (a fresh message, not ``task.retry``), a delay that grows
+    to ``share_holder_retry_max_s``, the job ``queued`` until then (``mark_waiting``)."""
+    settings = app.settings
+    log.warning("%s: %s", task.name, exc)
+    try:
+        delay = mark_waiting(
+            app.resources.sessions,
+            job_id,
+            str(exc),
+            first_s=settings.share_holder_retry_s,
+            longest_s=settings.share_holder_retry_max_s,
+        )
+    except Exception:  # the database is out of reach too: the next try will tell
+        log.exception("could not record that job %s waits for the share holder", job_id)
+        delay = settings.share_holder_retry_s
+    if delay is None:
+        return
+    JOB_RETRIES.labels(task=task.name).inc()
+    task.apply_async(args=task.request.args, kwargs=task.request.kwargs, countdown=delay)
 
 
 def queue_evaluations(app: MedVecCelery, version_id: str, job_id: str) -> None:

@@ -7,7 +7,8 @@ transaction, finish), and the same version and lineage rows. In between:
 
 1. ask the share holder for ``sum_i B_i`` over the job's pair ids (the job id is the
    request id, so a retried job gets the same sum without a second release); a refusal
-   (set below K, differencing set) fails the job with the holder's reason. The sum's
+   (set below K, differencing set) fails the job with the holder's reason; a share
+   holder down, hung or failing makes the job wait for it (``worker.runner``). The sum's
    header carries ``W = sum_i w_i`` from the shares B, which must equal the job's;
 2. sum the registry's own shares ``sum_i A_i``, moved from the base's running sum of
    shares A (:mod:`medvec.secure.running`): only the shares superseded or added since
@@ -39,7 +40,7 @@ from medvec.secure.running import SumUpdate, advance_sum, running_sum_name
 from medvec.secure.shares import decode_sum_to_vector, read_sum_info
 from medvec.vectors import VectorMetadata
 from worker.config import WorkerSettings
-from worker.errors import JobGone, TerminalJobError
+from worker.errors import HolderUnavailable, JobGone, TerminalJobError
 from worker.merge import WORKER, MergeOutcome, MergePlan, claim, compute, finish
 from worker.session import session_scope
 
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
     from worker.evaluate import Evaluator
 
 log = logging.getLogger(__name__)
-
-HOLDER_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -80,41 +79,58 @@ def _inputs(session: Session, job_id: str) -> SecureInputs:
 def fetch_holder_sum(
     settings: WorkerSettings, request_id: str, members: list[str], out: Path
 ) -> None:
-    """Stream the share holder's sum into ``out``; refusals are terminal, outages retried."""
+    """Stream the share holder's sum into ``out``. A refusal (4xx) is terminal; a share
+    holder out of reach, failing (5xx) or silent for ``share_holder_timeout_s`` raises
+    :class:`HolderUnavailable` (the job waits for it)."""
     if not settings.share_holder_url or settings.share_holder_token is None:
         raise TerminalJobError("no share holder configured (MEDVEC_SHARE_HOLDER_URL)")
     token = settings.share_holder_token.get_secret_value()
-    url = settings.share_holder_url.rstrip("/") + "/api/v1/sums"
+    holder = settings.share_holder_url.rstrip("/")
     body = {"request_id": request_id, "members": members}
+    timeout = httpx.Timeout(
+        settings.share_holder_timeout_s, connect=settings.share_holder_connect_timeout_s
+    )
     try:
         with (
             httpx.stream(
                 "POST",
-                url,
+                f"{holder}/api/v1/sums",
                 json=body,
                 headers={"Authorization": f"Bearer {token}"},
-                timeout=HOLDER_TIMEOUT_S,
+                timeout=timeout,
             ) as response,
         ):
             if response.status_code >= 500:
-                raise ConnectionError(f"the share holder answered {response.status_code}")
+                raise HolderUnavailable(
+                    f"share holder at {holder} failing: it answered {response.status_code}"
+                )
             if response.status_code != 200:
                 response.read()
-                raise TerminalJobError(_refusal(response))
+                raise TerminalJobError(_refusal(holder, response))
             with out.open("wb") as handle:
                 for chunk in response.iter_bytes(1 << 20):
                     handle.write(chunk)
     except httpx.TransportError as exc:
-        raise ConnectionError(f"the share holder is out of reach: {exc}") from exc
+        raise HolderUnavailable(_outage(holder, exc, settings)) from exc
 
 
-def _refusal(response: httpx.Response) -> str:
+def _outage(holder: str, exc: httpx.TransportError, settings: WorkerSettings) -> str:
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return (
+            f"share holder at {holder} did not answer within "
+            f"{settings.share_holder_timeout_s:g} s ({type(exc).__name__})"
+        )
+    return f"share holder at {holder} unreachable ({type(exc).__name__}: {exc})"
+
+
+def _refusal(holder: str, response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
         body = {}
     code = body.get("code", f"http_{response.status_code}")
-    return f"the share holder refused the sum ({code}): {body.get('message', response.text)}"
+    message = body.get("message", response.text)
+    return f"the share holder at {holder} refused the sum ({code}): {message}"
 
 
 def _own_sum(store: BlobStore, plan: MergePlan, inputs: SecureInputs, out: Path) -> SumUpdate:

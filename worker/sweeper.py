@@ -1,7 +1,8 @@
 """Re-send work that lost its message: jobs, evaluations and base verifications committed
 ``queued`` (``verifying``) whose
 task never reached a broker (a crash or a broker outage between commit and send, an
-in-memory queue that died with its process), vectors never screened, ``running`` jobs
+in-memory queue that died with its process; a job waiting for the share holder counts
+from its ``retry_at``), vectors never screened, ``running`` jobs
 whose worker died past the broker's visibility timeout, and ``running`` evaluations
 past their lease (the worker that took them was killed). Redelivery is safe: every job
 and evaluation is idempotent, so a task sent twice does its work once, and each counts
@@ -63,7 +64,8 @@ def stalled_jobs(
     return [
         job
         for job in jobs
-        if (job.status is JobStatus.QUEUED and job.updated_at < queued_before)
+        # a job waiting for the share holder is due at retry_at, not when it was queued
+        if (job.status is JobStatus.QUEUED and (job.retry_at or job.updated_at) < queued_before)
         or (job.status is JobStatus.RUNNING and job.updated_at < running_before)
     ]
 

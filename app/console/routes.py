@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from app.api.deps import SessionDep, SettingsDep, client_ip
@@ -24,6 +25,7 @@ from app.console.deps import (
     ViewerDep,
     signer,
 )
+from app.console.headers import ConsoleHeaders
 from app.errors import AppError, Forbidden, InvalidInput, Unauthenticated, status_of
 from app.models import Role, VersionStatus
 from app.schemas.privacy import PrivacyBudgetSet
@@ -365,8 +367,12 @@ def jobs(
 
 # -- wiring -------------------------------------------------------------------
 def install_console(app: FastAPI) -> None:
-    """Mount the console and render its refusals as pages, not JSON."""
+    """Mount the console (its pages, its stylesheet, their security headers) and render
+    its refusals as pages, not JSON."""
     app.include_router(router)
+    static = StaticFiles(packages=[("app.console", "static")])
+    app.mount(f"{router.prefix}/static", static, name="console-static")
+    app.add_middleware(ConsoleHeaders)
 
     async def sign_in_required(_request: Request, _exc: Exception) -> Response:
         return see_other("/console/login")

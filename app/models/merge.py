@@ -62,6 +62,11 @@ class MergeJob(IdMixin, TimestampMixin, Base):
     requested_by: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    waiting_since: Mapped[datetime | None]
+    """Since when the job has waited for a service it needs (a secure merge's share
+    holder, down or hung); cleared when the job ends."""
+    retry_at: Mapped[datetime | None]
+    """When a waiting job is tried again: the sweeper does not send it before."""
 
     @property
     def spec(self) -> MergeSpec:

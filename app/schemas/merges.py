@@ -94,3 +94,8 @@ class MergeRead(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    waiting_since: datetime | None = Field(
+        description="since when the job has waited for the share holder (down or hung); "
+        "`error` says what it answered",
+    )
+    retry_at: datetime | None = Field(description="when a waiting job asks the share holder again")

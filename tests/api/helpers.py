@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +125,15 @@ def server_cli(
         return CliRunner().invoke(cli, list(args))
     finally:
         get_settings.cache_clear()
+
+
+@contextmanager
+def console_client(url: str, token: str) -> Iterator[httpx.Client]:
+    """An HTTP client signed in to the console at ``url`` (what the login form does)."""
+    with httpx.Client(base_url=url) as client:
+        form = client.get("/console/login")
+        nonce = re.search(r'name="login_nonce" value="([^"]+)"', form.text)
+        assert nonce is not None, form.text
+        answer = client.post("/console/login", data={"token": token, "login_nonce": nonce[1]})
+        assert answer.status_code == 303, answer.text
+        yield client

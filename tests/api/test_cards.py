@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from html import escape, unescape
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from app.models import Evaluation, EvaluationStatus
+from app.models import DataVector, Evaluation, EvaluationStatus
+from app.templating import code, markdown_html, markdown_text
 from tests.api.conftest import Hospital, Registry, make_hospital
 from tests.api.factories import ModelKit, tuned_metrics
-from tests.api.helpers import push
+from tests.api.helpers import console_client, push
 from tests.api.test_privacy import dp_sgd
 from tests.api.test_versions import evaluate, make_version, no_production  # noqa: F401
 
@@ -82,3 +85,87 @@ def test_the_card_tells_use_data_merge_metrics_privacy_lineage_and_limits(
     assert "your hospital" in seen.text and "hospital 1" in seen.text
     assert vector_ids[1][:8] not in seen.text
     assert "0: 20, 1: 44" in seen.text
+
+
+#: hospital-controlled text that markdown would turn into an image, links, HTML, code, a
+#: table cell or a heading if the card interpolated it as markup
+PAYLOADS = (
+    "![px](http://attacker.invalid/p.png)",
+    "[phish](https://attacker.invalid/login)",
+    "<img src=x onerror=alert(1)>",
+    "<https://attacker.invalid/auto>",
+    "www.attacker.invalid/bare",
+    "`` `](https://attacker.invalid/tick) ``",
+    "a | b",
+    "line\n\n# heading\n![px2](http://attacker.invalid/q.png)",
+    "&lt;b&gt; *bold* _it_ ~~gone~~ \\",
+)
+LEGACY_CLIP = "[clip](https://attacker.invalid/clip)"
+
+
+def _visible_text(html: str) -> str:
+    """The text a browser shows for ``html``, whitespace collapsed."""
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+def _shown_literally(payload: str, text: str) -> bool:
+    return " ".join(payload.split()) in text
+
+
+def test_hospital_metadata_is_text_in_the_card_and_on_the_console(
+    registry: Registry, base: dict[str, Any], kit: ModelKit
+) -> None:
+    name = "St. [Mary](https://attacker.invalid/h) ![x](http://attacker.invalid/h.png) | <b>"
+    with registry.admin() as admin:
+        created = admin.post("/hospitals", json={"name": name})
+        assert created.status_code == 201, created.text
+        token = admin.post(
+            "/tokens",
+            json={"name": "md-token", "role": "hospital", "hospital_id": created.json()["id"]},
+        ).json()["token"]
+    histogram = {payload: n + 1 for n, payload in enumerate(PAYLOADS)}
+    path = kit.vector(name, label_histogram=histogram, training={"note": PAYLOADS[0]})
+    with registry.client(token) as client:
+        pushed = push(client, path)
+    assert pushed.status_code == 201, pushed.text
+    vector_id = pushed.json()["id"]
+    with registry.session() as session, session.begin():
+        # a row stored before the push-time checks of ``privacy``: its values are free text
+        row = session.get(DataVector, vector_id)
+        assert row is not None
+        row.meta = {**row.meta, "privacy": {"dp_clip": LEGACY_CLIP}}
+    version = make_version(registry, kit, base, {vector_id: 1.0})
+
+    card = card_of(registry, version["id"], registry.admin_token).text
+    assert "attacker.invalid" in card
+    assert "http://attacker" not in card and "https://attacker" not in card, card
+    assert "www.attacker" not in card  # no autolink for renderers that make bare ones
+    rendered = markdown_html(card)
+    assert "<img" not in rendered and "<a " not in rendered, rendered
+    inputs = rendered.split("<h2>Training data")[1].split("<h2>Merge")[0]
+    assert "<h1>heading" not in rendered and "<code>" not in inputs, inputs
+    shown = _visible_text(rendered)
+    for text in (*PAYLOADS, name, f"clipped to {LEGACY_CLIP}"):
+        assert _shown_literally(text, shown), text
+
+    with console_client(registry.url, registry.admin_token) as console:
+        page = console.get(f"/console/versions/{version['id']}")
+    assert page.status_code == 200
+    assert "<img" not in page.text and 'href="http' not in page.text, page.text
+    model_card = page.text.split('id="model-card"')[1]
+    shown = _visible_text(model_card)
+    for text in (*PAYLOADS, name, f"clipped to {LEGACY_CLIP}"):
+        assert _shown_literally(text, shown), text
+    policy = page.headers["content-security-policy"]
+    for directive in ("default-src 'self'", "img-src 'self' data:", "frame-ancestors 'none'"):
+        assert directive in policy, policy
+    assert "unsafe-inline" not in policy
+
+
+def test_a_code_span_holds_any_backticks_and_a_block_marker_stays_text() -> None:
+    for value in ("a ` b", "``x``", "`", "x ``` y"):
+        assert markdown_html(code(value)) == f"<p><code>{escape(value)}</code></p>\n", value
+    for value in ("# heading", "1. item", "- item", "> quote", "=== ", "+ item"):
+        assert markdown_html(f"- {markdown_text(value)}") == (
+            f"<ul>\n<li>{escape(value.strip())}</li>\n</ul>\n"
+        ), value

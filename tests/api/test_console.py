@@ -145,6 +145,15 @@ def test_sign_in_sets_a_strict_http_only_session_and_shows_every_page(
     assert str(real_metrics["confusion_matrix"][0][0]) in matrix
     assert f"ECE {real_metrics['ece']:.3f}" in browser.page_source
     assert "Known limitations" in text(browser, "#model-card")
+    # styled by the console's stylesheet, the one style source its policy allows
+    header = browser.find_element(By.TAG_NAME, "header")
+    assert header.value_of_css_property("background-color") == "rgba(15, 23, 42, 1)"
+    shaded = browser.find_elements(By.CSS_SELECTOR, "table.cm td[class^='hit-']")
+    assert shaded and all(
+        cell.value_of_css_property("background-color") != "rgba(0, 0, 0, 0)"
+        for cell in shaded
+        if not cell.get_dom_attribute("class").endswith("-0")
+    )
 
     browser.get(f"{registry.url}/console/hospitals")
     assert "Tokens" in browser.page_source
@@ -153,6 +162,17 @@ def test_sign_in_sets_a_strict_http_only_session_and_shows_every_page(
     submit(browser, By.CSS_SELECTOR, "#audit-filter button")
     actions = {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#audit td.action")}
     assert actions == {"console.signed_in"}
+    assert csp_violations(browser) == []
+
+
+def csp_violations(browser: webdriver.Chrome) -> list[str]:
+    """What the pages shown since the last call did that their Content-Security-Policy
+    refused (Chromium logs each refusal to the page's console)."""
+    return [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+    ]
 
 
 def test_a_wrong_token_is_refused_and_pages_need_a_session(

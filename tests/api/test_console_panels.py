@@ -18,6 +18,7 @@ from tests.api.conftest import Hospital, Registry, make_hospital
 from tests.api.factories import ModelKit
 from tests.api.screening import push_scaled, screen
 from tests.api.test_console import (
+    csp_violations,
     session_cookie,
     sign_in,
     submit,
@@ -91,6 +92,7 @@ def test_release_and_reject_quarantined_vectors_with_their_screening(
     screening = text(browser, f"#screening-{dropped['id']}")
     assert "rejected" in screening and "boosted x50" in screening
     assert absent(browser, "#panel-screening button")
+    assert csp_violations(browser) == []
 
 
 def test_set_and_clear_a_privacy_budget(
@@ -199,6 +201,7 @@ def test_contributions_panel_shows_each_hospitals_share_or_why_not(
     panel = text(browser, "#panel-contributions")
     assert "Not available" in panel and "secure mode" in panel
     assert absent(browser, "#panel-contributions button")
+    assert csp_violations(browser) == []
 
 
 def test_a_hospital_token_is_denied_every_admin_action(

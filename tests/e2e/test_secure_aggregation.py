@@ -43,8 +43,7 @@ from medvec.merging import merge_files
 from medvec.models import ModelSpec, get_model, save_model_file
 from medvec.secure import encode
 from medvec.vectors import load_vector
-from tests.e2e.secure_world import AggregatorProcess
-from tests.servers import ServerProcess, registry_env
+from tests.servers import ServerProcess, ShareHolderProcess, registry_env
 
 MEDVEC = Path(sys.executable).with_name("medvec")
 HOSPITALS = 4
@@ -110,7 +109,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Tra
 @dataclass
 class World:
     registry: ServerProcess
-    holder: AggregatorProcess
+    holder: ShareHolderProcess
     admin: RegistryClient
     registry_token_at_holder: str
     tokens: dict[str, str]
@@ -175,7 +174,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path, trained: Trained) -> I
             holder_db = stack.enter_context(fresh_postgres_database())
             redis_url = stack.enter_context(fresh_redis_database())
             extra = {"database_url": registry_db, "redis_url": redis_url, "queue": "medvec-secure"}
-        holder = AggregatorProcess(tmp_path / "holder", tmp_path, database_url=holder_db)
+        holder = ShareHolderProcess(tmp_path / "holder", tmp_path, database_url=holder_db)
         holder.start()
         stack.callback(holder.stop)
         registry_token = holder.mint("registry", "registry")

@@ -4,8 +4,11 @@
 blobs, the Celery worker in the API's own process, in-memory broker).
 
 ``distributed``: PostgreSQL (a fresh database), a Redis server the suite starts on its
-own port, ``medvec-server serve --no-worker``, a ``celery worker`` process and ``celery
-beat`` (the sweeper's clock: every 2 s, re-sending jobs queued for 3 s).
+own port, ``medvec-server serve --no-worker``, a ``celery worker`` process, ``celery
+beat`` (the sweeper's clock: every 2 s, re-sending jobs queued for 3 s) and a share holder
+(``medvec-aggregator serve``, its own SQLite) for secure merges. A secure merge waits for
+an unreachable share holder from 0.5 s, doubling, up to 2 s between tries, and gives up on
+one that does not answer for 5 s (its sums here take well under a second).
 
 Both run merges with ``MEDVEC_MERGE_TENSOR_DELAY_S`` (test-only: a pause after each
 merged tensor, documented in docs/workers.md) so that a merge lasts long enough to be
@@ -28,7 +31,14 @@ from app.db import make_engine
 from hospital_cli.demo.server import mint_token
 from tests.faults.world import Fleet
 from tests.integration.services import fresh_postgres_database
-from tests.servers import BeatProcess, RedisServer, ServerProcess, WorkerProcess, registry_env
+from tests.servers import (
+    BeatProcess,
+    RedisServer,
+    ServerProcess,
+    ShareHolderProcess,
+    WorkerProcess,
+    registry_env,
+)
 
 MERGE_TENSOR_DELAY_S = "0.05"
 #: the fleets' vectors are seeded noise or a few steps from a random base: screening would
@@ -69,6 +79,9 @@ def distributed(
         redis_server = RedisServer(folder)
         stack.callback(redis_server.stop)
         redis_server.start()
+        holder = ShareHolderProcess(folder / "holder", folder, database_url=None)
+        stack.callback(holder.stop)
+        holder.start()
         queue = f"medvec-faults-{secrets.token_hex(4)}"
         limits = {
             f"{kind}_{which}time_limit_s": value
@@ -90,6 +103,12 @@ def distributed(
             # the visibility timeout (60 s) lets the task Redis redelivers take it at once
             eval_lease_s="58",
             retry_backoff_s="1",
+            share_holder_url=holder.url,
+            share_holder_token=holder.mint("registry", "registry"),
+            secure_min_set_size="3",
+            share_holder_retry_s="0.5",
+            share_holder_retry_max_s="2",
+            share_holder_timeout_s="5",
             sweep_interval_s="2",
             stale_queued_s="3",
             **limits,
@@ -105,7 +124,7 @@ def distributed(
         beat.start()
         engine = make_engine(database_url)
         stack.callback(engine.dispose)
-        fleet = Fleet(server, engine, admin, folder)
+        fleet = Fleet(server, engine, admin, folder, holder=holder)
         fleet.setup(datasets_dir)
         yield fleet, worker, redis_server
 

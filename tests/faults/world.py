@@ -37,8 +37,12 @@ from app.models import (
 )
 from app.services.integrity import Finding, check
 from app.storage import LocalBlobStore, sha256_of, sharded
+from hospital_cli.client import RegistryClient
+from hospital_cli.secure import DEFAULT_MAX_NORM, ShareHolderClient, prepare_shares, push_pair
+from hospital_cli.uploads import ResumeStore, Uploader
+from medvec.hashing import sha256_file
 from tests.integration import factories
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, ShareHolderProcess
 
 OCTET = {"Content-Type": "application/octet-stream"}
 #: how long a job or evaluation may take to finish after a restart (patience, not a target)
@@ -59,6 +63,9 @@ class Fleet:
     seeds: Iterator[int] = field(default_factory=lambda: iter(range(1, 10_000)))
     verified: set[str] = field(default_factory=set)
     """blobs whose bytes a check re-hashed already"""
+    holder: ShareHolderProcess | None = None
+    """the share holder of secure merges, in a world that runs one"""
+    holder_tokens: dict[str, str] = field(default_factory=dict)
 
     def staging(self) -> Path:
         """The blob store's staging area (bodies being received, upload parts)."""
@@ -136,6 +143,48 @@ class Fleet:
         with self.hospital(hospital) as client:
             data = (path or self.vector_file(hospital)).read_bytes()
             return self.record(client.post("/vectors", content=data, headers=OCTET))
+
+    def push_secure(self, hospital: str) -> dict[str, Any]:
+        """A new vector of ``hospital`` split into two shares and pushed as ``medvec push
+        --secure`` pushes it (share B to the share holder, then share A to the registry);
+        the registry's share record, and the vector file."""
+        assert self.holder is not None, "this world runs no share holder"
+        vector = self.vector_file(hospital)
+        self.hospital(hospital).close()  # the hospital and its registry token
+        if hospital not in self.holder_tokens:
+            self.holder_tokens[hospital] = self.holder.mint(hospital, "hospital")
+        cache = self.tmp / "shares"
+        pair = prepare_shares(
+            vector, sha256_file(vector), cache, noise=None, max_norm=DEFAULT_MAX_NORM
+        )
+        resume = ResumeStore(self.tmp / "uploads")
+        with (
+            ShareHolderClient(self.holder.url, self.holder_tokens[hospital]) as to_holder,
+            RegistryClient(self.server.url, self.hospitals[hospital]) as to_registry,
+        ):
+            pushed = push_pair(pair, Uploader(to_holder, resume), Uploader(to_registry, resume))
+        share = dict(pushed["registry"]["vector"])
+        self.accepted.add((share["hospital_id"], share["sha256"]))
+        return {**share, "vector_path": vector}
+
+    def secure_merge(self, share_ids: list[str]) -> str:
+        """Ask for the secure weighted mean of these shares; the job's id."""
+        body = {
+            "strategy": "weighted_mean",
+            "vector_ids": share_ids,
+            "benchmark_id": self.benchmark["id"],
+            "calibration": "none",
+        }
+        with self.admin() as admin:
+            response = admin.post("/secure/merges", json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["job_id"])
+
+    def job(self, job_id: str) -> MergeJob:
+        with Session(self.engine, expire_on_commit=False) as session:
+            row = session.get(MergeJob, job_id)
+        assert row is not None
+        return row
 
     def merge(self, vector_ids: list[str], **params: Any) -> str:
         body = {

@@ -79,7 +79,7 @@ def test_the_share_holder_conforms_to_its_openapi_document(
     }[who]
     config = _config(tmp_path, world.holder_ids)
     env = {"SCHEMATHESIS_HOOKS": str(HOOKS), PAIR_IDS_ENV: ",".join(world.pair_ids)}
-    _fuzz(world.holder.url, token, config, tmp_path, env, world.holder.log.read_text)
+    _fuzz(world.holder.url, token, config, tmp_path, env, world.holder.logs)
 
 
 def _config(folder: Path, ids: dict[str, list[str]]) -> Path:

@@ -27,10 +27,9 @@ from hospital_cli.secure import DEFAULT_MAX_NORM, ShareHolderClient, prepare_sha
 from hospital_cli.uploads import ResumeStore, Uploader
 from medvec.hashing import sha256_file
 from tests.cli.tiny import make_base
-from tests.e2e.secure_world import AggregatorProcess
 from tests.integration.factories import fine_tuned_vector, hospital_data, make_benchmark
 from tests.integration.services import fresh_postgres_database
-from tests.servers import ServerProcess, registry_env
+from tests.servers import ServerProcess, ShareHolderProcess, registry_env
 
 #: K: the fewest shares a secure merge sums (the registry's and the share holder's default)
 K = 3
@@ -53,7 +52,7 @@ class SecureWorld:
     the name of the parameter they fill (``base_id``, ``vector_id`` ...)."""
 
     registry: ServerProcess
-    holder: AggregatorProcess
+    holder: ShareHolderProcess
     admin: str
     holder_registry_token: str
     hospital: Hospital
@@ -71,7 +70,7 @@ def secure_world(folder: Path, datasets_dir: Path, backend: str) -> Iterator[Sec
         urls: dict[str, str | None] = {"registry": None, "holder": None}
         if backend == "postgres":
             urls = {name: stack.enter_context(fresh_postgres_database()) for name in urls}
-        holder = AggregatorProcess(folder / "holder", folder, database_url=urls["holder"])
+        holder = ShareHolderProcess(folder / "holder", folder, database_url=urls["holder"])
         stack.callback(holder.stop)
         holder.start()
         holder_registry_token = holder.mint("registry", "registry")
@@ -97,7 +96,7 @@ def secure_world(folder: Path, datasets_dir: Path, backend: str) -> Iterator[Sec
 
 def _seed(
     registry: ServerProcess,
-    holder: AggregatorProcess,
+    holder: ShareHolderProcess,
     admin_token: str,
     holder_registry_token: str,
     folder: Path,
@@ -173,7 +172,7 @@ def _seed(
     )
 
 
-def _hospital(admin: RegistryClient, holder: AggregatorProcess, name: str) -> Hospital:
+def _hospital(admin: RegistryClient, holder: ShareHolderProcess, name: str) -> Hospital:
     """A hospital with its token at the registry and at the share holder."""
     record = admin.create_hospital(name)
     token = admin.create_token(f"{name}-token", "hospital", str(record["id"]))
@@ -183,7 +182,7 @@ def _hospital(admin: RegistryClient, holder: AggregatorProcess, name: str) -> Ho
 
 def _push_secure(
     registry: ServerProcess,
-    holder: AggregatorProcess,
+    holder: ShareHolderProcess,
     hospital: Hospital,
     vector: Path,
     cache: Path,

@@ -81,6 +81,47 @@ def test_sweeper_resends_a_job_left_queued_and_leaves_fresh_ones(
         engine.dispose()
 
 
+def test_sweeper_leaves_a_job_waiting_for_the_share_holder_until_its_retry_is_due(
+    settings: WorkerSettings, world: World
+) -> None:
+    engine = make_engine(str(settings.database_url))
+    sessions = make_sessionmaker(engine)
+    now = datetime.now(UTC)
+    queued_long_ago = now - timedelta(hours=1)
+    retries = {"later": now + timedelta(minutes=5), "overdue": queued_long_ago}
+    jobs = {
+        name: MergeJob(
+            base_id=world.base["id"],
+            strategy="secure_weighted_mean",
+            params={"secure": True},
+            selection={"inputs": []},
+            inputs_hash=secrets.token_hex(32),
+            status=JobStatus.QUEUED,
+            attempts=0,
+            error="share holder at http://holder.invalid unreachable (ConnectError)",
+            created_at=queued_long_ago,
+            updated_at=queued_long_ago,
+            waiting_since=queued_long_ago,
+            retry_at=retry_at,
+        )
+        for name, retry_at in retries.items()
+    }
+    with session_scope(sessions) as session:
+        session.add_all(jobs.values())
+    ids = {name: job.id for name, job in jobs.items()}
+    queue = NullJobQueue()
+    try:
+        with session_scope(sessions, queue) as session:
+            resent = sweep(session, settings)
+        assert ids["overdue"] in resent and ids["later"] not in resent
+        assert ("medvec.secure.merge", {"job_id": ids["overdue"]}) in queue.sent
+    finally:
+        with session_scope(sessions) as session:
+            for job_id in ids.values():
+                session.delete(session.get(MergeJob, job_id))
+        engine.dispose()
+
+
 def test_sweeper_removes_old_staging_leftovers_but_not_open_uploads_or_fresh_files(
     settings: WorkerSettings, world: World, tmp_path: Path
 ) -> None:

@@ -85,4 +85,6 @@ def to_read(job: MergeJob) -> MergeRead:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        waiting_since=job.waiting_since,
+        retry_at=job.retry_at,
     )
