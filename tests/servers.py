@@ -131,28 +131,14 @@ class ChildProcess:
         )
 
 
-class ServerProcess(ChildProcess):
-    """``medvec-server serve`` on a fixed loopback port (kept across restarts)."""
+class HttpServerProcess(ChildProcess):
+    """A server of this project on a loopback port kept across restarts, ready once its
+    ``/readyz`` answers 200."""
 
-    name = "server"
-
-    def __init__(
-        self, env: dict[str, str], log_dir: Path, *, worker: bool, tiny_models: bool = False
-    ) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         super().__init__(env, log_dir)
-        self.worker = worker
-        self.tiny_models = tiny_models
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-
-    def command(self) -> list[str]:
-        program = [sys.executable, "-m", "tests.servers"] if self.tiny_models else server_command()
-        return [
-            *program,
-            "serve",
-            "--worker" if self.worker else "--no-worker",
-            *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"),
-        ]
 
     def start(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Start and wait until ``/readyz`` answers 200."""
@@ -170,7 +156,29 @@ class ServerProcess(ChildProcess):
         return httpx.Client(base_url=self.url + API, headers=headers, timeout=timeout)
 
 
-class ShareHolderProcess(ChildProcess):
+class ServerProcess(HttpServerProcess):
+    """``medvec-server serve`` on a fixed loopback port (kept across restarts)."""
+
+    name = "server"
+
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, *, worker: bool, tiny_models: bool = False
+    ) -> None:
+        super().__init__(env, log_dir)
+        self.worker = worker
+        self.tiny_models = tiny_models
+
+    def command(self) -> list[str]:
+        program = [sys.executable, "-m", "tests.servers"] if self.tiny_models else server_command()
+        return [
+            *program,
+            "serve",
+            "--worker" if self.worker else "--no-worker",
+            *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"),
+        ]
+
+
+class ShareHolderProcess(HttpServerProcess):
     """The share holder (``python -m aggregator serve``, i.e. ``medvec-aggregator``) on a
     loopback port kept across restarts, with its own data folder (and database)."""
 
@@ -189,27 +197,9 @@ class ShareHolderProcess(ChildProcess):
             env["MEDVEC_AGG_DATABASE_URL"] = database_url
         super().__init__(env, log_dir)
         self.admin_token = env["MEDVEC_AGG_BOOTSTRAP_ADMIN_TOKEN"]
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "aggregator", "serve", "--port", str(self.port)]
-
-    def start(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Start and wait until ``/readyz`` answers 200."""
-        self.launch()
-        self.wait_until(self.ready, timeout)
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def client(self, token: str) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url + API, headers={"Authorization": f"Bearer {token}"}, timeout=120.0
-        )
 
     def mint(self, name: str, role: str) -> str:
         """A new token of ``role`` named ``name`` (a hospital's is its registry name)."""
