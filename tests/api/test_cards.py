@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from app.models import DataVector, Evaluation, EvaluationStatus
+from app.services.privacy import INVALID_RECORD
 from app.templating import code, markdown_html, markdown_text
 from tests.api.conftest import Hospital, Registry, make_hospital
 from tests.api.factories import ModelKit, tuned_metrics
@@ -130,7 +131,8 @@ def test_hospital_metadata_is_text_in_the_card_and_on_the_console(
     assert pushed.status_code == 201, pushed.text
     vector_id = pushed.json()["id"]
     with registry.session() as session, session.begin():
-        # a row stored before the push-time checks of ``privacy``: its values are free text
+        # a row stored before the push-time checks of ``privacy``, its clip a link: the
+        # card says the record is invalid and never shows its text
         row = session.get(DataVector, vector_id)
         assert row is not None
         row.meta = {**row.meta, "privacy": {"dp_clip": LEGACY_CLIP}}
@@ -145,8 +147,9 @@ def test_hospital_metadata_is_text_in_the_card_and_on_the_console(
     inputs = rendered.split("<h2>Training data")[1].split("<h2>Merge")[0]
     assert "<h1>heading" not in rendered and "<code>" not in inputs, inputs
     shown = _visible_text(rendered)
-    for text in (*PAYLOADS, name, f"clipped to {LEGACY_CLIP}"):
+    for text in (*PAYLOADS, name, INVALID_RECORD):
         assert _shown_literally(text, shown), text
+    assert "attacker.invalid/clip" not in card
 
     with console_client(registry.url, registry.admin_token) as console:
         page = console.get(f"/console/versions/{version['id']}")
@@ -154,8 +157,9 @@ def test_hospital_metadata_is_text_in_the_card_and_on_the_console(
     assert "<img" not in page.text and 'href="http' not in page.text, page.text
     model_card = page.text.split('id="model-card"')[1]
     shown = _visible_text(model_card)
-    for text in (*PAYLOADS, name, f"clipped to {LEGACY_CLIP}"):
+    for text in (*PAYLOADS, name, INVALID_RECORD):
         assert _shown_literally(text, shown), text
+    assert "attacker.invalid/clip" not in page.text
     policy = page.headers["content-security-policy"]
     for directive in ("default-src 'self'", "img-src 'self' data:", "frame-ancestors 'none'"):
         assert directive in policy, policy
