@@ -316,7 +316,8 @@ def set_privacy_budget(
         privacy.clear_budget(session, viewer.actor, hospital_id)
         return back_to(back, "budget-cleared")
     try:
-        budget = PrivacyBudgetSet.model_validate({"epsilon": epsilon, "delta": delta})
+        # a form sends text: the schema reads its numbers from strings, as it would from JSON
+        budget = PrivacyBudgetSet.model_validate_strings({"epsilon": epsilon, "delta": delta})
     except ValidationError as exc:
         problems = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(f"not a privacy budget: {problems}") from exc
