@@ -10,6 +10,11 @@ over vectorised lanes and DARE's rows by a matrix-vector product whose order of
 additions is the CPU's BLAS kernel's (on an AVX-512 CPU not vector order from 8
 vectors on), and numpy sums in vector order, so those three agree to float32 rounding
 of their sums (docs/merging.md, "Numerics"), the other three still bit for bit.
+
+The engine's float32 additions are BLAS saxpy's, fused (torch's bits) where the OpenBLAS
+kernel fuses them; the kernel chosen by ``OPENBLAS_CORETYPE=Haswell`` on an AMD EPYC
+rounds differently, so float32 results are checked to float32 rounding of their terms,
+bfloat16 and float16 (accumulated in float32, then rounded) still bit for bit.
 """
 
 from __future__ import annotations
@@ -156,6 +161,15 @@ def _ulps(a: Tensor, b: Tensor) -> int:
     return int((ia - ib).abs().max()) if a.numel() else 0
 
 
+def _rounding_bound(key: str, base_state: dict[str, Tensor], vectors: list[Path]) -> float:
+    """``N`` float32 roundings of a sum whose terms are at most the base's and each
+    vector's largest magnitude (weights and lambda are at most 1)."""
+    terms = float(base_state[key].abs().max()) + sum(
+        float(load_file(str(p))[key].abs().max()) for p in vectors
+    )
+    return (N_VECTORS + 1) * 2.0**-23 * terms
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("strategy", list(PARAMS))
 def test_engine_gives_the_bits_of_the_torch_kernels(
@@ -179,7 +193,14 @@ def test_engine_gives_the_bits_of_the_torch_kernels(
     for key, value in merged.items():
         want = expected[key]
         assert value.dtype == want.dtype and value.shape == want.shape, key
-        if (
+        if value.dtype == torch.float32 and value.is_floating_point():
+            # the engine's float32 additions are BLAS saxpy's: fused on CPUs whose OpenBLAS
+            # kernel fuses them (then the bits are torch's), rounded twice on a kernel that
+            # does not (OPENBLAS_CORETYPE chooses it): N roundings of the terms at most
+            torch.testing.assert_close(
+                value, want, rtol=0, atol=_rounding_bound(key, base_state, vectors)
+            )
+        elif (
             not value.is_floating_point()
             or strategy in EXACT
             or key.endswith(("running_mean", "running_var"))
@@ -230,9 +251,10 @@ def test_many_vectors_in_memory_against_the_torch_kernels(strategy: str) -> None
     got = merge_state_dicts(base, vectors, strategy=strategy, params=PARAMS[strategy], seed=2)
     deltas = torch.stack([v[key] for v in vectors])
     want = base[key] + _reference_delta(strategy, key, deltas, torch.ones(n), seed=2)
-    if strategy in EXACT_AT_ANY_N:
+    if strategy == "median":
         assert torch.equal(got[key].view(torch.int32), want.view(torch.int32))
-    elif strategy == "dare":  # two orders of n float32 additions: n roundings of sum |terms|
+    elif strategy in ("dare", *EXACT_AT_ANY_N):
+        # two orders (or roundings) of n float32 additions: n roundings of sum |terms|
         terms = _reference_delta(strategy, key, deltas.abs(), torch.ones(n), seed=2)
         bound = n * 2.0**-23 * (base[key].abs() + terms)
         assert bool(((got[key] - want).abs() <= bound).all())
