@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,6 +23,7 @@ from app.security import Actor
 from app.services.errors import DomainError
 from app.services.hospitals import of_present_hospital
 from app.services.merges import MergeRequest, request_merge
+from medvec.merging.policy import merge_due
 from worker.config import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,14 @@ def screened_ids(session: Session, base_id: str) -> list[str]:
 
 
 def is_due(state: BaseActivity, settings: WorkerSettings, now: datetime) -> bool:
-    if state.new_vectors >= settings.auto_merge_k:
-        return True
-    every = settings.auto_merge_every_s
-    if every is None or state.new_vectors == 0:
-        return False
-    return state.last_merge_at is None or now - state.last_merge_at >= timedelta(seconds=every)
+    """``medvec.merging.policy.merge_due`` with the worker's K and schedule."""
+    last = state.last_merge_at
+    return merge_due(
+        state.new_vectors,
+        None if last is None else (now - last).total_seconds(),
+        k=settings.auto_merge_k,
+        every_s=settings.auto_merge_every_s,
+    )
 
 
 def bases_with_vectors(session: Session) -> list[str]:

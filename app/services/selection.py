@@ -18,6 +18,7 @@ from app.models import BaseModelRecord, DataVector, VectorStatus
 from app.services.errors import InvalidInput, NotFound
 from app.services.generations import lineage
 from app.services.hospitals import of_present_hospital, refuse_removed
+from medvec.merging.policy import latest_per_hospital
 
 if TYPE_CHECKING:
     from medvec.merging import MergeSpec
@@ -110,15 +111,10 @@ def _latest_per_hospital(
     session: Session, base: BaseModelRecord, rebase: bool
 ) -> list[tuple[DataVector, int]]:
     """Each hospital's newest validated vector for ``base``; with ``rebase``, hospitals
-    without one contribute their newest vector of the nearest older generation instead."""
-    picked: dict[str, tuple[DataVector, int]] = {}
+    without one contribute their newest vector of the nearest older generation instead
+    (``medvec.merging.policy.latest_per_hospital``)."""
     generations = lineage(session, base) if rebase else [base]
-    for ancestor in generations:
-        staleness = base.generation - ancestor.generation
-        for vector in _validated_of(session, ancestor.id):
-            current = picked.get(vector.hospital_id)
-            if current is None or (
-                current[1] == staleness and vector.created_at > current[0].created_at
-            ):
-                picked[vector.hospital_id] = (vector, staleness)
-    return sorted(picked.values(), key=lambda item: (item[0].created_at, item[0].id))
+    return latest_per_hospital(
+        (base.generation - ancestor.generation, _validated_of(session, ancestor.id))
+        for ancestor in generations
+    )

@@ -6,6 +6,7 @@ datasets x numbers of hospitals x architectures, as in ``benchmarks/reproduce.py
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,10 +21,18 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
-# SimulationConfig's and PretrainConfig's defaults, spelled out so that `medvec --help`
-# does not import torch; a test keeps them equal.
+# SimulationConfig's, PretrainConfig's, AsyncConfig's and PolicyConfig's defaults, spelled
+# out so that `medvec --help` does not import torch; a test keeps them equal.
 SIM_DEFAULTS = {"max_train": 2500, "generations": 6, "epochs": 3, "lr": None, "batch_size": 32}
 PRETRAIN_DEFAULTS = {"steps": 500}
+ASYNC_DEFAULTS = {"compute_rounds": 24.0, "local_steps": 8}
+POLICY_DEFAULTS = {"k": 3, "stale": "exclude", "staleness_power": 0.5, "server_lr": 1.0}
+
+
+class StaleOpt(StrEnum):
+    exclude = "exclude"
+    weight = "weight"
+
 
 DatasetsDirOpt = Annotated[
     Path | None,
@@ -113,6 +122,35 @@ def simulate(
         int | None, typer.Option(min=1, help="Cap on images per pretraining set.")
     ] = None,
     sweep: Annotated[bool, typer.Option(help="Run the grid of every comma list.")] = False,
+    asynchronous: Annotated[
+        bool,
+        typer.Option(
+            "--async",
+            help="Hospitals on a virtual clock (own speeds, a straggler, a late joiner, an "
+            "offline one): MedVec's registry policy against synchronous FedAvg, with a "
+            "deadline, FedAsync and FedBuff at equal compute. Writes async.json and async.png.",
+        ),
+    ] = False,
+    rounds: Annotated[
+        float,
+        typer.Option(min=0.1, help="--async: compute budget, in rounds of every hospital's job."),
+    ] = ASYNC_DEFAULTS["compute_rounds"],
+    local_steps: Annotated[
+        int, typer.Option(min=1, help="--async: optimiser steps of one hospital's job.")
+    ] = ASYNC_DEFAULTS["local_steps"],
+    merge_k: Annotated[
+        int, typer.Option(min=1, help="--async: merge after this many new vectors.")
+    ] = POLICY_DEFAULTS["k"],
+    stale: Annotated[
+        StaleOpt,
+        typer.Option(help="--async: a vector of an older generation is left out or weighted."),
+    ] = StaleOpt(POLICY_DEFAULTS["stale"]),
+    staleness_power: Annotated[
+        float, typer.Option(min=0.0, help="--async: stale weight (1 + staleness) ** -power.")
+    ] = POLICY_DEFAULTS["staleness_power"],
+    server_lr: Annotated[
+        float, typer.Option(min=0.0, help="--async: step along the merged vectors' mean.")
+    ] = POLICY_DEFAULTS["server_lr"],
     seed: int = 0,
     output_dir: Annotated[
         Path, typer.Option("--output", "-o", help="Where results and the base cache go.")
@@ -128,6 +166,7 @@ def simulate(
 
     Example: medvec simulate --dataset bloodmnist --hospitals 10 --alpha 0.5
     Example: medvec simulate --sweep --dataset pneumoniamnist,bloodmnist --hospitals 5,10
+    Example: medvec simulate --async --dataset bloodmnist --hospitals 10 --alpha 0.5
     """
     from medvec.pretrain import PretrainConfig
     from medvec.simulation import SimulationConfig, SweepConfig, markdown_table, run_sweep
@@ -162,6 +201,31 @@ def simulate(
             **({"sources": _csv_strs(pretrain_sources)} if pretrain_sources else {}),
         ),
     )
+    if asynchronous:
+        if sweep:
+            raise typer.BadParameter("--async runs one setting: drop --sweep")
+        from hospital_cli.async_sim import run_clocked
+
+        shared = {"partition", "alpha", "max_train", "max_test", "recipe", "lr", "batch_size"}
+        settings = {
+            **point.model_dump(include=shared | {"calibrate", "seed"}),
+            "dataset": dataset,
+            "hospitals": counts[0],
+            "compute_rounds": rounds,
+            "local_steps": local_steps,
+            "policies": {
+                "medvec": {
+                    "k": merge_k,
+                    "stale": stale.value,
+                    "staleness_power": staleness_power,
+                    "server_lr": server_lr,
+                }
+            },
+        }
+        run_clocked(
+            settings, config, output_dir, datasets_dir=datasets_dir, device=device, as_json=as_json
+        )
+        return
     with output.progress_steps() as bar:
         task = bar.add_task("simulate", total=None, info="")
         pretraining: dict[str, TaskID] = {}  # a counted task per base being pretrained

@@ -4,10 +4,10 @@ from medvec.simulation.run import (
     DEFAULT_STRATEGIES,
     SimulationConfig,
     SimulationResult,
-    partition_indices,
     run_simulation,
     summary_row,
 )
+from medvec.simulation.runner import partition_indices
 from medvec.simulation.sweep import SweepConfig, SweepOutcome, markdown_table, run_sweep
 
 __all__ = [

@@ -26,15 +26,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from medvec.simulation.run import (
-    SimulationConfig,
-    State,
-    _labels_of,
-    _merge,
-    _Runner,
-    _spec,
-    partition_indices,
-)
+from medvec.simulation.run import SimulationConfig, _merge, _spec
+from medvec.simulation.runner import Runner, State, labels_of, partition_indices
 
 __all__ = ["DiagnosisConfig", "diagnose_merge", "interpolate"]
 
@@ -88,7 +81,7 @@ def _histogram(values: np.ndarray, classes: int) -> list[int]:
     return [int(c) for c in np.bincount(values, minlength=classes)[:classes]]
 
 
-def _scored(runner: _Runner, state: State, classes: int) -> dict[str, Any]:
+def _scored(runner: Runner, state: State, classes: int) -> dict[str, Any]:
     from medvec.evaluation import predict
 
     predictions = predict(runner.load(state), runner.test, device=runner.device, batch_size=256)
@@ -100,7 +93,7 @@ def _scored(runner: _Runner, state: State, classes: int) -> dict[str, Any]:
 
 
 def _path(
-    runner: _Runner, local: State, merged: State, points: Sequence[float], classes: int
+    runner: Runner, local: State, merged: State, points: Sequence[float], classes: int
 ) -> list[dict[str, Any]]:
     path = []
     for t in points:
@@ -135,11 +128,11 @@ def diagnose_merge(
     from medvec.vectors import compute_vector
 
     emit = on_event or (lambda name, info: None)
-    runner = _Runner(config.simulation(), base, datasets_dir, resolve_device(device))
+    runner = Runner(config.simulation(), base, datasets_dir, resolve_device(device))
     classes = runner.spec.num_classes
-    labels = np.asarray(_labels_of(runner.test)).astype(np.int64)
+    labels = np.asarray(labels_of(runner.test)).astype(np.int64)
     label_histogram = _histogram(labels, classes)
-    parts = [p for p in partition_indices(_labels_of(runner.train), runner.config) if p]
+    parts = [p for p in partition_indices(labels_of(runner.train), runner.config) if p]
     locals_: list[State] = []
     for number, part in enumerate(parts):
         emit("local", {"hospital": number, "of": len(parts), "samples": len(part)})

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from medvec.merging.spec import LAMBDA_MULTIPLES, MergeSpec
-from medvec.models import load_model_file
-from medvec.training_config import Recipe, recipe_config
+from medvec.simulation.runner import Runner, State, labels_of, partition_indices, state_of
+from medvec.training_config import Recipe
 
 __all__ = [
     "DEFAULT_STRATEGIES",
@@ -52,7 +52,6 @@ __all__ = [
 DEFAULT_STRATEGIES = ("weighted_mean", "task_arithmetic", "ties", "median")
 
 EventFn = Callable[[str, dict[str, Any]], None]
-State = dict[str, torch.Tensor]
 
 
 class SimulationConfig(BaseModel):
@@ -115,128 +114,6 @@ class SimulationResult:
         return next((r for r in self.rows if r["kind"] == "centralized"), None)
 
 
-def _metric_row(metrics: Any, prefix: str = "") -> dict[str, float]:
-    data = metrics.model_dump() if hasattr(metrics, "model_dump") else dict(metrics)
-    auc, f1 = data.get("auc_macro"), data.get("f1_macro")
-    return {
-        f"{prefix}accuracy": float(data["accuracy"]),
-        f"{prefix}auc": float("nan") if auc is None else float(auc),
-        f"{prefix}f1": float("nan") if f1 is None else float(f1),
-    }
-
-
-def _capped(dataset: Any, cap: int | None, seed: int) -> Any:
-    from torch.utils.data import Subset
-
-    if cap is None or cap >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    return Subset(dataset, order[:cap].tolist())
-
-
-def _labels_of(dataset: Any) -> Any:
-    """Flat label array of a dataset or of a Subset of one."""
-    import numpy as np
-
-    if hasattr(dataset, "indices"):
-        return np.asarray(_labels_of(dataset.dataset))[np.asarray(dataset.indices)]
-    return np.asarray(dataset.labels).reshape(len(dataset), -1)[:, 0]
-
-
-def partition_indices(labels: Any, config: SimulationConfig) -> list[list[int]]:
-    """Hospital parts of ``labels``' positions; every hospital gets at least one sample."""
-    from medvec.data import split_dirichlet, split_iid
-
-    if config.partition == "iid":
-        parts = split_iid(labels, config.hospitals, config.seed)
-    else:
-        parts = split_dirichlet(labels, config.hospitals, config.alpha, config.seed)
-    return [list(map(int, part)) for part in parts]
-
-
-def _state(model: torch.nn.Module) -> State:
-    return {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-
-
-class _Runner:
-    """Holds the base, the data splits and the device for one simulation run."""
-
-    def __init__(
-        self, config: SimulationConfig, base: Path, datasets_dir: Path | None, device: Any
-    ) -> None:
-        from medvec.data import load_medmnist, resolve_datasets_dir
-        from medvec.data.download import ensure_medmnist
-
-        self.config = config
-        self.device = device
-        self.model, self.spec = load_model_file(base, device="cpu")
-        self.base_state = _state(self.model)
-        folder = resolve_datasets_dir(datasets_dir)
-        ensure_medmnist(config.dataset, folder)
-        channels, size = self.spec.in_channels, self.spec.image_size
-
-        def split(name: str, cap: int | None, seed: int) -> Any:
-            data = load_medmnist(
-                config.dataset, name, folder, in_channels=channels, image_size=size
-            )
-            return _capped(data, cap, seed)
-
-        self.train = split("train", config.max_train, config.seed)
-        self.val = split("val", config.max_val, config.seed + 1)
-        self.test = split("test", config.max_test, config.seed + 2)
-
-    def load(self, state: State) -> torch.nn.Module:
-        self.model.load_state_dict(state)
-        return self.model
-
-    def train_on(
-        self, start: State, indices: Sequence[int], rounds: int, seed: int, scale: int = 1
-    ) -> State:
-        """Fine-tune ``start`` on ``indices`` for ``rounds`` generations' worth of work.
-
-        ``scale`` multiplies a step budget (the centralized model takes as many steps
-        as all hospitals together).
-        """
-        from torch.utils.data import Subset
-
-        from medvec.training import fine_tune
-
-        config = self.config
-        train_config = recipe_config(
-            config.recipe,
-            epochs=config.epochs * rounds,
-            steps=None if config.steps is None else config.steps * rounds * scale,
-            **({} if config.lr is None else {"lr": config.lr}),
-            batch_size=config.batch_size,
-            seed=seed,
-        )
-        model = self.load(start)
-        fine_tune(model, Subset(self.train, list(indices)), train_config, device=self.device)
-        return _state(model)
-
-    def calibrated(self, state: State) -> State:
-        self.recalibrate(self.load(state))
-        return _state(self.model)
-
-    def recalibrate(self, model: torch.nn.Module) -> None:
-        """Recompute ``model``'s BatchNorm statistics on the validation images, in place."""
-        from medvec.calibration import recalibrate_bn
-
-        recalibrate_bn(model, self.val, device=self.device, batch_size=self.config.eval_batch_size)
-
-    def evaluate(self, state: State, split: str = "test") -> dict[str, float]:
-        return self.evaluate_model(self.load(state), split)
-
-    def evaluate_model(self, model: torch.nn.Module, split: str = "test") -> dict[str, float]:
-        from medvec.evaluation import evaluate_model
-
-        dataset = self.test if split == "test" else self.val
-        metrics = evaluate_model(
-            model, dataset, device=self.device, batch_size=self.config.eval_batch_size
-        )
-        return _metric_row(metrics, "" if split == "test" else "val_")
-
-
 @dataclass
 class _Candidate:
     """One strategy's merged model of a generation, as chosen on validation."""
@@ -266,7 +143,7 @@ def _merge(start: State, vectors: list[State], samples: list[float], spec: Merge
     )
 
 
-def _candidate(runner: _Runner, strategy: str, merged: State, lam: float | None) -> _Candidate:
+def _candidate(runner: Runner, strategy: str, merged: State, lam: float | None) -> _Candidate:
     """The merged model, BN-recalibrated when the config asks, with its validation scores."""
     plain = runner.evaluate(merged, "val")
     if not runner.config.calibrate:
@@ -276,7 +153,7 @@ def _candidate(runner: _Runner, strategy: str, merged: State, lam: float | None)
 
 
 def _tuned_task_arithmetic(
-    runner: _Runner, start: State, vectors: list[State], samples: list[float]
+    runner: Runner, start: State, vectors: list[State], samples: list[float]
 ) -> _Candidate:
     """Lambda chosen by the core's tuner among ``multiples / N`` on validation accuracy
     (after recalibration when the config asks; ties: the smaller lambda)."""
@@ -299,11 +176,11 @@ def _tuned_task_arithmetic(
         runner.recalibrate(runner.model)
     val = dict(scan.best)
     plain_accuracy = float(val.pop("_plain", val["val_accuracy"]))
-    return _Candidate("task_arithmetic", _state(runner.model), val, plain_accuracy, scan.chosen)
+    return _Candidate("task_arithmetic", state_of(runner.model), val, plain_accuracy, scan.chosen)
 
 
 def _generation(
-    runner: _Runner,
+    runner: Runner,
     start: State,
     vectors: list[State],
     weights: list[float],
@@ -333,10 +210,10 @@ def run_simulation(
 
     started = time.perf_counter()
     emit = on_event or (lambda name, info: None)
-    runner = _Runner(config, base, datasets_dir, resolve_device(device))
+    runner = Runner(config, base, datasets_dir, resolve_device(device))
     result = SimulationResult(config=config, arch=runner.spec.arch)
     common = {"dataset": config.dataset, "arch": runner.spec.arch, "hospitals": config.hospitals}
-    parts = [p for p in partition_indices(_labels_of(runner.train), config) if p]
+    parts = [p for p in partition_indices(labels_of(runner.train), config) if p]
     weights = [float(len(p)) for p in parts]
     rounds = config.generations
     for number, part in enumerate(parts):

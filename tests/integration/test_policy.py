@@ -13,6 +13,7 @@ from sqlalchemy import select
 from app.db import make_engine, make_sessionmaker
 from app.jobs import NullJobQueue
 from app.models import Hospital, JobStatus, MergeJob, UploadSession, UploadStatus
+from app.services.gates import policy_of
 from app.services.uploads import part_name
 from app.storage import LocalBlobStore
 from tests.integration.conftest import World
@@ -41,6 +42,17 @@ def test_schedule_merges_whatever_is_new_once_the_period_passed() -> None:
     assert is_due(BaseActivity("b", NOW - timedelta(hours=2), 1), settings, NOW)
     assert not is_due(BaseActivity("b", NOW - timedelta(minutes=30), 1), settings, NOW)
     assert not is_due(BaseActivity("b", NOW - timedelta(hours=2), 0), settings, NOW)
+
+
+def test_the_simulations_policy_defaults_are_the_workers() -> None:
+    """The asynchronous simulation runs the registry's policy with the registry's defaults."""
+    from medvec.simulation.asynchronous import PolicyConfig
+
+    policy, settings = PolicyConfig(), WorkerSettings(environment="test")
+    assert (policy.k, policy.every_s) == (settings.auto_merge_k, settings.auto_merge_every_s)
+    assert policy.stale == settings.stale_policy.value
+    assert policy.staleness_power == settings.staleness_power
+    assert policy.gate is not None and policy.gate == policy_of(settings)
 
 
 def test_sweeper_resends_a_job_left_queued_and_leaves_fresh_ones(

@@ -1,0 +1,266 @@
+"""Asynchronous merging on a virtual clock: MedVec's policy against the baselines.
+
+For every setting (dataset x N hospitals x IID / Dirichlet(alpha)) and seed, one
+``medvec.simulation.asynchronous.run_async`` runs MedVec's registry policy (one or more
+variants) and the baselines (synchronous FedAvg, synchronous with a deadline, FedAsync,
+FedBuff) from the same pretrained ResNet-10 base (28 px, ImageNet stem; the CPU
+profile of ``medvec simulate``), on the same hospital split, clock and compute budget.
+The headline setting, BloodMNIST at N = 10 with Dirichlet(0.5), takes
+``--headline-seeds``; the others ``--seeds``.
+
+Printed per setting: time to target (the virtual second production's test accuracy
+first reached synchronous FedAvg's final accuracy minus 1 point) and the speedup over
+synchronous FedAvg, final test and validation accuracy at equal compute, time to the
+validation target (what a policy is chosen on), and the hospital checks (straggler's
+vectors merged, the late joiner's first vector taken in by the n-th merge after its
+push, versions made while a hospital was offline). Each cell's full record (settings,
+curves, every version's inputs and staleness, idle time per hospital) is written to
+OUT/cells/*.json and its figure to OUT/*.png as it finishes; a rerun with the same
+settings reuses finished cells. OUT/summary.json holds every row and the checks.
+
+    python benchmarks/async.py --only-headline --headline-seeds 0 --policy-set candidates
+    python benchmarks/async.py                # every setting (long on a CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from hospital_cli.async_plot import plot_async
+from medvec.data.download import medmnist_num_classes
+from medvec.gates import GatePolicy
+from medvec.pretrain import PretrainConfig
+from medvec.simulation import SweepConfig
+from medvec.simulation.asynchronous import AsyncConfig, PolicyConfig, run_async, summarize
+from medvec.simulation.sweep import markdown_table, sweep_base
+
+HEADLINE = ("bloodmnist", 10, "dirichlet")
+DEFAULT = "medvec"
+OVERALL = GatePolicy(class_metrics=())  # the gate's overall metrics, no per-class rule
+POLICY_SETS: dict[str, dict[str, PolicyConfig]] = {
+    "default": {DEFAULT: PolicyConfig()},
+    "candidates": {
+        DEFAULT: PolicyConfig(),  # the registry's defaults: K = 3, stale vectors excluded
+        "medvec_weight": PolicyConfig(stale="weight"),
+        "medvec_weight_overall_gate": PolicyConfig(stale="weight", gate=OVERALL),
+        "medvec_weight_no_gate": PolicyConfig(stale="weight", gate=None),
+    },
+}
+COLUMNS = [
+    "strategy",
+    "time_to_target",
+    "speedup",
+    "final_accuracy",
+    "final_val_accuracy",
+    "val_time_to_target",
+    "compute",
+    "versions",
+    "promoted",
+    "unmerged_share",
+    "straggler_merged",
+    "late_joiner_lag",
+    "versions_while_offline",
+    "idle_share",
+]
+
+
+def _list(text: str, kind: type = str) -> list[Any]:
+    return [kind(x.strip()) for x in text.split(",") if x.strip()]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="bloodmnist,pneumoniamnist")
+    parser.add_argument("--hospitals", default="10,50")
+    parser.add_argument("--partitions", default="dirichlet,iid")
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--headline-seeds", default="0,1,2")
+    parser.add_argument("--only-headline", action="store_true")
+    parser.add_argument("--policy-set", choices=sorted(POLICY_SETS), default="default")
+    parser.add_argument("--rounds", type=float, default=None, help="compute budget in rounds")
+    parser.add_argument("--local-steps", type=int, default=None)
+    parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--pretrain-steps", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--datasets-dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("docs/results/async"))
+    parser.add_argument("--cache", type=Path, default=Path("async-output/cache"))
+    return parser.parse_args()
+
+
+def _cells(args: argparse.Namespace) -> list[tuple[str, int, str, int]]:
+    settings = [
+        (dataset, n, partition)
+        for dataset in _list(args.datasets)
+        for n in _list(args.hospitals, int)
+        for partition in _list(args.partitions)
+    ]
+    if args.only_headline:
+        settings = [HEADLINE]
+    return [
+        (*setting, seed)
+        for setting in settings
+        for seed in _list(args.headline_seeds if setting == HEADLINE else args.seeds, int)
+    ]
+
+
+def _config(args: argparse.Namespace, cell: tuple[str, int, str, int]) -> AsyncConfig:
+    dataset, hospitals, partition, seed = cell
+    values: dict[str, Any] = {
+        "dataset": dataset,
+        "hospitals": hospitals,
+        "partition": partition,
+        "alpha": args.alpha,
+        "seed": seed,
+        "policies": POLICY_SETS[args.policy_set],
+    }
+    for field, value in (
+        ("compute_rounds", args.rounds),
+        ("local_steps", args.local_steps),
+        ("max_train", args.max_train),
+    ):
+        if value is not None:
+            values[field] = value
+    return AsyncConfig(**values)
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 6 significant digits: the committed records stay small and readable."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _run_cell(
+    args: argparse.Namespace, cell: tuple[str, int, str, int], sweep: SweepConfig
+) -> dict[str, Any]:
+    dataset, hospitals, partition, seed = cell
+    path = args.out / "cells" / f"{dataset}-n{hospitals}-{partition}-seed{seed}.json"
+    config = _config(args, cell)
+    if path.is_file():
+        record: dict[str, Any] = json.loads(path.read_text())
+        if record["config"] == _rounded(config.model_dump(mode="json")):
+            print(f"reusing {path}", flush=True)
+            return record
+    classes = medmnist_num_classes(dataset, args.datasets_dir)
+    base = sweep_base(
+        sweep, dataset, "resnet10", classes, args.cache, datasets_dir=args.datasets_dir
+    )
+
+    def on_event(name: str, info: dict[str, Any]) -> None:
+        if name == "strategy":
+            print(
+                f"  {dataset} N={hospitals} {partition} seed {seed}: {info['strategy']}", flush=True
+            )
+
+    result = run_async(
+        config, base, datasets_dir=args.datasets_dir, device=args.device, on_event=on_event
+    )
+    record = _rounded(result.to_json())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, separators=(",", ":")))
+    return record
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if len(known) == len(values) and known else None
+
+
+def _setting_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean over seeds of every strategy's row (None where a seed never reached the target)."""
+    per_seed = [summarize(r) for r in records]
+    rows = []
+    for index, first in enumerate(per_seed[0]):
+        same = [rows_[index] for rows_ in per_seed]
+        row = {"strategy": first["strategy"], "seeds": len(same)}
+        for key in COLUMNS[1:]:
+            values = [r[key] for r in same]
+            row[key] = (
+                _mean(values) if all(isinstance(v, int | float | None) for v in values) else None
+            )
+        rows.append(row)
+    return rows
+
+
+def _policy_checks(rows: list[dict[str, Any]], policy: str) -> dict[str, Any] | None:
+    """The issue's acceptance checks of ``policy`` in one setting."""
+    by = {r["strategy"]: r for r in rows}
+    mine, sync = by.get(policy), by.get("sync")
+    if mine is None or sync is None:
+        return None
+    beats = []
+    for rival in ("fedasync", "fedbuff"):
+        other = by.get(rival)
+        if other is None:
+            continue
+        faster = mine["time_to_target"] is not None and (
+            other["time_to_target"] is None or mine["time_to_target"] < other["time_to_target"]
+        )
+        beats.append(faster or mine["final_accuracy"] > other["final_accuracy"])
+    return {
+        "speedup": mine["speedup"],
+        "speedup_at_least_3.8": (mine["speedup"] or 0) >= 3.8,
+        "final_minus_sync_points": 100 * (mine["final_accuracy"] - sync["final_accuracy"]),
+        "ahead_of_fedasync_and_fedbuff": bool(beats) and all(beats),
+        "straggler_merged": mine["straggler_merged"],
+        "late_joiner_lag": mine["late_joiner_lag"],
+        "versions_while_offline": mine["versions_while_offline"],
+    }
+
+
+def _checks(setting_rows: dict[str, list[dict[str, Any]]], policies: list[str]) -> dict[str, Any]:
+    """Per policy variant: its checks in every setting, and in how many settings it is
+    ahead of both FedAsync and FedBuff."""
+    out: dict[str, Any] = {}
+    for policy in policies:
+        per_setting = {
+            name: checks
+            for name, rows in setting_rows.items()
+            if (checks := _policy_checks(rows, policy)) is not None
+        }
+        ahead = sum(c["ahead_of_fedasync_and_fedbuff"] for c in per_setting.values())
+        out[policy] = {"settings": per_setting, "settings_ahead_of_both": ahead}
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    pretrain = PretrainConfig()
+    if args.pretrain_steps is not None:
+        pretrain = pretrain.model_copy(update={"steps": args.pretrain_steps})
+    sweep = SweepConfig(archs=("resnet10",), stem="imagenet", pretrain=pretrain)
+    started = time.perf_counter()
+    by_setting: dict[str, list[dict[str, Any]]] = {}
+    for cell in _cells(args):
+        record = _run_cell(args, cell, sweep)
+        name = f"{cell[0]} N={cell[1]} {cell[2]}"
+        by_setting.setdefault(name, []).append(record)
+        rows = summarize(record)
+        print(f"\n{name} seed {cell[3]} (target {rows[0]['target']:.3f})")
+        print(markdown_table(rows, COLUMNS), flush=True)
+        stem = f"{cell[0]}-n{cell[1]}-{cell[2]}-seed{cell[3]}"
+        plot_async(record, args.out / f"{stem}.png", rows[0]["target"])
+    setting_rows = {name: _setting_rows(records) for name, records in by_setting.items()}
+    for name, rows in setting_rows.items():
+        print(f"\n{name}: mean over {rows[0]['seeds']} seed(s)")
+        print(markdown_table(rows, COLUMNS))
+    checks = _checks(setting_rows, list(POLICY_SETS[args.policy_set]))
+    print("\nchecks:", json.dumps(checks, indent=1))
+    seconds = round(time.perf_counter() - started)
+    summary = {"settings": setting_rows, "checks": checks, "seconds": seconds}
+    (args.out / "summary.json").write_text(json.dumps(_rounded(summary), indent=1))
+
+
+if __name__ == "__main__":
+    main()
