@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,9 +111,17 @@ def serve(
         "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile else None,
         "ssl_certfile": str(ssl_certfile) if ssl_certfile else None,
     }
+    _log_to_stderr(log_level)
     _prepare_database(settings)  # before the embedded worker's start-up sweep reads jobs
     with _job_queue(settings, worker) as queue:
         uvicorn.run(create_app(settings, job_queue=queue), **options)
+
+
+def _log_to_stderr(level: str) -> None:
+    """The registry's and the embedded worker's own log records (auto-merge decisions,
+    retries, promotions) beside uvicorn's, at ``level`` (uvicorn's ``trace`` is debug)."""
+    name = "DEBUG" if level.lower() == "trace" else level.upper()
+    logging.basicConfig(level=name, format="%(levelname)s:     %(name)s: %(message)s")
 
 
 def _prepare_database(settings: Settings) -> None:

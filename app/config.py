@@ -119,8 +119,10 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="how much an overall gate metric may drop"
     )
     gate_class_metrics: list[str] = Field(
-        default=["sensitivity"],
-        description="per-class metrics a candidate must not lose against production",
+        default=[],
+        description="per-class metrics (sensitivity, specificity, auc) a candidate must not "
+        "lose against production, a JSON list (e.g. '[\"sensitivity\"]'); none by default: "
+        "the per-class rule locked a degenerate first version in production (docs/merging.md)",
     )
     gate_class_tolerance: float = Field(
         default=0.05, ge=0, description="how much a per-class gate metric may drop"
@@ -140,6 +142,12 @@ class Settings(BaseSettings):
     auto_promote: bool = Field(
         default=False,
         description="promote a version to production once its evaluation passes the gate",
+    )
+    auto_generation: bool = Field(
+        default=True,
+        description="a version auto-promotion promotes becomes the base of a new generation, "
+        "which hospitals pull and push against (false: an admin starts generations with "
+        "POST /versions/{id}/generation)",
     )
     share_holder_url: str | None = Field(
         default=None,

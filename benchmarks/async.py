@@ -18,8 +18,9 @@ curves, every version's inputs and staleness, idle time per hospital) is written
 OUT/cells/*.json and its figure to OUT/*.png as it finishes; a rerun with the same
 settings reuses finished cells. OUT/summary.json holds every row and the checks.
 
-    python benchmarks/async.py --only-headline --headline-seeds 0 --policy-set candidates
-    python benchmarks/async.py                # every setting (long on a CPU)
+    python benchmarks/async.py --only-headline --headline-seeds 0 --headline-policy-set candidates
+    python benchmarks/async.py --hospitals 10  # every N = 10 setting
+    python benchmarks/async.py                 # every setting (long on a CPU)
 """
 
 from __future__ import annotations
@@ -33,40 +34,35 @@ from typing import Any
 
 from hospital_cli.async_plot import plot_async
 from medvec.data.download import medmnist_num_classes
-from medvec.gates import GatePolicy
 from medvec.pretrain import PretrainConfig
 from medvec.simulation import SweepConfig
-from medvec.simulation.asynchronous import AsyncConfig, PolicyConfig, run_async, summarize
+from medvec.simulation.asynchronous import (
+    BASELINES,
+    SUMMARY_COLUMNS,
+    AsyncConfig,
+    PolicyConfig,
+    run_async,
+    summarize,
+)
 from medvec.simulation.sweep import markdown_table, sweep_base
 
 HEADLINE = ("bloodmnist", 10, "dirichlet")
 DEFAULT = "medvec"
-OVERALL = GatePolicy(class_metrics=())  # the gate's overall metrics, no per-class rule
 POLICY_SETS: dict[str, dict[str, PolicyConfig]] = {
-    "default": {DEFAULT: PolicyConfig()},
-    "candidates": {
-        DEFAULT: PolicyConfig(),  # the registry's defaults: K = 3, stale vectors excluded
-        "medvec_weight": PolicyConfig(stale="weight"),
-        "medvec_weight_overall_gate": PolicyConfig(stale="weight", gate=OVERALL),
-        "medvec_weight_no_gate": PolicyConfig(stale="weight", gate=None),
+    "default": {DEFAULT: PolicyConfig()},  # the registry's defaults
+    "headline": {
+        DEFAULT: PolicyConfig(),
+        "medvec_exclude": PolicyConfig(stale="exclude"),  # a slow hospital's stale work lost
+    },
+    "candidates": {  # the trigger, the staleness exponent and the server step, on validation
+        DEFAULT: PolicyConfig(),
+        "medvec_k2": PolicyConfig(k=2),
+        "medvec_k5": PolicyConfig(k=5),
+        "medvec_power_1": PolicyConfig(staleness_power=1.0),
+        "medvec_server_lr_0.5": PolicyConfig(server_lr=0.5),
     },
 }
-COLUMNS = [
-    "strategy",
-    "time_to_target",
-    "speedup",
-    "final_accuracy",
-    "final_val_accuracy",
-    "val_time_to_target",
-    "compute",
-    "versions",
-    "promoted",
-    "unmerged_share",
-    "straggler_merged",
-    "late_joiner_lag",
-    "versions_while_offline",
-    "idle_share",
-]
+COLUMNS = [c for c in SUMMARY_COLUMNS if c != "end_time"]  # ends differ only by the run
 
 
 def _list(text: str, kind: type = str) -> list[Any]:
@@ -83,6 +79,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--headline-seeds", default="0,1,2")
     parser.add_argument("--only-headline", action="store_true")
     parser.add_argument("--policy-set", choices=sorted(POLICY_SETS), default="default")
+    parser.add_argument(
+        "--headline-policy-set",
+        choices=sorted(POLICY_SETS),
+        default="headline",
+        help="the policies of the headline setting (the other settings: --policy-set)",
+    )
+    parser.add_argument(
+        "--baselines",
+        default=",".join(BASELINES),
+        help="the baselines run beside the policies (sync gives the target)",
+    )
     parser.add_argument("--rounds", type=float, default=None, help="compute budget in rounds")
     parser.add_argument("--local-steps", type=int, default=None)
     parser.add_argument("--max-train", type=int, default=None)
@@ -110,6 +117,10 @@ def _cells(args: argparse.Namespace) -> list[tuple[str, int, str, int]]:
     ]
 
 
+def _policy_set(args: argparse.Namespace, cell: tuple[str, int, str, int]) -> str:
+    return args.headline_policy_set if cell[:3] == HEADLINE else args.policy_set
+
+
 def _config(args: argparse.Namespace, cell: tuple[str, int, str, int]) -> AsyncConfig:
     dataset, hospitals, partition, seed = cell
     values: dict[str, Any] = {
@@ -118,7 +129,8 @@ def _config(args: argparse.Namespace, cell: tuple[str, int, str, int]) -> AsyncC
         "partition": partition,
         "alpha": args.alpha,
         "seed": seed,
-        "policies": POLICY_SETS[args.policy_set],
+        "policies": POLICY_SETS[_policy_set(args, cell)],
+        "baselines": tuple(_list(args.baselines)),
     }
     for field, value in (
         ("compute_rounds", args.rounds),
@@ -179,11 +191,12 @@ def _mean(values: list[float | None]) -> float | None:
 
 def _setting_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean over seeds of every strategy's row (None where a seed never reached the target)."""
-    per_seed = [summarize(r) for r in records]
+    per_seed = [{row["strategy"]: row for row in summarize(r)} for r in records]
+    names = list(dict.fromkeys(name for rows_ in per_seed for name in rows_))
     rows = []
-    for index, first in enumerate(per_seed[0]):
-        same = [rows_[index] for rows_ in per_seed]
-        row = {"strategy": first["strategy"], "seeds": len(same)}
+    for name in names:
+        same = [rows_[name] for rows_ in per_seed if name in rows_]
+        row = {"strategy": name, "seeds": len(same)}
         for key in COLUMNS[1:]:
             values = [r[key] for r in same]
             row[key] = (
@@ -255,7 +268,8 @@ def main() -> None:
     for name, rows in setting_rows.items():
         print(f"\n{name}: mean over {rows[0]['seeds']} seed(s)")
         print(markdown_table(rows, COLUMNS))
-    checks = _checks(setting_rows, list(POLICY_SETS[args.policy_set]))
+    policies = {*POLICY_SETS[args.policy_set], *POLICY_SETS[args.headline_policy_set]}
+    checks = _checks(setting_rows, sorted(policies))
     print("\nchecks:", json.dumps(checks, indent=1))
     seconds = round(time.perf_counter() - started)
     summary = {"settings": setting_rows, "checks": checks, "seconds": seconds}

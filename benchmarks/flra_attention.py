@@ -28,6 +28,7 @@ from medvec.data import load_medmnist
 from medvec.data.transforms import eval_transform
 from medvec.evaluation import evaluate_model
 from medvec.models import load_model_file
+from medvec.models.flra import FLRABasicBlock, FLRABottleneck
 from medvec.pretrain import PretrainConfig
 from medvec.simulation import SweepConfig
 from medvec.simulation.sweep import sweep_base
@@ -50,8 +51,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if hasattr(m, "alpha") and hasattr(m, "attn")]
+def _blocks(model: nn.Module) -> list[FLRABasicBlock | FLRABottleneck]:
+    return [m for m in model.modules() if isinstance(m, FLRABasicBlock | FLRABottleneck)]
 
 
 @torch.no_grad()
@@ -83,7 +84,9 @@ def attention_share(model: nn.Module, images: torch.Tensor) -> list[float]:
 def gate_by_alpha(model: nn.Module) -> None:
     """The earlier initialisation: alpha = 0, a random (Kaiming) output projection."""
     for block in _blocks(model):
-        nn.init.kaiming_uniform_(block.attn.proj.weight, a=5**0.5)  # Conv2d's default
+        proj = block.attn.get_submodule("proj")
+        assert isinstance(proj, nn.Conv2d)
+        nn.init.kaiming_uniform_(proj.weight, a=5**0.5)  # Conv2d's default
         block.alpha.zero_()
 
 

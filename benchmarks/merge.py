@@ -132,7 +132,7 @@ def _flower_functions() -> tuple[Any, Any, str]:
 
         where = "flwr.server.strategy.aggregate"
     except ImportError:  # newer layouts
-        from flwr.serverapp.strategy.strategy_utils import (  # type: ignore[no-redef]
+        from flwr.serverapp.strategy.strategy_utils import (
             aggregate,
             aggregate_median,
         )

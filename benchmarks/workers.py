@@ -236,11 +236,11 @@ def evaluation(
     warm = min(worker_pass()[0] for _ in range(repeats))
     data = load_npz(bench, "test", in_channels=spec.in_channels, image_size=spec.image_size)
     target = torch.device(device)
-    images = eval_transform(data.pixels.to(target), spec.in_channels)
+    pixels = eval_transform(data.pixels.to(target), spec.in_channels)
     plain_model = build_model(spec).to(target)
     plain_model.load_state_dict(model.state_dict())
-    _plain_loop(plain_model, images)  # warm-up
-    plain = min(_plain_loop(plain_model, images) for _ in range(repeats))
+    _plain_loop(plain_model, pixels)  # warm-up
+    plain = min(_plain_loop(plain_model, pixels) for _ in range(repeats))
     return {
         "images": count,
         "batch size (measured)": evaluator.batch_size(model, spec),

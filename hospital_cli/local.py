@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hospital_cli.errors import CliError
+from medvec.models.spec import ModelSpec
 from medvec.training_config import TrainConfig
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 DP_DELTA = 1e-5
 
@@ -41,14 +45,113 @@ class TrainRequest:
     dp_sgd: bool = False
     dp_delta: float = DP_DELTA
     save_model: Path | None = None
+    continue_from: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.train_config()  # a combination the loop refuses fails before any work
+        if self.continue_from is not None and (self.dp_sgd or self.dp_noise):
+            # the vector holds the earlier job's steps too, which this run's privacy
+            # record (one release, or this run's DP-SGD history) would not account for
+            raise CliError(
+                "--continue-from cannot be combined with --dp-noise or --dp-sgd: the vector "
+                "would hold the earlier job's training too, and its epsilon would count this "
+                "job's only",
+                hint="train from the base (drop --continue-from) to release a private vector",
+            )
 
     def train_config(self) -> TrainConfig:
         """What ``fine_tune`` runs and the vector records: the recipe, plus DP-SGD when asked."""
         return TrainConfig.model_validate({**self.recipe.model_dump(), **_dp_sgd_settings(self)})
+
+
+@dataclass(frozen=True)
+class Continued:
+    """Where a continued job starts: the earlier ``--save-model`` file, checked to be a
+    fine-tuning of the very base the vector is computed against."""
+
+    model: nn.Module
+    sha256: str
+    cumulative_steps: int | None  # the earlier jobs' optimiser steps, when recorded
+
+
+CONTINUE_HINT = (
+    "continue only from the --save-model file of your own last job on this base; "
+    "once production moved, train from the pulled base"
+)
+
+
+def load_continued(
+    path: Path, base_sha256: str, base_spec: ModelSpec, base_state: Mapping[str, Tensor]
+) -> Continued:
+    """The model a continued job starts from, or a ``CliError`` naming the mismatch.
+
+    A model of another architecture or of another base would still give a vector of the
+    right shape, silently wrong: ``finetuned - base`` must be one fine-tuning's work on
+    this base. So the spec, the base ``--save-model`` recorded (its sha256) and every
+    tensor's name, shape and dtype must all be the base's.
+    """
+    from medvec.errors import ModelError
+    from medvec.hashing import sha256_file
+    from medvec.models import load_model_file, read_model_provenance, read_model_spec
+
+    try:
+        spec = read_model_spec(path)
+        provenance = read_model_provenance(path)
+    except ModelError as exc:
+        raise CliError(f"--continue-from: {exc.message}", hint=CONTINUE_HINT) from exc
+    if spec != base_spec:
+        raise CliError(
+            f"--continue-from {path} is a {_spec_text(spec)} model, the base a "
+            f"{_spec_text(base_spec)} one",
+            hint=CONTINUE_HINT,
+        )
+    origin = provenance.get("finetuned_from")
+    if not isinstance(origin, str):
+        raise CliError(
+            f"--continue-from {path} records no base it was fine-tuned from "
+            "(it was not written by `medvec train --save-model`)",
+            hint=CONTINUE_HINT,
+        )
+    if origin != base_sha256:
+        raise CliError(
+            f"--continue-from {path} was fine-tuned from base {origin[:12]}, "
+            f"not from this base {base_sha256[:12]}",
+            hint=CONTINUE_HINT,
+        )
+    try:
+        model, _ = load_model_file(path, device="cpu")
+    except ModelError as exc:
+        raise CliError(f"--continue-from: {exc.message}", hint=CONTINUE_HINT) from exc
+    mismatch = _state_mismatch(base_state, model.state_dict())
+    if mismatch:
+        raise CliError(
+            f"--continue-from {path} does not match the base: {mismatch}", hint=CONTINUE_HINT
+        )
+    steps = provenance.get("cumulative_steps")
+    known = isinstance(steps, int) and not isinstance(steps, bool)
+    return Continued(model, sha256_file(path), steps if known else None)
+
+
+def _spec_text(spec: ModelSpec) -> str:
+    return (
+        f"{spec.arch} ({spec.num_classes} classes, {spec.in_channels} channels, "
+        f"{spec.image_size} px, stem {spec.stem})"
+    )
+
+
+def _state_mismatch(base: Mapping[str, Tensor], other: Mapping[str, Tensor]) -> str | None:
+    """The first tensor whose name, shape or dtype differs from the base's, described."""
+    missing = [k for k in base if k not in other]
+    extra = [k for k in other if k not in base]
+    if missing or extra:
+        return f"{len(missing)} tensors missing, {len(extra)} unexpected"
+    for key, tensor in base.items():
+        if tuple(other[key].shape) != tuple(tensor.shape):
+            return f"{key!r} has shape {tuple(other[key].shape)}, the base's {tuple(tensor.shape)}"
+        if other[key].dtype != tensor.dtype:
+            return f"{key!r} is {other[key].dtype}, the base's is {tensor.dtype}"
+    return None
 
 
 @dataclass
@@ -90,8 +193,8 @@ def label_histogram(labels: Any, indices: list[int]) -> dict[str, int]:
 
 
 def _dp_vector(
-    tensors: dict[str, Any], request: TrainRequest
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    tensors: Mapping[str, Tensor], request: TrainRequest
+) -> tuple[Mapping[str, Tensor], dict[str, Any]]:
     """Clip the vector's L2 norm to C, add N(0, (sigma*C)^2), account (Gaussian mechanism)."""
     from medvec.privacy import add_gaussian_noise, clip_by_l2, gaussian_epsilon
 
@@ -113,6 +216,16 @@ def _dp_vector(
     return tensors, privacy
 
 
+def _lineage(continued: Continued | None, steps: int) -> dict[str, int]:
+    """``cumulative_steps``: the optimiser steps since the base, when every job recorded
+    its own (a model saved before steps were recorded leaves the total unknown)."""
+    if continued is None:
+        return {"cumulative_steps": steps}
+    if continued.cumulative_steps is None:
+        return {}
+    return {"cumulative_steps": continued.cumulative_steps + steps}
+
+
 def _dp_sgd_settings(request: TrainRequest) -> dict[str, Any]:
     """DP-SGD settings for the training loop; vector-level DP is applied after training."""
     if not request.dp_sgd:
@@ -128,7 +241,12 @@ def _dp_sgd_settings(request: TrainRequest) -> dict[str, Any]:
 def train_vector(
     request: TrainRequest, *, on_step: Callable[..., None] | None = None
 ) -> TrainOutcome:
-    """Fine-tune the base on local data and write vector + validation metrics beside it."""
+    """Fine-tune the base on local data and write vector + validation metrics beside it.
+
+    With ``continue_from`` the run starts from that earlier fine-tuning of the same base
+    (only its weights: the optimiser and schedule start afresh), and the vector, still
+    ``finetuned - base``, holds the earlier jobs' work and this one's.
+    """
     from torch.utils.data import Subset
 
     from medvec.data import load_dataset
@@ -140,6 +258,11 @@ def train_vector(
     device = resolve_device(request.device)
     model, spec = load_model_file(request.base, device="cpu")
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    continued = None
+    if request.continue_from is not None:
+        base_sha256 = str(request.base_record["sha256"])
+        continued = load_continued(request.continue_from, base_sha256, spec, base_state)
+        model = continued.model
     dataset = load_dataset(
         request.data, split="train", in_channels=spec.in_channels, image_size=spec.image_size
     )
@@ -151,7 +274,7 @@ def train_vector(
     train_idx, val_idx = split_indices(n_total, request.val_fraction, config.seed)
     result = fine_tune(model, Subset(dataset, train_idx), config, device=device, on_step=on_step)
     model = model.to("cpu")
-    tensors = compute_vector(base_state, model.state_dict())
+    tensors: Mapping[str, Tensor] = compute_vector(base_state, model.state_dict())
     privacy: dict[str, Any] = dict(getattr(result, "privacy", None) or {})
     if (request.dp_clip is not None or request.dp_noise is not None) and not request.dp_sgd:
         tensors, privacy = _dp_vector(tensors, request)
@@ -163,13 +286,19 @@ def train_vector(
         metrics = (
             val_metrics.model_dump() if hasattr(val_metrics, "model_dump") else dict(val_metrics)
         )
+    lineage = _lineage(continued, result.steps)
     metadata = VectorMetadata(
         base_id=str(request.base_record.get("id") or request.base_record["sha256"]),
         base_sha256=str(request.base_record["sha256"]),
         hospital=request.hospital,
         num_samples=len(train_idx),
         label_histogram=label_histogram(dataset.labels, train_idx),
-        training={**config.model_dump(), "device": str(device), "data": request.data.name},
+        training={
+            **config.model_dump(),
+            "device": str(device),
+            "data": request.data.name,
+            **({"continued_from": continued.sha256, **lineage} if continued else {}),
+        },
         privacy=privacy,
         spec=spec,
         extra=request.extra,
@@ -177,7 +306,12 @@ def train_vector(
     request.out.parent.mkdir(parents=True, exist_ok=True)
     save_vector(request.out, tensors, metadata)
     if request.save_model is not None:
-        provenance = {"finetuned_from": metadata.base_sha256, "vector": request.out.name}
+        provenance = {
+            "finetuned_from": metadata.base_sha256,  # what --continue-from checks
+            "vector": request.out.name,
+            **({"continued_from": continued.sha256} if continued else {}),
+            **lineage,
+        }
         save_model_file(request.save_model, model, spec, provenance=provenance)
     metrics_path = request.out.with_suffix(".metrics.json")
     report = {"split": "local-validation", "n": len(val_idx), "metrics": metrics}

@@ -26,8 +26,16 @@ ServerOpt = Annotated[
 TokenOpt = Annotated[
     str | None, typer.Option("--token", help="API token; overrides MEDVEC_TOKEN and the profile.")
 ]
-# ModelSpec.stem's values, spelled out so that `medvec --help` does not import torch.
-Stem = StrEnum("Stem", {name: name for name in ("imagenet", "small", "strided", "auto")})  # type: ignore[misc]
+
+
+class Stem(StrEnum):
+    """ModelSpec.stem's values, spelled out so that `medvec --help` does not import torch."""
+
+    imagenet = "imagenet"
+    small = "small"
+    strided = "strided"
+    auto = "auto"
+
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 DeviceOpt = Annotated[

@@ -147,15 +147,22 @@ def warn(message: str) -> None:
 
 
 def table(rows: list[dict[str, Any]], columns: list[str], *, title: str | None = None) -> None:
-    """Rows as a table on the console; missing cells are blank."""
+    """Rows as a table on the console; missing cells are blank. No cell is ever cut short
+    (an id or a name with an ellipsis is useless): on a terminal a long value folds onto
+    the next line, and piped or captured output is as wide as the table needs."""
     from rich.table import Table
 
     grid = Table(title=title)
     for column in columns:
-        grid.add_column(column)
-    for row in rows:
-        grid.add_row(*(_cell(row.get(column)) for column in columns))
-    console().print(grid)
+        grid.add_column(column, overflow="fold")
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    for line in cells:
+        grid.add_row(*line)
+    out = console()
+    if not out.is_terminal:  # each column as wide as its widest value, plus the borders
+        widest = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+        out = Console(width=max(out.width, sum(widest) + 3 * len(columns) + 1))
+    out.print(grid)
 
 
 def listing(

@@ -41,7 +41,8 @@ class Predictions:
 
     @property
     def y_pred(self) -> np.ndarray:
-        return self.probs.argmax(axis=1)
+        pred: np.ndarray = self.probs.argmax(axis=1)
+        return pred
 
     def metrics(self, *, intervals: bool = False) -> Metrics:
         return compute_metrics(self.y_true, self.probs, intervals=intervals)
@@ -73,7 +74,8 @@ def _forward(model: nn.Module, images: Tensor, device: torch.device, channels_la
     if channels_last and images.dim() == 4:
         images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-        return model(images).float()
+        logits: Tensor = model(images)
+        return logits.float()
 
 
 def predict(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,11 +21,3 @@ def sha256_file(path: str | Path, *, chunk_size: int = CHUNK_SIZE) -> str:
     """Hex sha256 of a file without loading it into memory."""
     with open(path, "rb") as stream:
         return sha256_stream(stream, chunk_size=chunk_size)
-
-
-def sha256_chunks(chunks: Iterable[bytes]) -> str:
-    """Hex sha256 of an iterable of byte chunks."""
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()

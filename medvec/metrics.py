@@ -112,7 +112,8 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
     labels = np.arange(num_classes)
-    return sk_confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=labels)
+    counts: np.ndarray = sk_confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=labels)
+    return counts
 
 
 def rankdata(values: Any) -> np.ndarray:

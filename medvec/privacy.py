@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from medvec.errors import PrivacyError
 
@@ -67,10 +67,17 @@ def _values(tensors: Mapping[str, Tensor] | Sequence[Tensor]) -> Iterable[Tensor
     return tensors.values() if isinstance(tensors, Mapping) else tensors
 
 
-def _rebuild(tensors: T, values: Iterable[Tensor]) -> T:
+@overload
+def _rebuild(tensors: Mapping[str, Tensor], values: Iterable[Tensor]) -> dict[str, Tensor]: ...
+@overload
+def _rebuild(tensors: Sequence[Tensor], values: Iterable[Tensor]) -> list[Tensor]: ...
+def _rebuild(
+    tensors: Mapping[str, Tensor] | Sequence[Tensor], values: Iterable[Tensor]
+) -> dict[str, Tensor] | list[Tensor]:
+    """``values`` in the container kind of ``tensors`` (a dict for a mapping, in its key order)."""
     if isinstance(tensors, Mapping):
-        return dict(zip(tensors.keys(), values, strict=True))  # type: ignore[return-value]
-    return list(values)  # type: ignore[return-value]
+        return dict(zip(tensors.keys(), values, strict=True))
+    return list(values)
 
 
 def l2_norm(tensors: Mapping[str, Tensor] | Sequence[Tensor]) -> float:

@@ -21,11 +21,11 @@ def _which(names: tuple[str, ...]) -> str | None:
 
 def chromium(width: int = 1280, height: int = 900) -> webdriver.Chrome:
     """A headless Chromium session; fails with the package to install when one is missing."""
-    browser, driver = _which(BROWSERS), _which(DRIVERS)
-    if browser is None or driver is None:
+    binary, driver = _which(BROWSERS), _which(DRIVERS)
+    if binary is None or driver is None:
         pytest.fail("headless Chromium is missing: apt-get install -y chromium chromium-driver")
     options = webdriver.ChromeOptions()
-    options.binary_location = browser
+    options.binary_location = binary
     for flag in (
         "--headless=new",
         "--no-sandbox",

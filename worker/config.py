@@ -89,11 +89,14 @@ class WorkerSettings(Settings):
     eval_cached_splits: int = Field(
         default=4, ge=0, description="decoded benchmark splits a worker process keeps in memory"
     )
-    seed: int = 0
 
-    stale_policy: StalePolicy = StalePolicy.EXCLUDE
+    stale_policy: StalePolicy = Field(
+        default=StalePolicy.WEIGHT,
+        description="the auto-merge's hospitals whose newest vector is of an older generation: "
+        "apply it to the current base weighted by (1 + staleness) ** -staleness_power, or "
+        "exclude it (measured on a virtual clock: docs/merging.md)",
+    )
     staleness_power: float = Field(default=0.5, ge=0, description="a in (1 + staleness) ** -a")
-    lambda_grid: list[float] = Field(default=[0.1, 0.2, 0.3, 0.5, 0.7, 1.0], min_length=1)
 
     running_sums: bool = Field(
         default=False,

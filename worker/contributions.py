@@ -21,7 +21,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import BaseModelRecord, Benchmark, DataVector, ModelVersion, VersionInput
+from app.models import (
+    BaseModelRecord,
+    Benchmark,
+    DataVector,
+    MergeJob,
+    ModelVersion,
+    VersionInput,
+)
 from app.services.calibration import VALIDATION_SPLIT, validation_benchmark
 from app.services.secure_shares import is_secure_version
 from app.storage import BlobStore
@@ -79,7 +86,7 @@ def compute_contributions(
             raise TerminalJobError(
                 f"{version.strategy} is not linear: a hospital's share cannot be taken out"
             )
-        benchmark = validation_benchmark(session, base, None)
+        benchmark = validation_benchmark(session, base, _validated_on(session, version))
         if benchmark is None:
             raise TerminalJobError("no benchmark of the base's task has a validation split")
         validation = SplitRef.of(benchmark, VALIDATION_SPLIT)
@@ -149,3 +156,16 @@ def compute_contributions(
         version.contributions = document
     log.info("version %s: contributions of %d hospitals computed", version_id, len(found))
     return document
+
+
+def _validated_on(session: Session, version: ModelVersion) -> str | None:
+    """The benchmark the version's merge was tuned or validated on, else the one its
+    BatchNorm statistics were recalibrated on: leave-one-out measures a hospital's share
+    on the images the merge itself was judged by, not on whichever benchmark of the task
+    sorts first by name."""
+    job_id = (version.params or {}).get("merge_job_id")
+    job = session.get(MergeJob, job_id) if job_id else None
+    if job is not None and job.benchmark_id:
+        return job.benchmark_id
+    calibration = version.calibration or {}
+    return calibration.get("benchmark_id")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from celery._state import _set_task_join_will_block
+from celery._state import _set_task_join_will_block  # type: ignore[attr-defined]  # private: unstubbed
 from celery.worker import WorkController
 
 from app.config import Settings
@@ -30,7 +30,7 @@ from worker.sweeper import sweep
 log = logging.getLogger(__name__)
 
 
-class _Controller(WorkController):  # type: ignore[misc]
+class _Controller(WorkController):
     """A WorkController that says when its consumer is ready."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

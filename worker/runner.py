@@ -111,7 +111,10 @@ def wait_for_holder(task: Task, app: MedVecCelery, job_id: str, exc: HolderUnava
     if delay is None:
         return
     JOB_RETRIES.labels(task=task.name).inc()
-    task.apply_async(args=task.request.args, kwargs=task.request.kwargs, countdown=delay)
+    request = task.request
+    task.apply_async(
+        args=tuple(request.args or ()), kwargs=dict(request.kwargs or {}), countdown=delay
+    )
 
 
 def queue_evaluations(app: MedVecCelery, version_id: str, job_id: str) -> None:

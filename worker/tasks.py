@@ -98,12 +98,13 @@ def register_tasks(app: MedVecCelery) -> None:
 
     conf = app.settings
     eval_limits = eval_limits_of(app)
-    tune_limits = {
-        "soft_time_limit": conf.tune_soft_time_limit_s,
-        "time_limit": conf.tune_time_limit_s,
-    }
 
-    @app.task(name=TUNE_TASK, bind=True, **tune_limits)
+    @app.task(
+        name=TUNE_TASK,
+        bind=True,
+        soft_time_limit=conf.tune_soft_time_limit_s,
+        time_limit=conf.tune_time_limit_s,
+    )
     def tune_run(self: Task, job_id: str) -> str | None:
         tuning = partial(tune_merge, evaluator=app.resources.evaluator)
         return run_job(self, app, job_id, tuning)

@@ -80,7 +80,7 @@ class MergeJob(IdMixin, TimestampMixin, Base):
         return MergeSpec(
             strategy=self.strategy,
             params=dict(self.params),
-            weighting=self.weighting,  # type: ignore[arg-type]
+            weighting=self.weighting,
             staleness_power=self.staleness_power,
             rebase=self.rebase,
             lambda_grid=tuple(self.lambda_grid) if self.lambda_grid is not None else None,

@@ -25,14 +25,23 @@ class Selection(RequestModel):
     """Which vectors go into a merge.
 
     With no ``vector_ids``: the latest validated vector of every hospital for the base
-    (removed hospitals left out). With ``vector_ids``: exactly those, each of which must
-    be validated (or superseded), made against this base, by a hospital not removed.
+    (removed hospitals left out) and, with ``stale: weight`` (the default), the newest
+    vector of an older generation of the base's lineage from each hospital without one,
+    and a hospital's newest vector of an older generation that no version of the lineage
+    took, beside its newer one.
+    With ``vector_ids``: exactly those, each of which must be validated (or superseded),
+    made against this base, by a hospital not removed.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     vector_ids: VectorIds | None = None
-    stale: StalePolicy = StalePolicy.EXCLUDE
+    stale: StalePolicy = Field(
+        default=StalePolicy.WEIGHT,
+        description="a hospital whose newest vector is of an older generation: its vector "
+        "applied to this base weighted by (1 + staleness) ** -staleness_power (weight), or "
+        "left out (exclude); see docs/merging.md",
+    )
     staleness_power: StrictFloat = Field(default=0.5, ge=0)
 
 
@@ -66,13 +75,6 @@ class MergeCreate(RequestModel):
 class MergeAccepted(BaseModel):
     job_id: str
     status: str
-
-
-class MergeInputRead(BaseModel):
-    vector_id: str
-    hospital_id: str
-    weight: float
-    staleness: int
 
 
 class MergeRead(BaseModel):

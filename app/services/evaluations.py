@@ -48,13 +48,13 @@ def version_evaluations(session: Session, actor: Actor, version_id: str) -> list
     visible = version is not None and (actor.is_admin or version.status is VersionStatus.PRODUCTION)
     if not visible:
         raise NotFound(f"no version {version_id}", hint="list versions with GET /versions")
-    query = (
+    rows = (
         select(Evaluation, Benchmark.name)
         .join(Benchmark, Benchmark.id == Evaluation.benchmark_id)
         .where(Evaluation.version_id == version_id)
         .order_by(Benchmark.name, Evaluation.split)
     )
-    return [_read(evaluation, name) for evaluation, name in session.execute(query)]
+    return [_read(evaluation, name) for evaluation, name in session.execute(rows)]
 
 
 def leaderboard(

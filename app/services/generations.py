@@ -2,8 +2,9 @@
 
 Promoting a version as a new base starts a generation. A vector made against an older
 base of the same architecture is ``staleness`` generations old for a newer one; merges
-exclude it by default, or (``MergeSpec.rebase``) apply it to the newer base with a
-down-weighted share. Selection, the merge worker and running sums all ask here.
+apply it to the newer base with a down-weighted share (``MergeSpec.rebase``; the
+default of the API and the auto-merge), or exclude it. Selection, the merge worker and
+running sums all ask here.
 """
 
 from __future__ import annotations
@@ -54,11 +55,16 @@ def lineage(session: Session, base: BaseModelRecord) -> list[BaseModelRecord]:
 
 
 def staleness(session: Session, base: BaseModelRecord, vector_base_id: str) -> int | None:
-    """How many generations older than ``base`` the base ``vector_base_id`` is (0: the same
-    base); ``None`` when it is not in ``base``'s lineage (its vectors cannot be applied)."""
-    for ancestor in lineage(session, base):
+    """How many generations the base ``vector_base_id`` lies behind ``base`` along
+    ``base``'s lineage (0: the same base, 1: its parent, ...); ``None`` when it is not in
+    that lineage (its vectors cannot be applied).
+
+    Counted along the lineage, not as the difference of generation numbers:
+    ``start_generation`` numbers generations globally, so a generation started from an
+    older base while newer ones exist is several numbers above its direct parent."""
+    for steps, ancestor in enumerate(lineage(session, base)):
         if ancestor.id == vector_base_id:
-            return base.generation - ancestor.generation
+            return steps
     return None
 
 

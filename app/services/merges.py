@@ -63,15 +63,18 @@ class MergeRequest:
 
     ``params`` are loose: ``"lambda": "tune"`` or a ``lambda_grid`` asks for tuning.
     ``vector_ids`` ``None`` takes each hospital's latest vector; ``rebase`` lets hospitals
-    without one contribute their vector of an older generation, down-weighted.
+    without one contribute their vector of an older generation, down-weighted (the
+    default, as the API's and the auto-merge's); ``screened_only`` leaves vectors that
+    screening has not looked at yet out of that default selection.
     """
 
     base_id: str | None = None
     strategy: str = "weighted_mean"
     params: Mapping[str, Any] = field(default_factory=dict)
     vector_ids: Sequence[str] | None = None
-    rebase: bool = False
+    rebase: bool = True
     staleness_power: float = 0.5
+    screened_only: bool = False
     benchmark_id: str | None = None
     calibration: str = CALIBRATION_AUTO
     seed: int = 0
@@ -122,6 +125,7 @@ def _selection_record(
 ) -> dict[str, Any]:
     return {
         "mode": "explicit" if request.vector_ids else "latest",
+        "screened_only": request.screened_only,
         "stale": "weight" if spec.rebase else "exclude",
         "staleness_power": spec.staleness_power,
         "inputs": [
@@ -168,7 +172,9 @@ def request_merge(
     require_ready(base)
     _benchmark(session, request.benchmark_id, base)
     spec = merge_spec(request, 1)
-    chosen = resolve_selection(session, base, request.vector_ids, spec)
+    chosen = resolve_selection(
+        session, base, request.vector_ids, spec, screened_only=request.screened_only
+    )
     spec = merge_spec(request, len(chosen))
     if spec.tunes and not request.benchmark_id:
         raise InvalidInput(

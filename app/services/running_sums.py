@@ -109,7 +109,7 @@ def _row(
 def _held(session: Session, row: RunningSum) -> list[Member]:
     ids = [m.vector_id for m in row.members]
     query = select(DataVector.id, DataVector.sha256).where(DataVector.id.in_(ids))
-    shas: dict[str, str] = dict(session.execute(query).all())  # type: ignore[arg-type]
+    shas: dict[str, str] = dict(session.execute(query).all())
     members = sorted(row.members, key=lambda m: m.vector_id)
     return [Member(m.vector_id, shas[m.vector_id], m.weight) for m in members]
 

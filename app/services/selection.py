@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import BaseModelRecord, DataVector, VectorStatus
+from app.models import BaseModelRecord, DataVector, VectorStatus, VersionInput
 from app.services.errors import InvalidInput, NotFound
 from app.services.generations import lineage
 from app.services.hospitals import of_present_hospital, refuse_removed
@@ -35,19 +35,26 @@ class Chosen:
 
 
 def resolve_selection(
-    session: Session, base: BaseModelRecord, vector_ids: Sequence[str] | None, spec: MergeSpec
+    session: Session,
+    base: BaseModelRecord,
+    vector_ids: Sequence[str] | None,
+    spec: MergeSpec,
+    *,
+    screened_only: bool = False,
 ) -> list[Chosen]:
     """The vectors ``vector_ids`` names for ``base`` (default: each hospital's latest), each
     weighted as ``spec`` says (``MergeSpec.weight``: samples or 1, times staleness).
 
     Raises ``InvalidInput`` when a named vector is rejected, not yet validated, of
     another base or of a removed hospital, and when nothing is left to merge;
-    ``NotFound`` for unknown ids. The default skips removed hospitals' vectors.
+    ``NotFound`` for unknown ids. The default skips removed hospitals' vectors, and with
+    ``screened_only`` the vectors screening has not looked at yet (the auto-merge's
+    selection while some are being screened).
     """
     if vector_ids is not None:
         picked = [(v, 0) for v in _explicit(session, base, vector_ids)]
     else:
-        picked = _latest_per_hospital(session, base, spec.rebase)
+        picked = _latest_per_hospital(session, base, spec.rebase, screened_only)
     if not picked:
         raise InvalidInput(
             f"base {base.id} has no validated vectors to merge",
@@ -94,27 +101,40 @@ def _explicit(session: Session, base: BaseModelRecord, ids: Sequence[str]) -> li
     return [found[i] for i in ids]
 
 
-def _validated_of(session: Session, base_id: str) -> list[DataVector]:
-    query = (
-        select(DataVector)
-        .where(
-            DataVector.base_id == base_id,
-            DataVector.status == VectorStatus.VALIDATED,
-            of_present_hospital(),
-        )
-        .order_by(DataVector.created_at, DataVector.id)
+def _validated_of(session: Session, base_id: str, screened_only: bool) -> list[DataVector]:
+    query = select(DataVector).where(
+        DataVector.base_id == base_id,
+        DataVector.status == VectorStatus.VALIDATED,
+        of_present_hospital(),
     )
-    return list(session.scalars(query))
+    if screened_only:
+        query = query.where(DataVector.screened_at.is_not(None))
+    return list(session.scalars(query.order_by(DataVector.created_at, DataVector.id)))
 
 
 def _latest_per_hospital(
-    session: Session, base: BaseModelRecord, rebase: bool
+    session: Session, base: BaseModelRecord, rebase: bool, screened_only: bool
 ) -> list[tuple[DataVector, int]]:
     """Each hospital's newest validated vector for ``base``; with ``rebase``, hospitals
-    without one contribute their newest vector of the nearest older generation instead
-    (``medvec.merging.policy.latest_per_hospital``)."""
+    without one contribute their newest vector of the nearest older generation instead,
+    and a hospital's newest vector of an older generation that no version of the lineage
+    has taken yet is taken too (``medvec.merging.policy.latest_per_hospital``)."""
     generations = lineage(session, base) if rebase else [base]
     return latest_per_hospital(
-        (base.generation - ancestor.generation, _validated_of(session, ancestor.id))
-        for ancestor in generations
+        # an ancestor's index in the lineage is its staleness (generations.staleness)
+        (
+            (steps, _validated_of(session, ancestor.id, screened_only))
+            for steps, ancestor in enumerate(generations)
+        ),
+        in_base=vectors_in_base(session, generations),
     )
+
+
+def vectors_in_base(session: Session, generations: Sequence[BaseModelRecord]) -> set[str]:
+    """Ids of the vectors already inside the weights of ``generations[0]``: the inputs
+    of the versions its lineage's bases were made from."""
+    sources = [g.source_version_id for g in generations if g.source_version_id is not None]
+    if not sources:
+        return set()
+    query = select(VersionInput.vector_id).where(VersionInput.version_id.in_(sources))
+    return set(session.scalars(query))

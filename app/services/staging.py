@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 
@@ -28,6 +29,17 @@ class Staged:
         self.path.unlink(missing_ok=True)
 
 
+class Sink(Protocol):
+    """Where ``write_stream`` appends: a staging file's writer or an upload part."""
+
+    @property
+    def size(self) -> int:
+        """Bytes of the file held so far."""
+        ...
+
+    def write(self, chunk: bytes) -> None: ...
+
+
 def too_large(limit: int, what: str = "the body") -> PayloadTooLarge:
     return PayloadTooLarge(
         f"{what} is larger than the registry accepts ({limit} bytes)",
@@ -38,7 +50,7 @@ def too_large(limit: int, what: str = "the body") -> PayloadTooLarge:
 
 async def write_stream(
     chunks: AsyncIterator[bytes],
-    writer: HashingWriter,
+    writer: Sink,
     limit: int,
     overflow: PayloadTooLarge | None = None,
 ) -> None:

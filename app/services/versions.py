@@ -25,7 +25,7 @@ PRODUCTION = "production"
 STAGES = (VersionStatus.STAGING, VersionStatus.PRODUCTION)
 
 
-def _with_inputs() -> Select[tuple[ModelVersion]]:
+def _with_inputs() -> Select[ModelVersion]:
     return select(ModelVersion).options(selectinload(ModelVersion.inputs))
 
 

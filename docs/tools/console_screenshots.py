@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +140,7 @@ def push_outliers(admin: RegistryClient, url: str, demo: Path, work: Path) -> li
         )
         with RegistryClient(url, secret) as client:
             pushed.append(client.push_vector(file))
-    return [
-        wait_for(f"screening of {v['id']}", lambda v=v: screened(admin, v["id"])) for v in pushed
-    ]
+    return [wait_for(f"screening of {v['id']}", partial(screened, admin, v["id"])) for v in pushed]
 
 
 def screened(admin: RegistryClient, vector_id: str) -> Any:

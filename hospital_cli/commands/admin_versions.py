@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +21,13 @@ from hospital_cli.options import JsonOpt, ProfileOpt, ServerOpt, TokenOpt, make_
 app = typer.Typer()
 
 VersionArg = Annotated[str, typer.Argument(help="Version id.")]
+
+
+class Stale(StrEnum):
+    """The registry's ``selection.stale`` (app/schemas/merges.py)."""
+
+    weight = "weight"
+    exclude = "exclude"
 
 
 @app.command()
@@ -40,6 +48,20 @@ def merge(
         str | None,
         typer.Option(help="Comma-separated vector ids (default: each hospital's latest)."),
     ] = None,
+    stale: Annotated[
+        Stale | None,
+        typer.Option(
+            help="A hospital whose newest vector is of an older generation: weight (applied "
+            "to this base, weighted by (1 + staleness) ** -power) or exclude. Default: the "
+            "registry's, weight."
+        ),
+    ] = None,
+    staleness_power: Annotated[
+        float | None,
+        typer.Option(
+            "--staleness-power", min=0, help="The power of --stale weight (registry default 0.5)."
+        ),
+    ] = None,
     calibration: Annotated[
         str,
         typer.Option(
@@ -59,6 +81,7 @@ def merge(
       medvec admin merge --strategy ties --params '{"lambda": 1.0, "density": 0.2}' --wait 600
       medvec admin merge --strategy task_arithmetic --params '{"lambda": "tune"}' --benchmark B
       medvec admin merge --strategy ties --calibration none
+      medvec admin merge --stale exclude          # only vectors made against this base
     """
     try:
         parsed = json.loads(params)
@@ -66,14 +89,20 @@ def merge(
         raise CliError(f"--params is not JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise CliError('--params must be a JSON object, e.g. {"lambda": 0.5}')
-    selection = {"vector_ids": [v.strip() for v in vectors.split(",")]} if vectors else None
+    selection: dict[str, Any] = {}
+    if vectors:
+        selection["vector_ids"] = [v.strip() for v in vectors.split(",")]
+    if stale is not None:
+        selection["stale"] = stale.value
+    if staleness_power is not None:
+        selection["staleness_power"] = staleness_power
     with make_client(profile, server, token) as client:
         base = base_id or str(client.get_base("current")["id"])
         accepted = client.request_merge(
             base,
             strategy,
             params=parsed,
-            selection=selection,
+            selection=selection or None,
             benchmark_id=benchmark,
             calibration=calibration,
         )

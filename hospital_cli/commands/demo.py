@@ -1,8 +1,10 @@
 """``medvec demo``: the whole system on real MedMNIST images, in one command.
 
 Starts the registry and a worker on the embedded default (SQLite, local blobs, no
-Redis), makes a base model, simulates hospitals that fine-tune and push at their own
-pace, merges as vectors arrive, evaluates, promotes and runs several generations.
+Redis), makes a base model and simulates hospitals that fine-tune and push at their own
+pace — a straggler and a late joiner among them — while the registry merges as vectors
+arrive, evaluates and promotes through its gate (``--lockstep``: generations that wait
+for every hospital, merged and promoted by the admin).
 """
 
 from __future__ import annotations
@@ -15,11 +17,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from hospital_cli import output
-from hospital_cli.bases import pretrained_cache
-from hospital_cli.demo.state import STRATEGIES
+from hospital_cli.demo.state import STRATEGIES, Ui
 from hospital_cli.errors import CliError
 from hospital_cli.options import DeviceOpt
 
@@ -43,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
 }
 QUICK: dict[str, Any] = {
     **DEFAULTS,
-    "hospitals": 3,
+    "hospitals": 5,  # a straggler, a late joiner and three others
     "generations": 3,
     "alpha": 0.5,
     "max_train": 1800,
@@ -53,13 +61,13 @@ QUICK: dict[str, Any] = {
 }
 
 
-class ProgressUi:
+class ProgressUi(Ui):
     """Hospitals and phases as lines of one rich progress display (thread-safe)."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.phase_task = progress.add_task("[bold]MedVec", total=None, info="starting")
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
         self.lock = threading.Lock()
         self.last = ""
 
@@ -135,10 +143,38 @@ def demo(
     quick: Annotated[
         bool,
         typer.Option(
-            help="3 hospitals, 3 generations, alpha 0.5, 1,800 images, 1,000 test images "
+            help="5 hospitals, 3 generations, alpha 0.5, 1,800 images, 1,000 test images "
             "(flags given as well still win)."
         ),
     ] = False,
+    lockstep: Annotated[
+        bool,
+        typer.Option(
+            "--lockstep",
+            help="Generations with a barrier: every hospital trains, the last push ends the "
+            "generation, the admin merges and promotes (the schedule before hospitals "
+            "ran asynchronously).",
+        ),
+    ] = False,
+    straggler_slowdown: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="One hospital's jobs take this many times their training time (1: none).",
+        ),
+    ] = 10.0,
+    late_join: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.99,
+            help="One hospital joins once this share of the work is done (0: none).",
+        ),
+    ] = 1 / 3,
+    references: Annotated[
+        bool,
+        typer.Option(help="Train the references: every hospital alone and the centralized model."),
+    ] = True,
     score_locals: Annotated[
         bool,
         typer.Option(
@@ -157,15 +193,14 @@ def demo(
 
     Example: medvec demo
     Example: medvec demo --quick --output /tmp/demo
+    Example: medvec demo --lockstep
     Example: medvec demo --dataset pneumoniamnist --hospitals 8 --iid
     """
     from hospital_cli.demo.plot import plot_report
     from hospital_cli.demo.report import result_rows, rich_table, summary, write_outputs
-    from hospital_cli.demo.run import run_demo
+    from hospital_cli.demo.run import pretrained_base, run_demo
     from hospital_cli.demo.state import DemoSettings
     from medvec.merging import list_strategies
-    from medvec.models import ModelSpec
-    from medvec.pretrain import PretrainConfig, ensure_base, pretrain_arch
 
     given = {
         "hospitals": hospitals,
@@ -198,28 +233,13 @@ def demo(
         device=device,
         strategies=chosen,
         score_locals=score_locals,
-        **values,  # type: ignore[arg-type]
+        lockstep=lockstep,
+        straggler_slowdown=straggler_slowdown,
+        late_join=late_join,
+        references=references,
+        **values,
     )
-    pretrain = PretrainConfig(
-        arch=pretrain_arch(arch),
-        stem=settings.stem,
-        steps=settings.pretrain_steps,
-        max_samples=settings.pretrain_samples,
-        seed=seed,
-    ).excluding(dataset)
-
-    def make_base(num_classes: int) -> Path:
-        spec = ModelSpec(
-            arch=arch, num_classes=num_classes, in_channels=3, image_size=28, stem=settings.stem
-        )
-        return ensure_base(
-            spec,
-            pretrained_cache(),
-            config=pretrain,
-            checkpoint=checkpoint,
-            datasets_dir=datasets_dir,
-            device=device,
-        )
+    make_base = pretrained_base(settings)
 
     progress = Progress(
         TextColumn("{task.description:<14}"),
@@ -234,8 +254,13 @@ def demo(
     rows = result_rows(report)
     title = (
         f"MedVec demo — {dataset}, {architecture_label(arch, settings.stem)}, "
-        f"{settings.hospitals} hospitals, {settings.generations} generations, "
-        f"{'IID' if settings.alpha is None else f'Dirichlet alpha={settings.alpha:g}'}"
+        f"{settings.hospitals} hospitals, "
+        f"{'IID' if settings.alpha is None else f'Dirichlet alpha={settings.alpha:g}'}, "
+        + (
+            f"lockstep, {settings.generations} generations"
+            if settings.lockstep
+            else f"asynchronous, the work of {settings.generations} generations"
+        )
     )
     console = output.console()
     if not console.is_terminal:
@@ -250,7 +275,10 @@ def demo(
     _print_summary(summary(report))
     paths = write_outputs(report, rows, settings.output)
     plot = plot_report(report, settings.output / "accuracy.png")
-    output.success(f"finished in {report.seconds:.0f} s")
+    output.success(
+        f"finished in {report.seconds:.0f} s; the {'lockstep' if lockstep else 'asynchronous'} "
+        f"schedule took {report.schedule_s:.0f} s"
+    )
     output.note(f"table: {paths['csv']}  {paths['json']}  plot: {plot}")
 
 
@@ -263,7 +291,13 @@ def architecture_label(arch: str, stem: str, image_size: int = 28) -> str:
 def _print_summary(values: dict[str, Any]) -> None:
     accuracy = values["promoted_accuracy"]
     if accuracy is None:
-        output.warn("no version was promoted in the last generation")
+        output.warn("no version was promoted")
+        return
+    if values["centralized_accuracy"] is None or values["mean_alone_accuracy"] is None:
+        output.note(
+            f"promoted {values['promoted_strategy']} model: test accuracy {accuracy:.3f} "
+            "(references not trained)"
+        )
         return
     output.note(
         f"promoted {values['promoted_strategy']} model: test accuracy {accuracy:.3f}; "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 import typer
 
@@ -21,12 +21,48 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
+
+class _SimDefaults(TypedDict):
+    max_train: int
+    generations: int
+    epochs: int
+    lr: float | None
+    batch_size: int
+
+
+class _PretrainDefaults(TypedDict):
+    steps: int
+
+
+class _AsyncDefaults(TypedDict):
+    compute_rounds: float
+    local_steps: int
+
+
+class _PolicyDefaults(TypedDict):
+    k: int
+    stale: str
+    staleness_power: float
+    server_lr: float
+
+
 # SimulationConfig's, PretrainConfig's, AsyncConfig's and PolicyConfig's defaults, spelled
 # out so that `medvec --help` does not import torch; a test keeps them equal.
-SIM_DEFAULTS = {"max_train": 2500, "generations": 6, "epochs": 3, "lr": None, "batch_size": 32}
-PRETRAIN_DEFAULTS = {"steps": 500}
-ASYNC_DEFAULTS = {"compute_rounds": 24.0, "local_steps": 8}
-POLICY_DEFAULTS = {"k": 3, "stale": "exclude", "staleness_power": 0.5, "server_lr": 1.0}
+SIM_DEFAULTS: _SimDefaults = {
+    "max_train": 2500,
+    "generations": 6,
+    "epochs": 3,
+    "lr": None,
+    "batch_size": 32,
+}
+PRETRAIN_DEFAULTS: _PretrainDefaults = {"steps": 500}
+ASYNC_DEFAULTS: _AsyncDefaults = {"compute_rounds": 24.0, "local_steps": 8}
+POLICY_DEFAULTS: _PolicyDefaults = {
+    "k": 3,
+    "stale": "weight",
+    "staleness_power": 0.5,
+    "server_lr": 1.0,
+}
 
 
 class StaleOpt(StrEnum):

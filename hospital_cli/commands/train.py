@@ -40,6 +40,12 @@ STEPS_HELP = (
 OPTIMIZER_HELP = (
     f"sgd (Nesterov momentum {_default('momentum')}), adam, or adamw (decoupled weight decay)."
 )
+CONTINUE_HELP = (
+    "Start from this model, written by an earlier `medvec train --save-model` on the same "
+    "base, instead of the base; the vector is still against the base, so it holds that "
+    "job's work and this one's. For when production has not moved since your last push "
+    "(the registry keeps only your newest vector). Not with --dp-noise or --dp-sgd."
+)
 SCHEDULE_HELP = (
     "cosine: after the warm-up, decay the learning rate to zero along a half cosine; "
     "constant: keep it at --lr."
@@ -104,6 +110,7 @@ def train(
     save_model: Annotated[
         Path | None, typer.Option(help="Also write the fine-tuned model (for `medvec eval`).")
     ] = None,
+    continue_from: Annotated[Path | None, typer.Option(metavar="MODEL", help=CONTINUE_HELP)] = None,
     meta: Annotated[
         list[str] | None, typer.Option("--meta", help="Extra metadata key=value (repeatable).")
     ] = None,
@@ -118,6 +125,7 @@ def train(
       medvec train --data pneumoniamnist.npz --epochs 3
       medvec train --data small-ward.npz --steps 500 --label-smoothing 0.1
       medvec train --data xrays/ --dp-clip 1.0 --dp-noise 0.5 -o vectors/xrays.safetensors
+      medvec train --data xrays/ --continue-from ft.safetensors --save-model ft.safetensors
     """
     if not data.exists():
         raise CliError(f"no data at {data}", hint="give a .npz, an image folder or a DICOM folder")
@@ -157,6 +165,7 @@ def train(
             dp_sgd=dp_sgd,
             dp_delta=dp_delta,
             save_model=save_model,
+            continue_from=continue_from,
             extra=_parse_meta(meta or []),
         )
     except ValidationError as exc:

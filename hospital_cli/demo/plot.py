@@ -1,66 +1,77 @@
-"""The demo's figure: test accuracy of every merged version, generation by generation,
-against the mean local model of each generation, the mean hospital trained alone and
-the centralized model."""
+"""The demo's figure: production's test accuracy against wall time, every merged version
+as a point, the lockstep schedule's time for the same work marked, and the references
+(the mean hospital trained alone, the centralized model) as horizontal lines."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from hospital_cli.demo.report import lockstep_floor, production_curve
 from hospital_cli.demo.state import DemoReport
 
 MARKERS = {"weighted_mean": "o", "task_arithmetic": "s", "ties": "^", "median": "D"}
+COLOURS = {"asynchronous": "tab:blue", "lockstep": "tab:orange"}
 
 
-def plot_report(report: DemoReport, path: Path) -> Path:
+def _schedule(report: DemoReport) -> str:
+    return "lockstep" if report.settings.lockstep else "asynchronous"
+
+
+def _production(ax: Any, report: DemoReport) -> None:
+    """Production's accuracy as a step line from each promotion to the schedule's end."""
+    curve = production_curve(report)
+    name, colour = _schedule(report), COLOURS[_schedule(report)]
+    if curve:
+        xs = [t for t, _, _ in curve] + [max(report.schedule_s, curve[-1][0])]
+        ys = [a for _, a, _ in curve] + [curve[-1][1]]
+        ax.step(xs, ys, where="post", color=colour, linewidth=2, label=f"production, {name}")
+        ax.scatter(xs[:-1], ys[:-1], color=colour, s=20, zorder=3)
+    ax.axvline(report.schedule_s, color=colour, linestyle="-", linewidth=0.8)
+    ax.text(report.schedule_s, 0.02, f" {name} ends ({report.schedule_s:.0f} s)", color=colour,
+            rotation=90, va="bottom", fontsize=7, transform=ax.get_xaxis_transform())  # fmt: skip
+
+
+def plot_report(report: DemoReport, path: Path, *, compare: DemoReport | None = None) -> Path:
+    """Write the figure of ``report`` to ``path``; ``compare``: a run of the other schedule
+    on the same data, drawn beside it. An asynchronous run alone marks the least time
+    the lockstep schedule would need (``report.lockstep_floor``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    versions = [v for v in report.versions if v.metrics]
-    x_of: dict[str, int] = {}
-    for index, version in enumerate(versions):
-        x_of[version.version_id] = index
-    strategies = sorted({v.strategy for v in versions})
-    for strategy in strategies:
-        points = [
-            (x_of[v.version_id], v.metrics["accuracy"]) for v in versions if v.strategy == strategy
-        ]
+    versions = [v for v in report.versions if v.metrics and v.created_s is not None]
+    for strategy in sorted({v.strategy for v in versions}):
+        points = [(v.created_s, v.metrics["accuracy"]) for v in versions if v.strategy == strategy]
         xs, ys = zip(*points, strict=True)
-        ax.scatter(xs, ys, marker=MARKERS.get(strategy, "x"), s=45, label=f"merged: {strategy}")
-    promoted = [v for v in versions if v.version_id in report.promoted]
-    if promoted:
-        ax.scatter(
-            [x_of[v.version_id] for v in promoted],
-            [v.metrics["accuracy"] for v in promoted],
-            s=160, facecolors="none", edgecolors="green", linewidths=2, label="promoted",
-        )  # fmt: skip
-    for generation in sorted({v.generation for v in versions}):
-        xs = [x_of[v.version_id] for v in versions if v.generation == generation]
-        local = [
-            r.metrics["accuracy"] for r in report.locals if r.generation == generation and r.metrics
-        ]
-        if local:
-            mean = sum(local) / len(local)
-            ax.hlines(mean, min(xs) - 0.4, max(xs) + 0.4, colors="grey", linestyles="--")
-            ax.text(min(xs) - 0.4, mean, f"mean local g{generation}", fontsize=7, va="bottom")
-        ax.axvline(max(xs) + 0.5, color="lightgrey", linewidth=0.8)
-        ax.text((min(xs) + max(xs)) / 2, 0.02, f"generation {generation}", ha="center",
-                va="bottom", fontsize=8, transform=ax.get_xaxis_transform())  # fmt: skip
+        ax.scatter(xs, ys, marker=MARKERS.get(strategy, "x"), s=18, color="grey", alpha=0.6,
+                   label=f"merged version, {_schedule(report)}: {strategy}")  # fmt: skip
+    _production(ax, report)
+    if compare is not None:
+        _production(ax, compare)
+    floor = lockstep_floor(report)
+    if compare is None and floor is not None:
+        rounds = report.settings.generations
+        label = f"lockstep: at least {floor:.0f} s ({rounds} generations wait for the straggler)"
+        ax.axvline(floor, color=COLOURS["lockstep"], linestyle="--", linewidth=1.2, label=label)
     if report.alone:
         alone = sum(m["accuracy"] for m in report.alone.values()) / len(report.alone)
         ax.axhline(alone, color="firebrick", linestyle=":", label="mean hospital alone")
     if report.centralized:
         ax.axhline(report.centralized["accuracy"], color="black", label="centralized (union)")
-    ax.set_xlabel("model version (in order of creation)")
+    ax.set_xlabel("wall time after the hospitals started (s)")
     ax.set_ylabel("test accuracy")
+    ax.set_xlim(left=0)
     settings = report.settings
     split = "IID" if settings.alpha is None else f"Dirichlet alpha={settings.alpha:g}"
     ax.set_title(
-        f"MedVec demo: {settings.dataset}, {settings.arch}, {settings.hospitals} hospitals, {split}"
+        f"MedVec demo: {settings.dataset}, {settings.arch}, {settings.hospitals} hospitals, "
+        f"{split}",
+        fontsize=10,
     )
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")

@@ -68,11 +68,64 @@ def _mean(metrics: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(m[k] for m in metrics) / len(metrics) for k in METRICS}
 
 
+def production_curve(report: DemoReport) -> list[tuple[float, float, str]]:
+    """Production's test accuracy over wall time: ``(seconds after the hospitals started,
+    accuracy, version id)`` at every promotion, oldest first."""
+    accuracy = {v.version_id: v.metrics.get("accuracy") for v in report.versions}
+    return [
+        (float(p["t"]), float(a), str(p["version_id"]))
+        for p in report.production
+        if p.get("t") is not None and (a := accuracy.get(str(p["version_id"]))) is not None
+    ]
+
+
+def lockstep_floor(report: DemoReport) -> float | None:
+    """For an asynchronous run, the least wall time the lockstep schedule would need for
+    the same work: each of its generations waits for the straggler's job, which takes
+    its slowdown times its training time (the mean of its jobs here). ``None`` without a
+    straggler or once in lockstep."""
+    settings = report.settings
+    slow = {name for name, pace in report.paces.items() if pace.get("slowdown", 1.0) > 1}
+    jobs = [r for r in report.locals if r.hospital in slow and r.vector_id and r.trained_s]
+    if settings.lockstep or not jobs:
+        return None
+    slowdown = max(report.paces[name]["slowdown"] for name in slow)
+    per_job = slowdown * sum(r.trained_s for r in jobs) / len(jobs)
+    return round(settings.generations * per_job, 1)
+
+
+def hospital_checks(report: DemoReport) -> dict[str, Any]:
+    """What became of each hospital's work: per hospital, its role, the vectors it pushed,
+    how many of them some version took and its first push (seconds after the start);
+    and the share of all pushed vectors that no version took (a vector replaced by its
+    own hospital's next one before any merge, or of a base no merge was made on)."""
+    merged = {i for v in report.versions for i in v.inputs}
+    hospitals: dict[str, Any] = {}
+    pushed = [r for r in report.locals if r.vector_id]
+    for name, pace in sorted(report.paces.items()):
+        mine = [r for r in pushed if r.hospital == name]
+        hospitals[name] = {
+            "role": pace.get("role") or None,
+            "pushed": len(mine),
+            "merged": sum(r.vector_id in merged for r in mine),
+            "first_push_s": min((r.pushed_s for r in mine), default=None),
+        }
+    unmerged = sum(r.vector_id not in merged for r in pushed)
+    return {
+        "hospitals": hospitals,
+        "vectors_in_no_version": round(unmerged / len(pushed), 3) if pushed else None,
+        "first_version_s": min(
+            (v.created_s for v in report.versions if v.created_s is not None), default=None
+        ),
+    }
+
+
 def summary(report: DemoReport) -> dict[str, float | str | None]:
-    """The promoted model of the last generation against the references (test accuracy).
+    """The last promoted model against the references (test accuracy), and the schedule.
 
     ``gain_over_alone``: points above the mean hospital trained alone; ``gap_to_central``:
-    points below the centralized model (negative when the merge is above it).
+    points below the centralized model (negative when the merge is above it);
+    ``schedule_s``: seconds from the hospitals' start to the end of the schedule.
     """
     promoted = next(
         (v for v in report.versions if report.promoted and v.version_id == report.promoted[-1]),
@@ -82,6 +135,10 @@ def summary(report: DemoReport) -> dict[str, float | str | None]:
     alone = _mean(list(report.alone.values()))["accuracy"] if report.alone else None
     central = report.centralized.get("accuracy")
     return {
+        "schedule": "lockstep" if report.settings.lockstep else "asynchronous",
+        "schedule_s": report.schedule_s,
+        "images_trained": report.images_trained,
+        "promotions": len(report.promoted),
         "promoted_version": promoted.version_id if promoted else None,
         "promoted_strategy": promoted.strategy if promoted else None,
         "promoted_accuracy": accuracy,
@@ -152,6 +209,12 @@ def write_outputs(report: DemoReport, rows: list[dict[str, Any]], folder: Path) 
         "centralized": report.centralized,
         "summary": summary(report),
         "promoted": report.promoted,
+        "production": report.production,
+        "paces": report.paces,
+        "budget_images": report.budget_images,
+        "registry": report.registry,
+        "lockstep_floor_s": lockstep_floor(report),
+        "checks": hospital_checks(report),
         "timeline": report.timeline,
     }
     json_path.write_text(json.dumps(payload, indent=2, default=str))

@@ -1,12 +1,19 @@
-"""The demo's orchestration: registry up, hospitals at their own pace, merges, generations.
+"""The demo's orchestration: registry up, hospitals at their own pace, merges, promotions.
 
-Per generation: every hospital thread pulls the current base, fine-tunes and pushes
-whenever it is ready; the registry's auto-merge policy turns arrivals into interim
-versions as they come; when the last hospital has pushed, the admin asks for one merge
-per strategy (task arithmetic with lambda tuned on the benchmark's validation split);
-the worker evaluates every version on the benchmark's validation and test splits; the
-version best on validation is promoted to production (its test metrics are what the
-table reports, untouched by the choice) and starts the next generation as its base.
+Two schedules on the same registry, data and hospitals:
+
+- **asynchronous** (the default, ``hospital_cli.demo.asynchronous``): every hospital
+  loops on its own until the budget is spent; the registry's auto-merge policy makes
+  the versions and its promotion gate promotes them; each promotion starts a
+  generation, which hospitals pull from their next job on. Nobody waits for anybody.
+- **lockstep** (``--lockstep``): per generation, every hospital thread pulls the current
+  base, fine-tunes and pushes whenever it is ready; the registry's auto-merge policy
+  turns arrivals into interim versions as they come; when the last hospital has pushed,
+  the admin asks for one merge per strategy (task arithmetic with lambda tuned on the
+  benchmark's validation split); the worker evaluates every version on the benchmark's
+  validation and test splits; the version best on validation is promoted to production
+  (its test metrics are what the table reports, untouched by the choice) and starts the
+  next generation as its base.
 """
 
 from __future__ import annotations
@@ -16,14 +23,17 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hospital_cli.client import RegistryClient
 from hospital_cli.demo.data import DemoData, prepare_data
-from hospital_cli.demo.hospital import HospitalRun, HospitalSpec, RoundPlan
+from hospital_cli.demo.hospital import Hospital, HospitalSpec, LockstepRound, Training
+from hospital_cli.demo.pace import hospital_paces, lockstep_images
 from hospital_cli.demo.reference import Background, Scorer, train_alone, train_centralized
-from hospital_cli.demo.server import RunningRegistry, embedded_registry
+from hospital_cli.demo.server import embedded_registry, registry_policy
 from hospital_cli.demo.state import DemoReport, DemoSettings, MergedVersion, Ui, pick_metrics
 from hospital_cli.errors import ApiError, CliError
 from hospital_cli.waiting import await_status
@@ -49,17 +59,76 @@ class DemoRun:
     def __init__(self, settings: DemoSettings, data: DemoData, base_file: Path, ui: Ui) -> None:
         self.settings, self.data, self.base_file, self.ui = settings, data, base_file, ui
         self.report = DemoReport(settings)
-        self.started = time.monotonic()
+        self.hospitals_started = time.monotonic()
         self.score = Scorer(data.benchmark, settings.device)
+        self.paces = hospital_paces(
+            settings.hospitals,
+            straggler_slowdown=settings.straggler_slowdown,
+            late_join=settings.late_join,
+            seed=settings.seed,
+        )
+        self.report.budget_images = lockstep_images(
+            data.shard_sizes, self.paces, settings.generations, settings.epochs
+        )
 
     def clock(self) -> float:
-        return round(time.monotonic() - self.started, 2)
+        """Seconds after the hospitals started (before: after the run started)."""
+        return round(time.monotonic() - self.hospitals_started, 2)
 
     def event(self, kind: str, **info: Any) -> None:
         self.report.timeline.append({"t": self.clock(), "event": kind, **info})
 
+    def start_hospitals(self) -> None:
+        """The schedule's time origin: every time in the report counts from here (the
+        set-up's events before it become negative)."""
+        now = time.monotonic()
+        for event in self.report.timeline:
+            event["t"] = round(event["t"] - (now - self.hospitals_started), 2)
+        self.hospitals_started = now
+        self.event("hospitals_start")
+
+    def since_start(self, stamp: str | None) -> float | None:
+        """A registry timestamp (ISO 8601) as seconds after the hospitals started."""
+        if not stamp:
+            return None
+        moment = datetime.fromisoformat(stamp)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        wall_at_start = time.time() - (time.monotonic() - self.hospitals_started)
+        return round(moment.timestamp() - wall_at_start, 2)
+
+    def hospitals(self, specs: list[HospitalSpec], server: str) -> list[Hospital]:
+        settings = self.settings
+        training = Training(
+            epochs=settings.epochs,
+            lr=settings.lr,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            max_delay=settings.max_delay,
+            device=settings.device,
+        )
+        slots = threading.Semaphore(settings.concurrency)
+        score = self.score if settings.score_locals else None
+        self.report.paces = {
+            spec.name: asdict(pace) for spec, pace in zip(specs, self.paces, strict=True)
+        }
+        return [
+            Hospital(
+                spec,
+                server,
+                pace,
+                training,
+                slots=slots,
+                clock=self.clock,
+                status=self.ui.hospital,
+                score=score,
+                index=index,
+            )
+            for index, (spec, pace) in enumerate(zip(specs, self.paces, strict=True))
+        ]
+
     # -- registry set-up -----------------------------------------------------------
-    def setup(self, admin: RegistryClient, server: str) -> tuple[list[HospitalSpec], str]:
+    def setup(self, admin: RegistryClient) -> tuple[list[HospitalSpec], str]:
         self.ui.phase("registering the base and the benchmark")
         base = admin.register_base(f"{self.settings.arch}-{self.settings.dataset}", self.base_file)
         base = await_status(base, lambda: admin.get_base(str(base["id"])), {"verifying"}, 300)
@@ -80,53 +149,39 @@ class DemoRun:
             workdir = self.settings.output / "hospitals" / name
             workdir.mkdir(parents=True, exist_ok=True)
             specs.append(HospitalSpec(name, str(token["token"]), shard, size, workdir))
-        del server
         return specs, str(benchmark["id"])
 
-    # -- one generation ---------------------------------------------------------------
+    # -- one lockstep generation ----------------------------------------------------
     def generation(
-        self, number: int, admin: RegistryClient, server: str, specs: list[HospitalSpec],
-        benchmark_id: str,
-    ) -> str:  # fmt: skip
+        self, number: int, admin: RegistryClient, hospitals: list[Hospital], benchmark_id: str
+    ) -> str:
         base = admin.get_base("current")
         self.ui.phase(f"generation {number}: hospitals fine-tune base {str(base['id'])[:8]}")
         self.event("generation", generation=number, base_id=base.get("id"))
-        slots = threading.Semaphore(self.settings.concurrency)
-        threads = []
-        for index, spec in enumerate(specs):
-            plan = RoundPlan(
-                generation=number,
-                base=base,
-                epochs=self.settings.epochs,
-                lr=self.settings.lr,
-                batch_size=self.settings.batch_size,
-                seed=self.settings.seed + 1000 * number + index,
-                max_delay=self.settings.max_delay,
-                device=self.settings.device,
-            )
-            thread = HospitalRun(
-                spec, server, plan, slots=slots, clock=self.clock,
-                status=self.ui.hospital,
-                score=self.score if self.settings.score_locals else None,
-            )  # fmt: skip
+        threads = [
+            LockstepRound(hospital, number, base)
+            for hospital in hospitals
+            if hospital.pace.present_in_round(number, self.settings.generations)
+        ]
+        for thread in threads:
             thread.start()
-            threads.append(thread)
         seen: set[str] = set()
         while any(t.is_alive() for t in threads):
-            self._watch(admin, str(base["id"]), seen)
+            self.watch(admin, str(base["id"]), seen)
             time.sleep(POLL_S)
         rounds = [t.result for t in threads if t.result is not None]
         self.report.locals.extend(rounds)
+        self.report.images_trained += sum(r.samples * r.epochs for r in rounds if r.vector_id)
         for r in rounds:
             self.event("pushed", hospital=r.hospital, vector_id=r.vector_id, t_push=r.pushed_s)
         pushed = [r for r in rounds if r.vector_id and r.vector_status != "rejected"]
         if len(pushed) < 1:
             errors = "; ".join(r.error or str(r.vector_status) for r in rounds)
             raise CliError(f"generation {number}: no hospital pushed a valid vector ({errors})")
-        self._await_screening(admin, [str(r.vector_id) for r in pushed])
+        self.await_screening(admin, [str(r.vector_id) for r in pushed])
         return self._merge_all(number, admin, str(base["id"]), benchmark_id, len(pushed))
 
-    def _await_screening(self, admin: RegistryClient, vector_ids: list[str]) -> None:
+    def await_screening(self, admin: RegistryClient, vector_ids: list[str]) -> None:
         """Wait until the registry has screened every pushed vector, as an admin would
         before merging: the auto-merge policy then makes its interim version from the
         vectors screening passed first, and no merge takes a vector about to be
@@ -143,15 +198,16 @@ class DemoRun:
                 time.sleep(POLL_S)
                 vector = admin.get_vector(vector_id)
 
-    def _watch(self, admin: RegistryClient, base_id: str, seen: set[str]) -> None:
-        """Note auto-merged versions as they appear (the policy fires on arrivals)."""
+    def watch(self, admin: RegistryClient, base_id: str | None, seen: set[str]) -> None:
+        """Note auto-merged versions (of ``base_id``, or of any base) as they appear (the
+        policy fires on arrivals)."""
         try:
             versions = admin.list_versions()
         except Exception:  # the registry is busy; look again at the next tick
             return
         for version in versions:
             vid = str(version.get("id"))
-            if vid not in seen and str(version.get("base_id")) == base_id:
+            if vid not in seen and base_id in (None, str(version.get("base_id"))):
                 seen.add(vid)
                 self.event("version", version_id=vid, strategy=version.get("strategy"))
                 self.ui.phase(f"new version {vid[:8]} ({version.get('strategy')}) from arrivals")
@@ -167,12 +223,12 @@ class DemoRun:
                 params = {"lambda_grid": [m / k for m in LAMBDA_MULTIPLES]}
             job = admin.request_merge(base_id, strategy, params=params, benchmark_id=benchmark_id)
             requested[str(job.get("job_id") or job.get("id"))] = strategy
-        finished = self._await_jobs(admin, requested)
-        self._await_evaluations(admin, base_id)
+        finished = self.await_jobs(admin, requested)
+        self.await_evaluations(admin, base_id)
         self._collect_versions(number, admin, base_id, set(finished.values()))
         return self._promote(number, admin, base_id, finished)
 
-    def _await_jobs(self, admin: RegistryClient, jobs: dict[str, str]) -> dict[str, str]:
+    def await_jobs(self, admin: RegistryClient, jobs: dict[str, str]) -> dict[str, str]:
         """Wait for every merge job; job id -> version id of those that succeeded."""
         deadline = time.monotonic() + JOB_TIMEOUT_S
         done: dict[str, str] = {}
@@ -191,10 +247,13 @@ class DemoRun:
             raise CliError(f"merge jobs did not finish in {JOB_TIMEOUT_S:.0f} s: {list(pending)}")
         return done
 
-    def _await_evaluations(self, admin: RegistryClient, base_id: str) -> None:
+    def await_evaluations(self, admin: RegistryClient, base_id: str | None) -> None:
+        """Wait until every version (of ``base_id``, or of any base) is settled."""
         deadline = time.monotonic() + JOB_TIMEOUT_S
         while time.monotonic() < deadline:
-            versions = [v for v in admin.list_versions() if str(v.get("base_id")) == base_id]
+            versions = [
+                v for v in admin.list_versions() if base_id in (None, str(v.get("base_id")))
+            ]
             waiting = [v for v in versions if not _settled(admin.version_evaluations(v["id"]))]
             self.ui.phase(f"evaluating: {len(versions) - len(waiting)}/{len(versions)} versions")
             if not waiting:
@@ -205,26 +264,47 @@ class DemoRun:
     def _collect_versions(
         self, number: int, admin: RegistryClient, base_id: str, requested: set[str]
     ) -> None:
-        versions = sorted(admin.list_versions(), key=lambda v: str(v.get("created_at")))
-        for version in versions:
-            if str(version.get("base_id")) != base_id:
-                continue
-            vid = str(version["id"])
-            inputs = version.get("inputs") or version.get("lineage") or []
-            evaluations = admin.version_evaluations(vid)
-            self.report.versions.append(
-                MergedVersion(
-                    generation=number,
-                    version_id=vid,
-                    strategy=str(version.get("strategy")),
-                    trigger="admin" if vid in requested else "auto-merge",
-                    params=dict(version.get("params") or {}),
-                    vectors=len(inputs),
-                    metrics=pick_metrics(evaluations, "test"),
-                    val_metrics=pick_metrics(evaluations, "val"),
-                    status=str(version.get("status")),
-                )
-            )
+        for version in sorted(admin.list_versions(), key=lambda v: str(v.get("created_at"))):
+            if str(version.get("base_id")) == base_id:
+                trigger = "admin" if str(version["id"]) in requested else "auto-merge"
+                self.report.versions.append(self.merged_version(admin, version, number, trigger))
+
+    def merged_version(
+        self, admin: RegistryClient, version: dict[str, Any], generation: int, trigger: str
+    ) -> MergedVersion:
+        """A registry version as the report records it, with its evaluations."""
+        vid = str(version["id"])
+        inputs = version.get("inputs") or version.get("lineage") or []
+        evaluations = admin.version_evaluations(vid)
+        return MergedVersion(
+            generation=generation,
+            version_id=vid,
+            strategy=str(version.get("strategy")),
+            trigger=trigger,
+            params=dict(version.get("params") or {}),
+            vectors=len(inputs),
+            metrics=pick_metrics(evaluations, "test"),
+            val_metrics=pick_metrics(evaluations, "val"),
+            status=str(version.get("status")),
+            inputs=[str(i.get("vector_id")) for i in inputs if isinstance(i, dict)],
+            created_s=self.since_start(version.get("created_at")),
+        )
+
+    def production_history(self, admin: RegistryClient) -> list[dict[str, Any]]:
+        """Every promotion to production, oldest first, from the registry's audit log:
+        when (seconds after the hospitals started), which version, by whom."""
+        events = admin.audit(action="version.promoted", limit=1000)
+        history = [
+            {
+                "t": self.since_start(e.get("created_at")),
+                "version_id": e.get("target_id"),
+                "by": e.get("actor"),
+                "forced": bool((e.get("payload") or {}).get("forced")),
+            }
+            for e in events
+            if (e.get("payload") or {}).get("stage") == "production"
+        ]
+        return sorted(history, key=lambda h: h["t"] or 0.0)
 
     def _promote(
         self, number: int, admin: RegistryClient, base_id: str, finished: dict[str, str]
@@ -258,8 +338,45 @@ class DemoRun:
         return best.version_id
 
 
+def pretrained_base(settings: DemoSettings) -> Callable[[int], Path]:
+    """``make_base(num_classes)`` for :func:`run_demo`: the base pretrained on the other
+    MedMNIST sets (or loaded from ``settings.checkpoint``), cached once per machine."""
+    from hospital_cli.bases import pretrained_cache
+    from medvec.models import ModelSpec
+    from medvec.pretrain import PretrainConfig, ensure_base, pretrain_arch
+
+    pretrain = PretrainConfig(
+        arch=pretrain_arch(settings.arch),
+        stem=settings.stem,
+        steps=settings.pretrain_steps,
+        max_samples=settings.pretrain_samples,
+        seed=settings.seed,
+    ).excluding(settings.dataset)
+
+    def make_base(num_classes: int) -> Path:
+        spec = ModelSpec(
+            arch=settings.arch,
+            num_classes=num_classes,
+            in_channels=3,
+            image_size=28,
+            stem=settings.stem,
+        )
+        return ensure_base(
+            spec,
+            pretrained_cache(),
+            config=pretrain,
+            checkpoint=settings.checkpoint,
+            datasets_dir=settings.datasets_dir,
+            device=settings.device,
+        )
+
+    return make_base
+
+
 def run_demo(settings: DemoSettings, ui: Ui, make_base: Callable[[int], Path]) -> DemoReport:
     """Run the whole demo; ``make_base(num_classes)`` returns the base model file."""
+    from hospital_cli.demo.asynchronous import run_asynchronous
+
     started = time.monotonic()
     threads = threads_per_training(settings.concurrency)
     _use_threads(threads)
@@ -279,21 +396,34 @@ def run_demo(settings: DemoSettings, ui: Ui, make_base: Callable[[int], Path]) -
     ui.phase("making the base model (pretrained on other MedMNIST sets, cached)")
     base_file = make_base(data.num_classes)
     demo = DemoRun(settings, data, base_file, ui)
-    # the references share the cores with the hospitals; two threads, so that both
-    # cores keep working once the generations are done
-    alone = Background("alone", lambda: train_alone(settings, data, base_file, demo.score, ui))
-    central = Background(
-        "centralized", lambda: train_centralized(settings, data, base_file, demo.score, ui)
-    )
+    alone = central = None
+    if settings.references:
+        # the references share the cores with the hospitals; two threads, so that both
+        # cores keep working once the hospitals are done
+        alone = Background("alone", lambda: train_alone(settings, data, base_file, demo.score, ui))
+        central = Background(
+            "centralized", lambda: train_centralized(settings, data, base_file, demo.score, ui)
+        )
     ui.phase("starting the registry and its worker")
+    auto_promote = not settings.lockstep
+    k = settings.auto_merge_k_value()
+    demo.report.registry = registry_policy(k, auto_promote=auto_promote)
     registry_dir = settings.output / "registry"
-    # one interim version per generation, from just over half of the hospitals' vectors,
-    # made while the others are still training
-    auto_merge_k = max(2, settings.hospitals // 2 + 1)
-    with embedded_registry(registry_dir, auto_merge_k=auto_merge_k, threads=threads) as server:
-        _drive(demo, server, settings)
-    ui.phase("waiting for the reference models (hospitals alone, centralized)")
-    demo.report.alone, demo.report.centralized = alone.result(), central.result()
+    with (
+        embedded_registry(
+            registry_dir, auto_merge_k=k, threads=threads, auto_promote=auto_promote
+        ) as server,
+        RegistryClient(server.url, server.admin_token) as admin,
+    ):
+        specs, benchmark_id = demo.setup(admin)
+        hospitals = demo.hospitals(specs, server.url)
+        if settings.lockstep:
+            _lockstep(demo, admin, hospitals, benchmark_id)
+        else:
+            run_asynchronous(demo, admin, hospitals)
+    if alone is not None and central is not None:
+        ui.phase("waiting for the reference models (hospitals alone, centralized)")
+        demo.report.alone, demo.report.centralized = alone.result(), central.result()
     demo.report.seconds = round(time.monotonic() - started, 1)
     (settings.output / "timeline.json").write_text(json.dumps(demo.report.timeline, indent=2))
     return demo.report
@@ -315,8 +445,13 @@ def _use_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _drive(demo: DemoRun, server: RunningRegistry, settings: DemoSettings) -> None:
-    with RegistryClient(server.url, server.admin_token) as admin:
-        specs, benchmark_id = demo.setup(admin, server.url)
-        for number in range(1, settings.generations + 1):
-            demo.generation(number, admin, server.url, specs, benchmark_id)
+def _lockstep(
+    demo: DemoRun, admin: RegistryClient, hospitals: list[Hospital], benchmark_id: str
+) -> None:
+    """Generations with a barrier: each waits for its last hospital, then the admin merges
+    and promotes."""
+    demo.start_hospitals()
+    for number in range(1, demo.settings.generations + 1):
+        demo.generation(number, admin, hospitals, benchmark_id)
+    demo.report.schedule_s = round(time.monotonic() - demo.hospitals_started, 2)
+    demo.report.production = demo.production_history(admin)

@@ -109,10 +109,6 @@ class ImageArrayDataset(Dataset[tuple[Tensor, Tensor]]):
         """Normalised images and labels of ``indices`` in one go."""
         return eval_transform(self.pixels[indices], self.in_channels), self.labels[indices]
 
-    def label_counts(self) -> dict[int, int]:
-        values, counts = torch.unique(self.labels, return_counts=True)
-        return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
-
 
 def _resize_pixels(pixels: Tensor, size: int) -> Tensor:
     if tuple(pixels.shape[-2:]) == (size, size):

@@ -41,11 +41,12 @@ def read_image(path: Path, *, grey: bool, size: tuple[int, int] | None) -> np.nd
 
     try:
         with Image.open(path) as image:
+            picture: Image.Image = image
             if image.mode in ("I", "I;16", "F"):
                 array = np.asarray(image, dtype=np.float64)
                 span = float(array.max() - array.min()) or 1.0
-                image = Image.fromarray(((array - array.min()) * (255.0 / span)).astype(np.uint8))
-            converted = image.convert("L" if grey else "RGB")
+                picture = Image.fromarray(((array - array.min()) * (255.0 / span)).astype(np.uint8))
+            converted = picture.convert("L" if grey else "RGB")
             if size is not None and converted.size != size:
                 converted = converted.resize(size, Image.Resampling.BILINEAR)
             return np.asarray(converted, dtype=np.uint8)

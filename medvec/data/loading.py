@@ -34,14 +34,13 @@ def load_dataset(
     when it has that column.
     """
     path = Path(path)
-    kwargs = {"in_channels": in_channels, "image_size": image_size}
     if path.is_file() and path.suffix.lower() == ".npz":
-        return load_npz(path, split, **kwargs)
+        return load_npz(path, split, in_channels=in_channels, image_size=image_size)
     if path.is_dir():
         if _is_dicom_folder(path):
-            return load_dicom_folder(path, split, **kwargs)
+            return load_dicom_folder(path, split, in_channels=in_channels, image_size=image_size)
         if is_image_folder(path) or (path / split).is_dir():
-            return load_image_folder(path, split, **kwargs)
+            return load_image_folder(path, split, in_channels=in_channels, image_size=image_size)
     if not path.exists():
         raise DatasetError(f"no dataset at {path}", path=str(path))
     raise DatasetError(

@@ -10,6 +10,7 @@ feed them the same stacked chunks (numpy arrays), so both give the same result.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -67,7 +68,7 @@ class MergeStrategy(ABC):
     uses_weights: ClassVar[bool] = True
     needs_stats: ClassVar[bool] = False
 
-    def parse_params(self, params: StrategyParams | dict[str, object] | None) -> StrategyParams:
+    def parse_params(self, params: StrategyParams | Mapping[str, object] | None) -> StrategyParams:
         """Validate user parameters into ``Params``; ``MergeError`` says what is wrong."""
         if isinstance(params, self.Params):
             return params

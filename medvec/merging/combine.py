@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,7 +39,8 @@ def linear_coefficients(
     """``c`` such that tensor ``key``'s merged delta is ``sum_i c_i tau_i``; ``None`` if the
     strategy is not linear. A running statistic always gets ``w_i / sum_j w_j``."""
     if is_running_stat(key):
-        return weights / weights.sum()
+        normalised: Array = weights / weights.sum()
+        return normalised
     return strategy.coefficients(weights, params)
 
 
@@ -64,7 +66,7 @@ def combine_chunk(
     weights: NDArray[np.float64],
     ctx: TensorContext,
     dtype_name: str,
-) -> NDArray:
+) -> NDArray[Any]:
     """``base + combine(deltas)`` for one chunk, in storage dtype ``dtype_name``; refuses
     non-finite output.
 
@@ -79,7 +81,7 @@ def combine_chunk(
     return add_to_base(base, delta, ctx.key, dtype_name)
 
 
-def add_to_base(base: Array, delta: Array, key: str, dtype_name: str) -> NDArray:
+def add_to_base(base: Array, delta: Array, key: str, dtype_name: str) -> NDArray[Any]:
     """``base + delta`` (work arrays) rounded to storage dtype ``dtype_name``; ``MergeError``
     if any value is not finite there."""
     merged = narrow(base + delta, dtype_name)
@@ -92,7 +94,7 @@ def add_to_base(base: Array, delta: Array, key: str, dtype_name: str) -> NDArray
     return merged
 
 
-def _finite(values: NDArray, dtype_name: str) -> bool:
+def _finite(values: NDArray[Any], dtype_name: str) -> bool:
     if dtype_name == "BF16":  # bits: an all-ones exponent is infinity or NaN
         return not bool(np.any((values & 0x7F80) == 0x7F80))
     # min and max propagate NaN and show infinities in two vectorised passes

@@ -110,8 +110,8 @@ class _Block:
 
     def __init__(self) -> None:
         self._raw = np.empty(0, dtype=np.uint8)
-        self.rows: NDArray = self._raw
-        self.base: NDArray = self._raw
+        self.rows: NDArray[Any] = self._raw
+        self.base: NDArray[Any] = self._raw
         self.range: _Range | None = None
 
     def fill(self, inputs: MergeInputs, chunk: _Range) -> _Block:
@@ -134,15 +134,15 @@ class _Work:
     read) and the accumulator of linear merges, reused across blocks."""
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple[str, np.dtype], NDArray] = {}
+        self._buffers: dict[tuple[str, np.dtype], NDArray[Any]] = {}
 
-    def get(self, what: str, dtype: np.dtype, size: int) -> NDArray:
+    def get(self, what: str, dtype: np.dtype, size: int) -> NDArray[Any]:
         buffer = self._buffers.get((what, dtype))
         if buffer is None or buffer.size < size:
             buffer = self._buffers[(what, dtype)] = np.empty(size, dtype=dtype)
         return buffer[:size]
 
-    def widen(self, what: str, raw: NDArray, dtype_name: str) -> Array:
+    def widen(self, what: str, raw: NDArray[Any], dtype_name: str) -> Array:
         dtype = work_dtype(dtype_name)
         if raw.dtype == dtype:
             return raw
@@ -179,7 +179,9 @@ def _tensor_stats(inputs: MergeInputs, info: TensorInfo, job: _Job, work: _Work)
     return vector_stats(job.strategy, job.params, info.name, rows)
 
 
-def _combine(block: _Block, job: _Job, stats: Any, work: _Work, pool: _Compute) -> list[NDArray]:
+def _combine(
+    block: _Block, job: _Job, stats: Any, work: _Work, pool: _Compute
+) -> list[NDArray[Any]]:
     """The merged chunk of a filled block, in the tensor's storage dtype, in parts."""
     assert block.range is not None
     info, start = block.range.info, block.range.start
@@ -237,7 +239,9 @@ class _RowBuffers(threading.local):
         self.work = _Work()
 
 
-def _linear_range(inputs: MergeInputs, chunk: _Range, job: _Job, buffers: _RowBuffers) -> NDArray:
+def _linear_range(
+    inputs: MergeInputs, chunk: _Range, job: _Job, buffers: _RowBuffers
+) -> NDArray[Any]:
     """``base + sum_i c_i tau_i`` over one range, reading each vector's row into a buffer
     that is added to the accumulator while it is still in the cache (copied ranges: the
     base's elements)."""
@@ -270,7 +274,7 @@ def _stream_linear(
     workers = max(1, os.cpu_count() or 1)
     buffers = _RowBuffers()
     with ThreadPoolExecutor(workers, "medvec-merge") as pool:
-        pending: deque[tuple[_Range, Future[NDArray]]] = deque()
+        pending: deque[tuple[_Range, Future[NDArray[Any]]]] = deque()
         upcoming = iter(ranges)
         for chunk in upcoming:
             pending.append((chunk, pool.submit(_linear_range, inputs, chunk, job, buffers)))
@@ -282,7 +286,7 @@ def _stream_linear(
 
 
 def _write_next(
-    pending: deque[tuple[_Range, Future[NDArray]]],
+    pending: deque[tuple[_Range, Future[NDArray[Any]]]],
     writer: SafetensorsWriter,
     done: int,
     total: int,
@@ -388,7 +392,7 @@ def merge_files(
     out_path: str | Path,
     *,
     strategy: str | MergeStrategy,
-    params: StrategyParams | dict[str, object] | None = None,
+    params: StrategyParams | Mapping[str, object] | None = None,
     weights: Sequence[float] | None = None,
     seed: int = 0,
     provenance: Mapping[str, Any] | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -95,7 +96,7 @@ def random_keep_mask(
     return out
 
 
-def linear_combination(values: Array, coefficients: NDArray) -> Array:
+def linear_combination(values: Array, coefficients: NDArray[Any]) -> Array:
     """``sum_i c_i values[i]``, accumulated in vector order by fused multiply-adds.
 
     The streaming engine accumulates in the same order chunk by chunk, so both
@@ -160,11 +161,13 @@ def trimmed_mean(values: Array, trim: int) -> Array:
     """
     n = values.shape[0]
     if trim == 0:
-        return values.mean(axis=0)
+        mean: Array = values.mean(axis=0)
+        return mean
     ordered = sorted_columns(values)
     kept = n - 2 * trim
     if kept > SHORT_ROWS:
-        return ordered[:, trim : n - trim].sum(axis=1) / values.dtype.type(kept)
+        trimmed: Array = ordered[:, trim : n - trim].sum(axis=1) / values.dtype.type(kept)
+        return trimmed
     total = ordered[:, trim].copy()
     for column in range(trim + 1, n - trim):
         total += ordered[:, column]

@@ -7,6 +7,7 @@ float32) and the merged arrays come back as tensors, so both paths give the same
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,13 +50,13 @@ def _check_vectors(
                 )
 
 
-def _work(tensor: Tensor, name: str) -> NDArray:
+def _work(tensor: Tensor, name: str) -> NDArray[Any]:
     """``tensor``'s elements as a flat work array (float32, or float64 for float64)."""
     raw = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().view(storage_dtype(name))
     return widen_into(raw, name, np.empty(raw.size, dtype=work_dtype(name)))
 
 
-def _tensor(values: NDArray, like: Tensor) -> Tensor:
+def _tensor(values: NDArray[Any], like: Tensor) -> Tensor:
     """A tensor shaped and typed as ``like`` from storage elements ``values``."""
     raw = torch.from_numpy(np.ascontiguousarray(values).view(np.uint8).copy())
     return raw.view(like.dtype).reshape(like.shape)
@@ -66,7 +67,7 @@ def merge_state_dicts(
     vectors: Sequence[Mapping[str, Tensor]],
     *,
     strategy: str | MergeStrategy,
-    params: StrategyParams | dict[str, object] | None = None,
+    params: StrategyParams | Mapping[str, object] | None = None,
     weights: Sequence[float] | None = None,
     seed: int = 0,
     num_samples: Sequence[int] | None = None,
@@ -80,7 +81,7 @@ def merge_state_dicts(
     parsed = chosen.parse_params(params)
     _check_vectors(base_state, vectors)
     resolved = resolve_weights(chosen, weights, num_samples, len(vectors))
-    weights = np.array(resolved or [1.0] * len(vectors), dtype=np.float64)
+    weight_array = np.array(resolved or [1.0] * len(vectors), dtype=np.float64)
     merged: dict[str, Tensor] = {}
     for key, base in base_state.items():
         base = base.detach().cpu()
@@ -96,6 +97,6 @@ def merge_state_dicts(
             numel=base.numel(),
             stats=vector_stats(chosen, parsed, key, deltas),
         )
-        out = combine_chunk(chosen, parsed, _work(base, name), deltas, weights, ctx, name)
+        out = combine_chunk(chosen, parsed, _work(base, name), deltas, weight_array, ctx, name)
         merged[key] = _tensor(out, base)
     return merged

@@ -177,7 +177,7 @@ def _stream(
     the arithmetic of the torch code this replaced, so the sums keep their bits."""
     acc_buffer = np.empty(CHUNK, dtype=np.float64)
     wide = np.empty(CHUNK, dtype=np.float64)
-    raw: dict[str, NDArray] = {}
+    raw: dict[str, NDArray[Any]] = {}
     for info in inputs.base.header.tensors.values():
         if info.name not in inputs.floating:
             if model_out is not None:
@@ -208,7 +208,9 @@ def _stream(
                 )
 
 
-def _to_float64(row: NDArray, dtype_name: str, out: NDArray[np.float64]) -> NDArray[np.float64]:
+def _to_float64(
+    row: NDArray[Any], dtype_name: str, out: NDArray[np.float64]
+) -> NDArray[np.float64]:
     if dtype_name == "BF16":
         return widen_into(row, dtype_name, np.empty(row.size, np.float32)).astype(np.float64)
     out[...] = row

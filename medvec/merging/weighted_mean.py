@@ -38,4 +38,5 @@ class WeightedMean(MergeStrategy):
         return masks.linear_combination(deltas, coefficients)
 
     def coefficients(self, weights: Array, params: StrategyParams) -> Array:
-        return weights / weights.sum()
+        normalised: Array = weights / weights.sum()
+        return normalised

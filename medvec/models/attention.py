@@ -88,7 +88,8 @@ class MultiHeadSelfAttention2d(nn.Module):
             self._split_heads(q), self._split_heads(k), self._split_heads(v)
         )
         out = out.transpose(-1, -2).reshape(n, c, h, w)
-        return self.proj(out)
+        projected: Tensor = self.proj(out)
+        return projected
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, kv_stride={self.kv_stride}, min_kv_side={self.min_kv_side}"

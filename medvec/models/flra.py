@@ -73,7 +73,7 @@ def _silence(attn: nn.Module, alpha: Tensor, beta: Tensor) -> None:
 def silence_attention(block: nn.Module) -> None:
     """Reset an FL-RA block's fusion so that it computes the plain ResNet block exactly
     (used when a plain ResNet checkpoint is loaded into an FL-RA model)."""
-    _silence(block.attn, block.alpha, block.beta)
+    _silence(block.get_submodule("attn"), block.get_parameter("alpha"), block.get_parameter("beta"))
 
 
 def _check_dilation(dilation: int) -> None:
@@ -84,7 +84,7 @@ def _check_dilation(dilation: int) -> None:
         )
 
 
-class FLRABottleneck(Bottleneck):
+class FLRABottleneck(Bottleneck):  # type: ignore[misc]  # torchvision ships no types
     """torchvision ``Bottleneck`` with attention fused into its 3x3 ``conv2``."""
 
     def __init__(
@@ -110,17 +110,18 @@ class FLRABottleneck(Bottleneck):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
+        out: Tensor = self.relu(self.bn1(self.conv1(x)))
         out = self.beta * self.conv2(out) + self.alpha * self.attn(out)
         out = self.relu(self.bn2(out))
         out = self.bn3(self.conv3(out))
         if self.downsample is not None:
             identity = self.downsample(x)
         out += identity
-        return self.relu(out)
+        out = self.relu(out)
+        return out
 
 
-class FLRABasicBlock(BasicBlock):
+class FLRABasicBlock(BasicBlock):  # type: ignore[misc]  # torchvision ships no types
     """torchvision ``BasicBlock`` with attention fused into its strided 3x3 ``conv1``."""
 
     def __init__(
@@ -144,13 +145,14 @@ class FLRABasicBlock(BasicBlock):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x
-        out = self.beta * self.conv1(x) + self.alpha * self.attn(x)
+        out: Tensor = self.beta * self.conv1(x) + self.alpha * self.attn(x)
         out = self.relu(self.bn1(out))
         out = self.bn2(self.conv2(out))
         if self.downsample is not None:
             identity = self.downsample(x)
         out += identity
-        return self.relu(out)
+        out = self.relu(out)
+        return out
 
 
 class BlockWithArgs:
@@ -166,7 +168,8 @@ class BlockWithArgs:
         self.expansion = block.expansion
 
     def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
-        return self.block(*args, **self.block_args, **kwargs)
+        block: nn.Module = self.block(*args, **self.block_args, **kwargs)
+        return block
 
 
 _LAYOUTS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {

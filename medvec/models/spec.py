@@ -46,7 +46,7 @@ class ModelSpec(BaseModel):
     def _omit_auto_stem(
         self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
     ) -> dict[str, Any]:
-        data = handler(self)
+        data: dict[str, Any] = handler(self)
         if data.get("stem") == "auto":
             data.pop("stem")
         return data

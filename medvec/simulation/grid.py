@@ -93,7 +93,7 @@ def _settings(config: GridConfig, cell: Cell) -> dict[str, Any]:
     point = sweep.point.model_copy(
         update={"dataset": cell.dataset, "hospitals": cell.hospitals, "seed": cell.seed}
     )
-    return json.loads(
+    settings: dict[str, Any] = json.loads(
         json.dumps(
             {
                 "arch": cell.arch,
@@ -105,6 +105,7 @@ def _settings(config: GridConfig, cell: Cell) -> dict[str, Any]:
             }
         )
     )
+    return settings
 
 
 def _write_atomic(path: Path, text: str) -> None:

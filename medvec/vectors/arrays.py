@@ -17,6 +17,7 @@ from __future__ import annotations
 from io import FileIO
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -66,7 +67,7 @@ class ArrayReader:
             raise ValueError(f"bytes [{start_byte}, {start_byte + len(out)}) outside {name!r}")
         read_exact_into(self._handle, info.begin + start_byte, out, self.path)
 
-    def read_array_into(self, name: str, out: NDArray, start: int = 0) -> NDArray:
+    def read_array_into(self, name: str, out: NDArray[Any], start: int = 0) -> NDArray[Any]:
         """Fill the 1-D contiguous ``out`` with elements ``[start, start + out.size)``."""
         info = self.info(name)
         if out.dtype != storage_dtype(info.dtype_name) or not out.flags.c_contiguous:
@@ -76,10 +77,10 @@ class ArrayReader:
         if start < 0 or start + out.size > info.numel:
             raise ValueError(f"elements [{start}, {start + out.size}) outside {name!r}")
         offset = info.begin + start * info.itemsize
-        read_exact_into(self._handle, offset, memoryview(out.reshape(-1).view(np.uint8)), self.path)
+        read_exact_into(self._handle, offset, out.reshape(-1).view(np.uint8).data, self.path)
         return out
 
-    def read_array(self, name: str, *, copy: bool = False) -> NDArray:
+    def read_array(self, name: str, *, copy: bool = False) -> NDArray[Any]:
         """The whole tensor ``name`` (flat); shares a reusable buffer unless ``copy``."""
         info = self.info(name)
         dtype = storage_dtype(info.dtype_name)
@@ -94,7 +95,7 @@ class ArrayReader:
         self._handle.close()
         self._raw = None
 
-    def __enter__(self) -> ArrayReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

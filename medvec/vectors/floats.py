@@ -8,6 +8,8 @@ keep the bits the torch engine wrote. float16 and float64 are native to numpy.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -50,7 +52,7 @@ def work_dtype(name: str) -> np.dtype:
     return np.dtype(np.float64) if name == "F64" else np.dtype(np.float32)
 
 
-def widen_into(raw: NDArray, name: str, out: NDArray) -> NDArray:
+def widen_into(raw: NDArray[Any], name: str, out: NDArray[Any]) -> NDArray[Any]:
     """``raw`` (storage elements of dtype ``name``) as work floats in ``out``, exactly."""
     if name == "BF16":
         np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
@@ -59,7 +61,7 @@ def widen_into(raw: NDArray, name: str, out: NDArray) -> NDArray:
     return out
 
 
-def narrow(work: NDArray, name: str) -> NDArray:
+def narrow(work: NDArray[Any], name: str) -> NDArray[Any]:
     """Work floats rounded to storage elements of dtype ``name`` (nearest, ties to even)."""
     storage = storage_dtype(name)
     if work.dtype == storage:

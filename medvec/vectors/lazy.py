@@ -19,7 +19,7 @@ __all__ = ["LazyTensorReader", "read_exact_into"]
 
 def _bytes_of(tensor: Tensor) -> memoryview:
     """A writable byte view of a contiguous CPU tensor (works for bfloat16 too)."""
-    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy()).cast("B")
+    return tensor.reshape(-1).view(torch.uint8).numpy().data.cast("B")
 
 
 class LazyTensorReader(ArrayReader):

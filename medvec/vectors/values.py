@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from io import RawIOBase
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -71,7 +72,7 @@ def _bf16(raw: NDArray[np.uint16]) -> Floats:
 
 
 #: safetensors float dtype -> (how its bytes are read, how they become numpy floats)
-_DECODERS: dict[str, tuple[type[np.generic], Callable[[NDArray], Floats]]] = {  # type: ignore[type-arg]
+_DECODERS: dict[str, tuple[type[np.generic], Callable[[NDArray[Any]], Floats]]] = {
     "F64": (np.float64, lambda raw: raw),
     "F32": (np.float32, lambda raw: raw),
     "F16": (np.float16, lambda raw: raw),

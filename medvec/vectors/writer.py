@@ -140,14 +140,14 @@ class SafetensorsWriter:
         if isinstance(data, np.ndarray):
             if data.dtype != storage_dtype(dtype):
                 raise ValueError(f"tensor {name!r} is {dtype}, got an array of {data.dtype}")
-            view = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+            view = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
         else:
             import torch
 
             if dtype_name(data.dtype) != dtype:
                 raise ValueError(f"tensor {name!r} is {dtype}, got {data.dtype}")
             flat = data.detach().to("cpu").contiguous().reshape(-1)
-            view = memoryview(flat.view(torch.uint8).numpy()).cast("B")
+            view = flat.view(torch.uint8).numpy().data.cast("B")
         if len(view) > self._remaining[name]:
             raise ValueError(f"more bytes than tensor {name!r} holds")
         self._write(view)

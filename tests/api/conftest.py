@@ -37,6 +37,7 @@ from hospital_cli.demo.server import free_port
 from medvec.hashing import sha256_file
 from tests.api.factories import ModelKit, make_model_kit
 from tests.browser import chromium
+from tests.scratch import scratch_dir
 from worker.bases import verify_base
 from worker.config import WorkerSettings
 
@@ -177,31 +178,87 @@ def serve_registry(
         engine.dispose()
 
 
-@pytest.fixture(
-    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def registry(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    postgres_database: Any,
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test of the live registry runs on its embedded SQLite default; those marked
+    ``databases`` (where the database's own behaviour is under test: concurrency, locking,
+    supersede races, what it refuses to store) run on PostgreSQL too."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    backends: list[Any] = ["sqlite"]
+    if metafunc.definition.get_closest_marker("databases"):
+        backends.append(pytest.param("postgres", marks=pytest.mark.postgres))
+    metafunc.parametrize("backend", backends, scope="session")
+
+
+@contextmanager
+def live_registry(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, postgres_database: Any, name: str
 ) -> Iterator[Registry]:
-    backend = request.param
-    data_dir = tmp_path_factory.mktemp(f"registry-{backend}")
+    """A registry of the API tests' settings on ``backend``, in a scratch folder of its own
+    (``name``), removed when the block ends."""
     database_url = postgres_database() if backend == "postgres" else None
-    with serve_registry(
-        backend, data_dir, database_url, max_upload_bytes=MAX_UPLOAD, max_vector_norm=MAX_NORM
-    ) as registry:
+    with (
+        scratch_dir(tmp_path_factory, f"{name}-{backend}") as data_dir,
+        serve_registry(
+            backend, data_dir, database_url, max_upload_bytes=MAX_UPLOAD, max_vector_norm=MAX_NORM
+        ) as registry,
+    ):
         yield registry
 
 
 @pytest.fixture(scope="session")
-def kit(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> ModelKit:
-    return make_model_kit(tmp_path_factory.mktemp("models"), datasets_dir)
+def registry(
+    backend: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_database: Any,
+) -> Iterator[Registry]:
+    """The live registry the API tests share (one per test process and backend); a module
+    that judges everything stored overrides it (:func:`registry_of_the_module`)."""
+    with live_registry(backend, tmp_path_factory, postgres_database, "registry") as registry:
+        yield registry
+
+
+@pytest.fixture(scope="session")
+def kit(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iterator[ModelKit]:
+    with scratch_dir(tmp_path_factory, "models") as folder:
+        yield make_model_kit(folder, datasets_dir)
+
+
+@pytest.fixture(autouse=True)
+def _kit_files_of_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Remove the files the kit wrote for a test once it ends (a vector is 43 MB, and
+    the API tests write hundreds): the registry keeps its own copies."""
+    if "kit" not in request.fixturenames:
+        yield
+        return
+    kit: ModelKit = request.getfixturevalue("kit")
+    with kit.files_of_one_test():
+        yield
 
 
 @pytest.fixture(scope="session")
 def base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
     return post_base(registry, kit, "r18-test")
+
+
+def registry_of_the_module(name: str) -> tuple[Any, Any]:
+    """Module-scoped ``registry`` and ``base`` fixtures that override the shared ones with
+    a registry of the module's own, for a module whose tests judge everything stored in
+    it (``registry, base = registry_of_the_module("fsck")``): the shared registry holds
+    whatever other modules stored, in whatever order they ran."""
+
+    @pytest.fixture(scope="module", name="registry")
+    def own_registry(
+        backend: str, tmp_path_factory: pytest.TempPathFactory, postgres_database: Any
+    ) -> Iterator[Registry]:
+        with live_registry(backend, tmp_path_factory, postgres_database, name) as registry:
+            yield registry
+
+    @pytest.fixture(scope="module", name="base")
+    def own_base(registry: Registry, kit: ModelKit) -> dict[str, Any]:
+        return post_base(registry, kit, f"r18-{name}")
+
+    return own_registry, own_base
 
 
 def post_base(registry: Registry, kit: ModelKit, name: str) -> dict[str, Any]:

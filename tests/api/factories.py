@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import secrets
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +52,25 @@ class ModelKit:
     tuned_path: Path
     tensors: dict[str, Tensor]
     counter: list[int] = field(default_factory=lambda: [0])
+    written: list[Path] = field(default_factory=list)
 
     def _next(self, stem: str) -> Path:
         self.counter[0] += 1
-        return self.folder / f"{stem}-{self.counter[0]}.safetensors"
+        path = self.folder / f"{stem}-{self.counter[0]}.safetensors"
+        self.written.append(path)
+        return path
+
+    @contextmanager
+    def files_of_one_test(self) -> Iterator[None]:
+        """Remove the files written inside the block; those written before (by fixtures
+        of a wider scope) stay."""
+        start = len(self.written)
+        try:
+            yield
+        finally:
+            for path in self.written[start:]:
+                path.unlink(missing_ok=True)
+            del self.written[start:]
 
     def metadata(self, hospital: str, **overrides: Any) -> VectorMetadata:
         fields: dict[str, Any] = {

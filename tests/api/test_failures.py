@@ -116,7 +116,7 @@ def test_openapi_lists_every_error_status_with_the_error_body(registry: Registry
 
 def _npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # an "allow_pickle" key is not ruled out
     return buffer.getvalue()
 
 
@@ -224,6 +224,7 @@ def test_errors_name_no_server_path(
         assert root not in response.text, response.text
 
 
+@pytest.mark.databases
 @pytest.mark.parametrize("way", list(PATHS))
 def test_a_row_the_database_refuses_leaves_no_blob(
     registry: Registry,
@@ -271,6 +272,7 @@ def _at_once(count: int, call: Callable[[int], Any]) -> list[Any]:
     return results
 
 
+@pytest.mark.databases
 def test_concurrent_completions_agree(
     registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
 ) -> None:
@@ -302,6 +304,7 @@ def test_concurrent_completions_agree(
         assert [v["id"] for v in client.get("/vectors").json()] == list(ids)
 
 
+@pytest.mark.databases
 def test_concurrent_pushes_leave_one_current_vector(
     registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
 ) -> None:
@@ -320,6 +323,7 @@ def test_concurrent_pushes_leave_one_current_vector(
     assert len(current) == 1, [v["status"] for v in listed]
 
 
+@pytest.mark.databases
 def test_concurrent_pushes_of_the_same_bytes_answer_the_same_vector(
     registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
 ) -> None:
@@ -350,6 +354,7 @@ NUL_TEXT = "ward\x00a"
     ],
     ids=["token hospital_id", "token name", "hospital name"],
 )
+@pytest.mark.databases
 def test_nul_in_request_body_is_422(registry: Registry, path: str, body: dict[str, Any]) -> None:
     """The fuzzer's find: PostgreSQL text cannot hold NUL, which made this a 500."""
     before = registry.snapshot()
@@ -360,6 +365,7 @@ def test_nul_in_request_body_is_422(registry: Registry, path: str, body: dict[st
     assert registry.snapshot() == before
 
 
+@pytest.mark.databases
 def test_nul_in_a_property_the_body_does_not_declare_is_ignored_like_the_property(
     registry: Registry,
 ) -> None:
@@ -372,6 +378,7 @@ def test_nul_in_a_property_the_body_does_not_declare_is_ignored_like_the_propert
     assert response.json()["name"] == name
 
 
+@pytest.mark.databases
 def test_an_upload_size_past_what_json_holds_exactly_is_422(
     registry: Registry, hospital: Hospital
 ) -> None:
@@ -402,6 +409,7 @@ def test_the_openapi_document_says_request_text_holds_no_nul(registry: Registry)
     ],
     ids=["path", "audit query", "vectors query"],
 )
+@pytest.mark.databases
 def test_nul_in_path_or_query_is_422(registry: Registry, path: str, params: dict[str, str]) -> None:
     with registry.admin() as admin:
         response = admin.get(path, params=params)
@@ -409,6 +417,7 @@ def test_nul_in_path_or_query_is_422(registry: Registry, path: str, params: dict
     assert error(response)["code"] == "invalid_request"
 
 
+@pytest.mark.databases
 @pytest.mark.parametrize("field", ["hospital", "base_id"])
 def test_nul_in_vector_metadata_is_422_and_stores_nothing(
     registry: Registry, hospital: Hospital, base: dict[str, Any], kit: ModelKit, field: str

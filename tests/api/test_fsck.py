@@ -1,6 +1,6 @@
-"""``medvec-server fsck`` on the live test registry (SQLite and PostgreSQL) holding real
-stored vectors: clean is exit 0; each kind of damage, made by hand on the blob store
-and put back afterwards, is reported by name with exit 1."""
+"""``medvec-server fsck`` on a live test registry of the module's own (SQLite and
+PostgreSQL) holding real stored vectors: clean is exit 0; each kind of damage, made by
+hand on the blob store and put back afterwards, is reported by name with exit 1."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
 from sqlalchemy import delete, select
+from typer.testing import Result
 
 from app.models import DataVector, ModelVersion, VersionStatus
 from medvec.hashing import sha256_file
-from tests.api.conftest import Hospital, Registry
+from tests.api.conftest import Hospital, Registry, registry_of_the_module
 from tests.api.factories import ModelKit
 from tests.api.helpers import push, server_cli
+
+pytestmark = pytest.mark.databases  # SQLite and PostgreSQL
 
 
 def run_fsck(
@@ -27,6 +29,11 @@ def run_fsck(
 ) -> Result:
     """``medvec-server fsck ARGS`` with the registry's settings in the environment."""
     return server_cli(monkeypatch, data_dir, database_url, "fsck", *args)
+
+
+# fsck judges every row and blob stored, and the shared registry holds what other
+# modules' tests made on purpose (a version without inputs, orphan blobs)
+registry, base = registry_of_the_module("fsck")
 
 
 @pytest.fixture()

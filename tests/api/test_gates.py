@@ -1,6 +1,8 @@
 """The promotion gate on the live registry (SQLite and PostgreSQL): a candidate worse than
 production on the same benchmark split is refused with every check in ``detail``, nothing
-changes, and ``force`` promotes it with the gate's verdict in the audit log."""
+changes, and ``force`` promotes it with the gate's verdict in the audit log. The default
+gate compares overall metrics only; the per-class rule is on where an admin sets
+``MEDVEC_GATE_CLASS_METRICS``."""
 
 from __future__ import annotations
 
@@ -9,13 +11,25 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
+from sqlalchemy.orm import sessionmaker
 
-from app.models import Benchmark, Evaluation, EvaluationStatus, ModelVersion, VersionStatus
+from app.config import Settings
+from app.models import (
+    BaseModelRecord,
+    Benchmark,
+    Evaluation,
+    EvaluationStatus,
+    ModelVersion,
+    VersionStatus,
+)
 from tests.api.conftest import Registry
 from tests.api.factories import ModelKit
 from tests.api.helpers import error
 from tests.api.test_versions import make_version, no_production  # noqa: F401  (fixture)
+from worker.promotion import auto_promote
+
+pytestmark = pytest.mark.databases  # SQLite and PostgreSQL
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +42,14 @@ def out_of_the_rollback_chain(registry: Registry) -> Iterator[None]:
             .where(ModelVersion.production_at.is_not(None), ModelVersion.rolled_back_at.is_(None))
             .values(status=VersionStatus.ARCHIVED, rolled_back_at=ModelVersion.created_at)
         )
+
+
+@pytest.fixture()
+def per_class_gate(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry's gate with the per-class sensitivity rule, as with
+    ``MEDVEC_GATE_CLASS_METRICS='["sensitivity"]'`` (the server reads its settings object
+    on every request)."""
+    monkeypatch.setattr(registry.settings, "gate_class_metrics", ["sensitivity"])
 
 
 GOOD = {"accuracy": 0.82, "balanced_accuracy": 0.80, "auc_macro": 0.90, "sensitivity": [0.9, 0.7]}
@@ -64,7 +86,7 @@ def _promote(admin: Any, version_id: str, force: bool = False) -> Any:
 
 
 def test_a_worse_candidate_is_refused_per_metric_and_force_is_audited(
-    registry: Registry, kit: ModelKit, base: dict[str, Any]
+    registry: Registry, kit: ModelKit, base: dict[str, Any], per_class_gate: None
 ) -> None:
     benchmark = _benchmark(registry)
     live, worse = make_version(registry, kit, base), make_version(registry, kit, base)
@@ -97,7 +119,7 @@ def test_a_worse_candidate_is_refused_per_metric_and_force_is_audited(
 
 
 def test_within_tolerance_passes_and_an_incomparable_candidate_is_refused(
-    registry: Registry, kit: ModelKit, base: dict[str, Any]
+    registry: Registry, kit: ModelKit, base: dict[str, Any], per_class_gate: None
 ) -> None:
     benchmark, elsewhere = _benchmark(registry), _benchmark(registry)
     live, close, apart = (make_version(registry, kit, base) for _ in range(3))
@@ -116,3 +138,70 @@ def test_within_tolerance_passes_and_an_incomparable_candidate_is_refused(
         events = admin.get("/audit", params={"target_id": close["id"]}).json()
     (promotion,) = [e["payload"] for e in events if e["action"] == "version.promoted"]
     assert promotion["forced"] is False and promotion["gate"]["passed"] is True
+
+
+def test_the_default_gate_lets_a_class_drop_when_no_overall_metric_does(
+    registry: Registry, kit: ModelKit, base: dict[str, Any]
+) -> None:
+    """Without MEDVEC_GATE_CLASS_METRICS a candidate no worse overall is promoted although
+    one class's sensitivity fell by 0.3; it is still refused when an overall metric drops."""
+    assert registry.settings.gate_class_metrics == []
+    benchmark = _benchmark(registry)
+    live, shifted, worse = (make_version(registry, kit, base) for _ in range(3))
+    _evaluated(registry, live["id"], benchmark)
+    _evaluated(registry, shifted["id"], benchmark, sensitivity=[0.6, 0.95])
+    _evaluated(registry, worse["id"], benchmark, balanced_accuracy=0.75)
+    with registry.admin() as admin:
+        assert _promote(admin, live["id"]).status_code == 200
+        refused = _promote(admin, worse["id"])
+        assert refused.status_code == 409 and error(refused)["code"] == "gate_failed"
+        checks = error(refused)["detail"]["checks"]
+        assert [(c["metric"], c["passed"]) for c in checks] == [
+            ("accuracy", True),
+            ("balanced_accuracy", False),
+            ("auc_macro", True),
+        ]
+        promoted = _promote(admin, shifted["id"])
+        assert promoted.status_code == 200, promoted.text
+        events = admin.get("/audit", params={"target_id": shifted["id"]}).json()
+    (promotion,) = [e["payload"] for e in events if e["action"] == "version.promoted"]
+    assert promotion["forced"] is False and promotion["gate"]["passed"] is True
+    assert all(c["class_index"] is None for c in promotion["gate"]["checks"])
+
+
+@pytest.mark.parametrize("generation", [True, False], ids=["generation", "no-generation"])
+def test_auto_promotion_makes_the_version_the_next_generation_unless_told_not_to(
+    registry: Registry, kit: ModelKit, base: dict[str, Any], generation: bool
+) -> None:
+    """A version the auto-promotion policy promotes becomes, in the same transaction, the
+    base of a new generation (``MEDVEC_AUTO_GENERATION``, on by default), audited as the
+    system actor: hospitals that pull production can push against it. Off, production
+    moves and the current base stays an admin's to change."""
+    assert Settings.model_fields["auto_generation"].default is True
+    settings = registry.settings.model_copy(
+        update={"auto_promote": True, "auto_generation": generation}
+    )
+    benchmark = _benchmark(registry)
+    version = make_version(registry, kit, base)
+    _evaluated(registry, version["id"], benchmark)
+    with registry.admin() as admin:
+        before = admin.get("/bases/current").json()
+    try:
+        assert auto_promote(sessionmaker(registry.engine), version["id"], settings)
+        with registry.admin() as admin:
+            assert admin.get(f"/versions/{version['id']}").json()["status"] == "production"
+            current = admin.get("/bases/current").json()
+            events = admin.get("/audit", params={"target_id": current["id"]}).json()
+        if not generation:
+            assert current["id"] == before["id"]
+            return
+        assert current["source_version_id"] == version["id"]
+        assert current["sha256"] == version["sha256"] and current["parent_id"] == base["id"]
+        assert current["generation"] > before["generation"]
+        (started,) = [e for e in events if e["action"] == "base.generation_started"]
+        assert started["actor"] == "system:auto-promote"
+    finally:  # the session's other tests keep their current base
+        with registry.engine.begin() as connection:
+            connection.execute(
+                delete(BaseModelRecord).where(BaseModelRecord.source_version_id == version["id"])
+            )

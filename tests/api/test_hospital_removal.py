@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from app.jobs import DEFERRED_KEY, SUMS_REFRESH
-from app.models import AuditEvent, Hospital
+from app.models import AuditEvent, BaseModelRecord, Hospital
 from app.security import Actor
 from app.services.hospitals import remove_hospital
 from tests.api.conftest import Registry, make_hospital
@@ -26,6 +27,8 @@ from tests.api.test_running_sums import (
 from worker.policy import activity
 from worker.sums import check_sums, holds, refresh_sums, sums_path
 
+pytestmark = pytest.mark.databases  # SQLite and PostgreSQL
+
 
 def _removals(registry: Registry, hospital_id: str) -> int:
     with registry.session() as session:
@@ -38,7 +41,9 @@ def _removals(registry: Registry, hospital_id: str) -> int:
 def _new_vectors(registry: Registry, base_id: str) -> int:
     """What the auto-merge policy counts for ``base_id``."""
     with registry.session() as session:
-        return activity(session, base_id).new_vectors
+        base = session.get(BaseModelRecord, base_id)
+        assert base is not None
+        return activity(session, base).new_vectors
 
 
 def test_removal_revokes_tokens_keeps_vectors_and_is_audited_once(

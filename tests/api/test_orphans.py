@@ -21,6 +21,8 @@ from tests.api.factories import ModelKit
 from tests.api.helpers import push
 from worker.sweeper import orphan_blobs
 
+pytestmark = pytest.mark.databases  # SQLite and PostgreSQL
+
 MAX_AGE_S = 3600.0
 
 

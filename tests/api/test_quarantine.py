@@ -1,6 +1,7 @@
-"""Screening and quarantine on the live registry (SQLite and PostgreSQL): a vector many
-times larger than the others is quarantined with the reason, its hospital sees why,
-merges cannot name it, and an admin releases or rejects it (audited)."""
+"""Screening and quarantine on a live registry of the module's own (SQLite and
+PostgreSQL): a vector many times larger than the others is quarantined with the reason,
+its hospital sees why, merges cannot name it, and an admin releases or rejects it
+(audited)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import update
 from app.db import make_sessionmaker
 from app.jobs import VECTOR_ACCEPTED, NullJobQueue
 from app.models import DataVector
-from tests.api.conftest import Registry, make_hospital
+from tests.api.conftest import Registry, make_hospital, registry_of_the_module
 from tests.api.factories import ModelKit
 from tests.api.helpers import error
 from tests.api.screening import push_scaled as _push
@@ -21,6 +22,14 @@ from tests.api.screening import screen as _screen
 from worker.config import worker_settings
 from worker.session import session_scope
 from worker.sweeper import sweep
+
+pytestmark = pytest.mark.databases  # SQLite and PostgreSQL
+
+
+# screening compares a vector with every other hospital's current vector of the base,
+# and these tests rely on those being the kit's vector rescaled; in the shared registry a
+# noisy vector of another module moved the peers' mean direction past the cosine check
+registry, base = registry_of_the_module("quarantine")
 
 
 def test_an_outlier_is_quarantined_and_its_hospital_sees_why(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from sqlalchemy.orm import sessionmaker
 
@@ -20,6 +21,8 @@ from tests.api.helpers import push
 from worker.evaluate import Evaluator
 from worker.merge import run_merge
 from worker.sums import check_sums, holds, refresh_sums, sums_path
+
+pytestmark = pytest.mark.databases  # SQLite and PostgreSQL
 
 
 def _members(registry: Registry, base_id: str, weighting: str) -> dict[str, float]:

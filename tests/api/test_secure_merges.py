@@ -29,6 +29,7 @@ from tests.api.conftest import (
 )
 from tests.api.factories import ModelKit
 from tests.api.helpers import error, resumable_push
+from tests.scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SECURE_DOC = ROOT / "docs" / "secure-aggregation.md"
@@ -65,17 +66,19 @@ def registry(
     share_holder: tuple[str, str],
 ) -> Iterator[Registry]:
     """A registry configured with the share holder, whose upload limit holds a share."""
-    data_dir = tmp_path_factory.mktemp(f"secure-merges-{request.param}")
     database_url = postgres_database() if request.param == "postgres" else None
     holder_url, holder_token = share_holder
-    with serve_registry(
-        request.param,
-        data_dir,
-        database_url,
-        max_upload_bytes=256 * MIB,
-        share_holder_url=holder_url,
-        share_holder_token=holder_token,
-    ) as registry:
+    with (
+        scratch_dir(tmp_path_factory, f"secure-merges-{request.param}") as data_dir,
+        serve_registry(
+            request.param,
+            data_dir,
+            database_url,
+            max_upload_bytes=256 * MIB,
+            share_holder_url=holder_url,
+            share_holder_token=holder_token,
+        ) as registry,
+    ):
         yield registry
 
 

@@ -41,6 +41,7 @@ from tests.api.conftest import (
 )
 from tests.api.factories import ModelKit
 from tests.api.helpers import error, resumable_push
+from tests.scratch import scratch_dir
 
 
 @pytest.fixture(
@@ -52,11 +53,13 @@ def registry(
     postgres_database: Any,
 ) -> Iterator[Registry]:
     """A registry whose upload limit holds a share (twice a float32 vector's size)."""
-    data_dir = tmp_path_factory.mktemp(f"secure-{request.param}")
     database_url = postgres_database() if request.param == "postgres" else None
-    with serve_registry(
-        request.param, data_dir, database_url, max_upload_bytes=256 * MIB
-    ) as registry:
+    with (
+        scratch_dir(tmp_path_factory, f"secure-{request.param}") as data_dir,
+        serve_registry(
+            request.param, data_dir, database_url, max_upload_bytes=256 * MIB
+        ) as registry,
+    ):
         yield registry
 
 

@@ -28,6 +28,7 @@ from hospital_cli.demo.server import free_port
 from tests.api.conftest import API, verify
 from tests.api.factories import ModelKit
 from tests.api.helpers import OCTET, error, push, resumable_push
+from tests.integration.services import fresh_redis_database
 
 #: runs in the server process: answers each line on stdin with the modules it has loaded,
 #: then serves the registry exactly as ``medvec-server serve --no-worker`` does
@@ -43,8 +44,6 @@ threading.Thread(target=report, daemon=True).start()
 from app.cli import cli
 cli(["serve", "--no-worker", "--port", sys.argv[1], "--log-level", "warning"])
 """
-
-REDIS_DB = 14
 
 
 @dataclass
@@ -67,6 +66,11 @@ class Server:
 
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[Server]:
+    with fresh_redis_database() as redis_url:
+        yield from _serve_torchless(tmp_path, redis_url)
+
+
+def _serve_torchless(tmp_path: Path, redis_url: str) -> Iterator[Server]:
     port, token = free_port(), "mv_" + secrets.token_urlsafe(32)
     env = {
         **os.environ,
@@ -74,7 +78,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         "MEDVEC_ENVIRONMENT": "test",
         "MEDVEC_DATA_DIR": str(tmp_path),
         "MEDVEC_BOOTSTRAP_ADMIN_TOKEN": token,
-        "MEDVEC_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+        "MEDVEC_REDIS_URL": redis_url,
         "MEDVEC_METRICS_ENABLED": "false",
     }
     process = subprocess.Popen(
@@ -131,7 +135,14 @@ def test_registry_validates_pushes_without_importing_torch(server: Server, kit: 
         accepted = push(client, kit.vector(name))
         assert accepted.status_code == 201, accepted.text
         assert accepted.json()["norm"] == pytest.approx(
-            float(torch.sqrt(sum(t.double().square().sum() for t in kit.tensors.values()))),
+            float(
+                torch.sqrt(
+                    sum(
+                        (t.double().square().sum() for t in kit.tensors.values()),
+                        torch.zeros((), dtype=torch.float64),
+                    )
+                )
+            ),
             rel=1e-12,
         )
         resumed = resumable_push(client, kit.vector(name, scale=0.5), part=1 << 20)

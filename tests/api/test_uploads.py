@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.db import make_sessionmaker
 from app.main import sweep_uploads
 from app.models import UploadSession
@@ -190,6 +192,7 @@ def test_another_hospitals_upload_is_not_found(
         assert other.post(f"/uploads/{session['id']}/complete").status_code == 404
 
 
+@pytest.mark.databases
 def test_abandoned_upload_expires_and_its_bytes_go(
     registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
 ) -> None:

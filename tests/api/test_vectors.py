@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from medvec.hashing import sha256_file
+from medvec.models import ModelSpec
 from tests.api.conftest import API, MAX_HEADER, MAX_NORM, MAX_UPLOAD, Hospital, Registry
 from tests.api.factories import ModelKit, oversized_header_file
 from tests.api.helpers import OCTET, RawConnection, error, push
@@ -31,7 +32,12 @@ def test_push_and_download_round_trip(
         assert vector["base_id"] == base["id"]
         assert vector["hospital_id"] == hospital.id
         assert vector["num_samples"] == 64
-        expected_norm = torch.sqrt(sum((t.double() ** 2).sum() for t in kit.tensors.values()))
+        expected_norm = torch.sqrt(
+            sum(
+                ((t.double() ** 2).sum() for t in kit.tensors.values()),
+                torch.zeros((), dtype=torch.float64),
+            )
+        )
         assert vector["norm"] == pytest.approx(float(expected_norm), rel=1e-6)
         download = client.get(f"/vectors/{vector['id']}/download")
     assert download.status_code == 200
@@ -45,6 +51,7 @@ def test_push_and_download_round_trip(
     assert accepted[0]["actor_token_id"] == hospital.token_id
 
 
+@pytest.mark.databases
 def test_same_bytes_are_idempotent(
     registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
 ) -> None:
@@ -60,6 +67,7 @@ def test_same_bytes_are_idempotent(
         assert len(client.get("/vectors").json()) == 1
 
 
+@pytest.mark.databases
 def test_new_vector_supersedes_the_previous_one(
     registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
 ) -> None:
@@ -111,7 +119,14 @@ def _with_value(value: float) -> Callable[[ModelKit, str], Path]:
 
 
 def _over_norm(kit: ModelKit, name: str) -> Path:
-    norm = float(torch.sqrt(sum((t.double() ** 2).sum() for t in kit.tensors.values())))
+    norm = float(
+        torch.sqrt(
+            sum(
+                ((t.double() ** 2).sum() for t in kit.tensors.values()),
+                torch.zeros((), dtype=torch.float64),
+            )
+        )
+    )
     return kit.vector(name, scale=2 * MAX_NORM / norm)
 
 
@@ -121,6 +136,11 @@ def _unknown_base(kit: ModelKit, name: str) -> Path:
 
 def _other_base_sha(kit: ModelKit, name: str) -> Path:
     return kit.vector(name, base_sha256="cd" * 32)
+
+
+def _other_architecture(kit: ModelKit, name: str) -> Path:
+    """A vector that names the registered base but says it is of another architecture."""
+    return kit.vector(name, spec=ModelSpec(arch="resnet50", num_classes=2, image_size=28))
 
 
 def _model_file(kit: ModelKit, name: str) -> Path:
@@ -148,6 +168,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[ModelKit, str], Path], str, str]] = {
     "norm over the bound": (_over_norm, "vector_norm_exceeded", "exceeds the bound"),
     "unknown base": (_unknown_base, "unknown_base", "no-such-base"),
     "base sha256 mismatch": (_other_base_sha, "incompatible_base", "base sha256"),
+    "another architecture": (_other_architecture, "incompatible_base", "differs from the base"),
     "a model, not a vector": (_model_file, "vector_wrong_format", "not a MedVec data vector"),
     "another hospital's name": (
         lambda kit, name: kit.vector("somebody-else"),
@@ -273,15 +294,18 @@ def test_connection_cut_mid_body_leaves_nothing(
     assert registry.snapshot() == before
 
 
-@pytest.mark.parametrize("token", ["missing", "bad", "revoked"])
+@pytest.mark.parametrize("token", ["missing", "bad", "revoked", "removed"])
 def test_push_without_a_valid_token_changes_nothing(
     token: str, registry: Registry, base: dict[str, Any], kit: ModelKit, hospital: Hospital
 ) -> None:
+    """Also the push of a removed hospital: removal revoked its tokens."""
     path = kit.vector(hospital.name)
-    if token == "revoked":
-        with registry.admin() as admin:
+    with registry.admin() as admin:
+        if token == "revoked":
             assert admin.delete(f"/tokens/{hospital.token_id}").status_code == 200
-    secret = {"missing": None, "bad": "mv_" + "0" * 43, "revoked": hospital.token}[token]
+        if token == "removed":
+            assert admin.delete(f"/hospitals/{hospital.id}").status_code == 200
+    secret = {"missing": None, "bad": "mv_" + "0" * 43}.get(token, hospital.token)
     before = registry.snapshot()
     with registry.client(secret) as client:
         response = push(client, path)

@@ -277,3 +277,18 @@ def test_merge_promote_pull_and_rollback(
     pulled_base = _ok(cli("base", "pull", "--token", hospital.token, "--json"))
     assert pulled_base["base"]["id"] == new_base["id"]
     assert sha256_file(pulled_base["path"]) == new_base["sha256"] == pulled["sha256"]
+
+    # every hospital's vector is now of an older generation: by default the registry applies it
+    # to the new base weighted by (1 + s) ** -0.5; --stale exclude leaves nothing to merge
+    stale = _ok(
+        cli("admin", "merge", "--base", new_base["id"], "--wait", "120", "--json")
+    )  # fmt: skip
+    assert stale["status"] == "succeeded", stale
+    assert stale["selection"]["stale"] == "weight"
+    inputs = stale["selection"]["inputs"]
+    assert {v["id"] for v in pushed} <= {i["vector_id"] for i in inputs}
+    for item in inputs:  # one generation stale: their base is the new base's parent
+        assert item["staleness"] == 1
+        assert item["weight"] == pytest.approx(item["num_samples"] * 2**-0.5)
+    excluded = cli("admin", "merge", "--base", new_base["id"], "--stale", "exclude")
+    assert_one_line_error(excluded, 6, "no validated vectors to merge")

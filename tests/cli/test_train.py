@@ -344,13 +344,13 @@ def test_train_on_dicom_with_a_labels_csv(offline: Cli, pneumonia: Path, tmp_pat
     root.mkdir()
     rows = []
     for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        file_meta = FileMetaDataset()
+        file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
+        ds.file_meta = file_meta
+        ds.SOPClassUID, ds.SOPInstanceUID = file_meta.MediaStorageSOPClassUID, generate_uid()
         ds.Modality, ds.PatientID = "CR", f"anon-{i}"
         ds.Rows, ds.Columns = image.shape
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

@@ -12,7 +12,7 @@ from medvec.models import ModelSpec, list_models, register_model, save_model_fil
 TINY = "cli_tiny_cnn"
 
 
-def _tiny_cnn(*, num_classes: int, in_channels: int = 3, image_size: int = 28) -> nn.Module:
+def _tiny_cnn(*, num_classes: int, in_channels: int = 3, image_size: int = 28) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, 8, 3, padding=1),
         nn.BatchNorm2d(8),

@@ -60,7 +60,9 @@ def _medvec(**policy: Any) -> RegistryServer:
 
 
 @pytest.mark.slow
-def test_the_offline_hospital_blocks_synchronous_rounds_but_no_version_of_medvec(scene) -> None:
+def test_the_offline_hospital_blocks_synchronous_rounds_but_no_version_of_medvec(
+    scene: tuple[Runner, Any],
+) -> None:
     medvec = _run(scene, _medvec())
     sync = _run(scene, Synchronous("sync"))
     assert hospital_checks(medvec, OFFLINE)["versions_while_offline"] >= 3
@@ -76,7 +78,9 @@ def test_the_offline_hospital_blocks_synchronous_rounds_but_no_version_of_medvec
 
 
 @pytest.mark.slow
-def test_stale_work_counts_when_weighted_and_is_lost_when_excluded(scene) -> None:
+def test_stale_work_counts_when_weighted_and_is_lost_when_excluded(
+    scene: tuple[Runner, Any],
+) -> None:
     weighted = _run(scene, _medvec(stale="weight"))
     checks = hospital_checks(weighted, OFFLINE)
     assert checks["straggler_merged"] == 1.0  # each of its vectors is in a version
@@ -85,16 +89,16 @@ def test_stale_work_counts_when_weighted_and_is_lost_when_excluded(scene) -> Non
     assert {i["hospital"] for i in stale} >= {2}
     for item in stale:  # samples times (1 + s) ** -0.5
         assert item["weight"] == pytest.approx(100 * (1 + item["staleness"]) ** -0.5)
-    # the registry's default leaves out the straggler's first vector: by the time it
+    # excluding stale vectors leaves out the straggler's first vector: by the time it
     # arrives (3.2 s) the version it was trained from is generations old
-    excluded = _run(scene, _medvec())
-    (first, _), *_ = excluded["hospitals"][2]["arrivals"]
+    excluded = _run(scene, _medvec(stale="exclude"))
+    first = excluded["hospitals"][2]["arrivals"][0][0]
     assert all(i["job"] != first for v in excluded["versions"] for i in v["inputs"])
     assert all(i["staleness"] == 0 for v in excluded["versions"] for i in v["inputs"])
 
 
 @pytest.mark.slow
-def test_every_strategy_spends_the_same_compute(scene) -> None:
+def test_every_strategy_spends_the_same_compute(scene: tuple[Runner, Any]) -> None:
     budget = CONFIG.compute
     runs = {
         "medvec": _run(scene, _medvec()),
@@ -121,7 +125,7 @@ def test_every_strategy_spends_the_same_compute(scene) -> None:
 
 
 @pytest.mark.slow
-def test_fedasync_mixes_the_local_model_with_its_weight(scene) -> None:
+def test_fedasync_mixes_the_local_model_with_its_weight(scene: tuple[Runner, Any]) -> None:
     """One hospital, one job, no recalibration: the server model is
     ``(1 - a) x + a (x + delta) = x + a delta`` with the hospital's real delta."""
     import torch
@@ -139,6 +143,68 @@ def test_fedasync_mixes_the_local_model_with_its_weight(scene) -> None:
     assert world.production is not None
     for key, value in expected.items():
         torch.testing.assert_close(world.production.state[key], value, msg=key)
+
+
+@pytest.mark.slow
+def test_a_hospital_continues_its_own_work_while_production_has_not_moved(
+    scene: tuple[Runner, Any],
+) -> None:
+    """The registry keeps a hospital's newest vector of a base: its second job against
+    the same production continues from where its first ended, so the one vector merged
+    holds both jobs' work (a fresh start would have thrown the first away)."""
+    import torch
+
+    from medvec.vectors import apply_vector, compute_vector
+
+    runner, parts = scene
+    config = CONFIG.model_copy(update={"hospitals": 1, "compute_rounds": 2, "calibrate": False})
+    alone = [HospitalClock(0, speed=100.0, upload_s=0.01)]
+    server = RegistryServer("medvec", PolicyConfig(k=3, gate=None))  # merges only at the end
+    world = World(config, runner, [parts[0]], alone, server)
+    run = world.run()
+    assert run["hospitals"][0]["continued"] == [[1, 0]]
+    assert [[i["job"] for i in v["inputs"]] for v in run["versions"]] == [[1]]
+    assert hospital_checks(run, None)["unmerged_share"] == 0.0  # job 0 is inside job 1
+    start = runner.base_state
+    first = runner.train_on(start, parts[0], 1, config.seed)  # hospital 0, job 0
+    second = runner.train_on(first, parts[0], 1, config.seed + 1000)  # job 1
+    expected = apply_vector(start, compute_vector(start, second))
+    assert world.production is not None
+    for key, value in expected.items():
+        torch.testing.assert_close(world.production.state[key], value, msg=key)
+    # the baselines keep every update apart: the same hospital under FedBuff starts fresh
+    fedbuff = World(config, runner, [parts[0]], alone, FedBuff("fedbuff", k=3, lr=1.0, power=0.5))
+    assert fedbuff.run()["hospitals"][0]["continued"] == []
+
+
+@pytest.mark.slow
+def test_a_stale_vector_replaced_by_one_of_a_newer_base_is_still_merged(
+    scene: tuple[Runner, Any],
+) -> None:
+    """The late joiner (0.32 s a job) pulls generation 0 at 1.0 s; the two slow hospitals'
+    vectors make generation 1 at 1.28 s, so its first vector arrives stale (1.32 s). It
+    pulls generation 1 and pushes again (1.64 s) before the slow ones push (2.56 s): the
+    registry keeps both rows (supersession is per base), and the next merge takes both,
+    each weighted by its own staleness. Before, the second replaced the first and the
+    late joiner's first work was never merged."""
+    runner, parts = scene
+    clocks = [
+        HospitalClock(0, speed=25.0, upload_s=0.0),
+        HospitalClock(1, speed=100.0, upload_s=0.0, joins_at=1.0, roles=("late joiner",)),
+        HospitalClock(2, speed=25.0, upload_s=0.0),
+    ]
+    config = CONFIG.model_copy(update={"hospitals": 3, "compute_rounds": 3, "calibrate": False})
+    server = RegistryServer("medvec", PolicyConfig(k=2, gate=None))
+    run = World(config, runner, parts[:3], clocks, server).run()
+    (first, _, first_gen), (_, _, second_gen), *_ = run["hospitals"][1]["arrivals"]
+    assert (first_gen, second_gen) == (0, 1)  # replaced by a vector of a newer base
+    assert hospital_checks(run, None)["late_joiner_lag"] == 0
+    merge = next(v for v in run["versions"] if any(i["job"] == first for i in v["inputs"]))
+    assert merge["base_version"] == 1  # the first merge after its push
+    # beside its newest vector of generation 1 (which continues the second job), each
+    # weighted by its own staleness
+    own = sorted((i["staleness"], i["weight"]) for i in merge["inputs"] if i["hospital"] == 1)
+    assert [s for s, _ in own] == [0, 1] and own[0][1] > own[1][1]
 
 
 def test_cli_async_defaults_are_the_configs() -> None:

@@ -135,6 +135,9 @@ def test_poisoned_hospitals_are_quarantined_and_the_gate_guards_production(
     promoted = api.call("GET", "/audit", params={"target_id": clean})
     (event,) = [e for e in promoted if e["action"] == "version.promoted"]
     assert event["actor"] == "system:auto-promote" and event["payload"]["forced"] is False
+    # ...and made the next generation's base, which the hospitals pull now
+    current = api.call("GET", "/bases/current")
+    assert (current["source_version_id"], current["parent_id"]) == (clean, base["id"])
 
     quarantined = {}
     for name in POISONS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import torch
@@ -92,7 +93,9 @@ def test_dirichlet_simulation_reports_every_model(tiny_base: Path, datasets_dir:
 
 
 @pytest.mark.slow
-def test_simulate_command_writes_summary(tmp_path: Path, datasets_dir: Path, capsys) -> None:
+def test_simulate_command_writes_summary(
+    tmp_path: Path, datasets_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     arch = ensure_registered()
     out = tmp_path / "sim"
     main(
@@ -145,7 +148,7 @@ def test_cli_defaults_are_the_configs_defaults() -> None:
     pretrain = PretrainConfig()
     assert PRETRAIN_DEFAULTS == {"steps": pretrain.steps} and PRETRAIN_STEPS == pretrain.steps
     assert PRETRAIN_SOURCES == DEFAULT_SOURCES == pretrain.sources
-    assert {s.value for s in Stem} == set(ModelSpec.model_fields["stem"].annotation.__args__)
+    assert {s.value for s in Stem} == set(get_args(ModelSpec.model_fields["stem"].annotation))
 
 
 def _custom_npz(source: Path, dest: Path, take: int) -> None:

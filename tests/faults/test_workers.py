@@ -50,7 +50,9 @@ def test_redis_restarted_while_jobs_are_queued_then_they_run(distributed: World)
         # celery beat keeps sending the sweep every few seconds; count only the merges
         return redis_server.queued(queue).count(MERGE_TASK)
 
-    fleet.poll("the jobs to wait in Redis", lambda: merges_waiting() == len(jobs))
+    # at least one message per job: the sweeper re-sends a job queued for 3 s, so on a
+    # loaded machine a job may already wait twice (polling for exactly one each missed it)
+    fleet.poll("the jobs to wait in Redis", lambda: merges_waiting() >= len(jobs))
     redis_server.kill()  # no persistence: the messages are gone
     redis_server.start()
     assert merges_waiting() == 0

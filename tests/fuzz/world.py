@@ -18,6 +18,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +133,11 @@ def _seed(
         assert secure.status_code == 202, secure.text
         jobs = [plain["job_id"], secure.json()["job_id"]]
         versions = [
-            _wait(lambda job=job: admin.get_merge(job), {"queued", "running"})["version_id"]
+            _wait(partial(admin.get_merge, job), {"queued", "running"})["version_id"]
             for job in jobs
         ]
         for version in versions:  # evaluated on the benchmark before the worker stops
-            _wait(lambda v=version: _evaluations(admin, v), {"queued", "running"})
+            _wait(partial(_evaluations, admin, version), {"queued", "running"})
         spare = _hospital(admin, holder, "fuzz-spare")
     hospital = hospitals[0]
     with RegistryClient(registry.url, hospital.token) as client:

@@ -27,6 +27,7 @@ from app.schema import upgrade
 from app.security import mint_token
 from tests.integration import factories
 from tests.integration.services import fresh_postgres_database, fresh_redis_database
+from tests.scratch import scratch_dir
 from tests.servers import WorkerProcess
 from worker.celery_app import MedVecCelery, make_celery
 from worker.config import WorkerSettings
@@ -88,8 +89,12 @@ def integration_settings(
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerSettings]:
-    with fresh_postgres_database() as database_url, fresh_redis_database() as redis_url:
-        yield integration_settings(tmp_path_factory.mktemp("registry"), database_url, redis_url)
+    with (
+        fresh_postgres_database() as database_url,
+        fresh_redis_database() as redis_url,
+        scratch_dir(tmp_path_factory, "registry") as data_dir,
+    ):
+        yield integration_settings(data_dir, database_url, redis_url)
 
 
 @pytest.fixture(scope="session")
@@ -188,12 +193,11 @@ def registry(
 ) -> Iterator[Registry]:
     queue = CeleryJobQueue(celery, settings.queue)
     assert settings.bootstrap_admin_token is not None
-    with TestClient(create_app(settings, job_queue=queue)) as client:
-        yield Registry(
-            client,
-            settings.bootstrap_admin_token.get_secret_value(),
-            tmp_path_factory.mktemp("files"),
-        )
+    with (
+        TestClient(create_app(settings, job_queue=queue)) as client,
+        scratch_dir(tmp_path_factory, "files") as files,
+    ):
+        yield Registry(client, settings.bootstrap_admin_token.get_secret_value(), files)
 
 
 @dataclass

@@ -37,18 +37,36 @@ def fresh_postgres_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
+#: claims live in database 0, which no test uses: ``SET NX`` makes the claim atomic, so
+#: parallel test processes (pytest-xdist workers, other sessions) never share an index
+CLAIM_KEY = "medvec-tests:claimed-db:{index}"
+CLAIM_TTL_S = 6 * 3600  # a crashed session's claim lapses
+
+
 @contextmanager
 def fresh_redis_database() -> Iterator[str]:
-    """An empty Redis database index (a random one of 1..15); its URL. Flushed afterwards."""
-    for _ in range(30):
+    """An empty Redis database index (one of 1..15) claimed for this block; its URL.
+    Flushed and released afterwards."""
+    admin = redis.Redis.from_url(f"{REDIS_HOST}/0")
+    token = secrets.token_hex(8)
+    for _ in range(60):
         index = 1 + secrets.randbelow(15)
+        claim = CLAIM_KEY.format(index=index)
+        if not admin.set(claim, token, nx=True, ex=CLAIM_TTL_S):
+            continue
         client = redis.Redis.from_url(f"{REDIS_HOST}/{index}")
         if client.dbsize() == 0:
             break
+        client.close()
+        admin.delete(claim)  # left over by a process that did not flush it: not ours
     else:
-        raise RuntimeError("no empty Redis database index found")
+        admin.close()
+        raise RuntimeError("no empty Redis database index could be claimed")
     try:
         yield f"{REDIS_HOST}/{index}"
     finally:
         client.flushdb()
         client.close()
+        if admin.get(claim) == token.encode():
+            admin.delete(claim)
+        admin.close()

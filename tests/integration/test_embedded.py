@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from hospital_cli.demo.server import embedded_registry
 from tests.integration import factories
@@ -121,6 +122,7 @@ def _poll(check: Callable[[], Any], timeout: float, poll: float = 0.1) -> Any:
     return found
 
 
+@pytest.mark.slow  # two server processes, each with its worker, and a real evaluation
 def test_server_killed_mid_evaluation_finishes_it_after_restart(
     tmp_path: Path, datasets_dir: Path
 ) -> None:

@@ -9,14 +9,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from sqlalchemy import text
 from torch.nn import functional as F
 
 from app.db import make_engine
 from app.services.merges import MERGE_TASK, POLICY_TASK
+from app.storage import LocalBlobStore
 from medvec.calibration import recalibrate_bn
 from medvec.data import load_npz
 from medvec.evaluation import evaluate_model
+from medvec.hashing import sha256_file
 from medvec.merging import merge_files
 from medvec.models import load_model_file, read_model_provenance
 from medvec.vectors import is_running_stat, load_vector
@@ -264,29 +267,59 @@ def test_auto_merge_fires_after_k_new_vectors_and_not_before(
     assert len(registry.call("GET", "/merges", params={"base_id": base["id"]})) == 1
 
 
+def _download(registry: Registry, what: str, record_id: str, name: str) -> Path:
+    """The stored file of a base or version (``what``: ``bases`` or ``versions``)."""
+    path = registry.tmp / name
+    response = registry.client.get(
+        f"/api/v1/{what}/{record_id}/download", headers=registry.headers()
+    )
+    assert response.status_code == 200
+    path.write_bytes(response.content)
+    return path
+
+
+def _inputs(job: dict[str, Any]) -> dict[str, tuple[int, float]]:
+    return {i["vector_id"]: (i["staleness"], i["weight"]) for i in job["selection"]["inputs"]}
+
+
+def _assert_inputs(got: dict[str, tuple[int, float]], want: dict[str, tuple[int, float]]) -> None:
+    assert {k: s for k, (s, _w) in got.items()} == {k: s for k, (s, _w) in want.items()}
+    assert {k: w for k, (_s, w) in got.items()} == pytest.approx(
+        {k: w for k, (_s, w) in want.items()}, rel=1e-12
+    )
+
+
 def test_older_generation_vectors_weighted_by_staleness(
-    registry: Registry, world: World, datasets_dir: Path
+    registry: Registry, world: World, datasets_dir: Path, settings: WorkerSettings
 ) -> None:
+    """Three generations of real vectors. A merge weighs a hospital's vector of an older
+    generation by samples x (1 + s) ** -a (a as asked, 0.5 by default) and applies it to
+    the merged base as it is; a hospital's older vector counts beside a newer one only
+    while no version of the lineage has taken it, and a vector of a base outside the
+    lineage never. The default auto-merge does the same, and its weights are base + the
+    weighted mean of the deltas. A vector made against a version that never became a
+    base is refused and nothing is stored."""
     first = {"base_id": world.base["id"], "strategy": "weighted_mean"}
     first_job = registry.call("POST", "/merges", json=first)["job_id"]
     merged = registry.wait(f"/merges/{first_job}", _finished)
+    assert merged["status"] == "succeeded", merged["error"]
     new_base = registry.call("POST", f"/versions/{merged['version_id']}/generation")
-    base_file = registry.tmp / "generation-1.safetensors"
-    download = registry.client.get(
-        f"/api/v1/bases/{new_base['id']}/download", headers=registry.headers()
-    )
-    base_file.write_bytes(download.content)
-    fresh = registry.push(
-        "hospital-0",
+    base_file = _download(registry, "bases", new_base["id"], "generation-1.safetensors")
+    paths = {v["id"]: registry.tmp / f"v-{i}.safetensors" for i, v in enumerate(world.vectors)}
+
+    def fine_tune(name: str, index: int, base: dict[str, Any], file: Path, **ref: str) -> str:
+        path = registry.tmp / f"{name}-on-{base['id']}.safetensors"
         factories.fine_tuned_vector(
-            base_file,
-            registry.tmp / "fresh-0.safetensors",
-            base_id=new_base["id"],
-            base_sha256=new_base["sha256"],
-            hospital="hospital-0",
-            data=factories.hospital_data(datasets_dir, 0),
-        ),
-    )
+            file, path, base_id=ref.get("base_id", base["id"]), base_sha256=base["sha256"],
+            hospital=name, data=factories.hospital_data(datasets_dir, index), seed=index,
+        )  # fmt: skip
+        pushed = registry.push(name, path)
+        assert (pushed["base_id"], pushed["status"]) == (base["id"], "validated")
+        paths[pushed["id"]] = path
+        return str(pushed["id"])
+
+    fresh = fine_tune("hospital-0", 0, new_base, base_file)
+    one = 1  # generations along the lineage: the world's base is new_base's parent
     body = {
         "base_id": new_base["id"],
         "strategy": "weighted_mean",
@@ -295,31 +328,102 @@ def test_older_generation_vectors_weighted_by_staleness(
     job_id = registry.call("POST", "/merges", json=body)["job_id"]
     job = registry.wait(f"/merges/{job_id}", _finished)
     assert job["status"] == "succeeded", job["error"]
-
-    inputs = {i["vector_id"]: (i["staleness"], i["weight"]) for i in job["selection"]["inputs"]}
-    assert inputs == {
-        fresh["id"]: (0, 96.0),
-        world.vectors[1]["id"]: (1, 48.0),  # (1 + 1) ** -1 of its 96 samples
-        world.vectors[2]["id"]: (1, 48.0),
-    }
-    excluded = registry.client.post(
-        "/api/v1/merges",
-        json={"base_id": new_base["id"], "strategy": "weighted_mean"},
-        headers=registry.headers(),
+    old_1, old_2 = world.vectors[1]["id"], world.vectors[2]["id"]
+    # hospital-0's vector of the first generation is not used: it has a current one, and
+    # the first merge (new_base's version) took it
+    _assert_inputs(
+        _inputs(job),
+        {fresh: (0, 96.0), old_1: (one, 96 / (1 + one)), old_2: (one, 96 / (1 + one))},
     )
-    assert excluded.status_code == 202
-    only_fresh = registry.call("GET", f"/merges/{excluded.json()['job_id']}")
-    assert [i["vector_id"] for i in only_fresh["selection"]["inputs"]] == [fresh["id"]]
 
-
-def _download_version(registry: Registry, version_id: str, name: str) -> Path:
-    path = registry.tmp / name
-    response = registry.client.get(
-        f"/api/v1/versions/{version_id}/download", headers=registry.headers()
+    # the defaults: stale vectors weighted with a = 0.5; stale = exclude leaves them out
+    default_id = registry.call(
+        "POST", "/merges", json={"base_id": new_base["id"], "strategy": "weighted_mean"}
+    )["job_id"]
+    default = registry.call("GET", f"/merges/{default_id}")
+    assert (default["selection"]["stale"], default["selection"]["staleness_power"]) == (
+        "weight",
+        0.5,
     )
-    assert response.status_code == 200
-    path.write_bytes(response.content)
-    return path
+    half = 96 * (1 + one) ** -0.5
+    _assert_inputs(_inputs(default), {fresh: (0, 96.0), old_1: (one, half), old_2: (one, half)})
+    excluded = registry.call("POST", "/merges", json={**body, "selection": {"stale": "exclude"}})[
+        "job_id"
+    ]
+    only_fresh = registry.call("GET", f"/merges/{excluded}")
+    assert [i["vector_id"] for i in only_fresh["selection"]["inputs"]] == [fresh]
+
+    # a third generation; hospital-1 then pushes against the second, an older version by
+    # now, from the file it pulled (naming its base by sha256, as an offline vector does):
+    # accepted. It pulls the third and pushes again before any merge of it: the vector of
+    # the second generation, which no version of the lineage has taken, is merged beside
+    # the new one, not replaced by it. hospital-2 pushes against a base of the same
+    # architecture outside the lineage: accepted, and never merged into it.
+    default = registry.wait(f"/merges/{default_id}", _finished)
+    assert default["status"] == "succeeded", default["error"]
+    third = registry.call("POST", f"/versions/{default['version_id']}/generation")
+    third_file = _download(registry, "bases", third["id"], "generation-2.safetensors")
+    late = fine_tune("hospital-1", 1, new_base, base_file, base_id=new_base["sha256"])
+    again = fine_tune("hospital-1", 1, third, third_file)
+    elsewhere = registry.register_base(seed=7)
+    outside = fine_tune("hospital-2", 2, elsewhere, elsewhere["path"])
+    current = [again] + [fine_tune(f"gen-{i}", i, third, third_file) for i in range(3, 6)]
+
+    # K = 4 vectors of the current base: the worker's auto-merge, with its defaults
+    jobs = registry.wait(f"/merges?base_id={third['id']}", lambda jobs: len(jobs) == 1)
+    auto = registry.wait(f"/merges/{jobs[0]['id']}", _finished)
+    assert auto["status"] == "succeeded", auto["error"]
+    assert auto["requested_by"] == "system:auto-merge"
+    assert (auto["selection"]["stale"], auto["selection"]["staleness_power"]) == ("weight", 0.5)
+    s1, s2 = 1, 2  # along the lineage: new_base is third's parent, the world's base its grandparent
+    want = dict.fromkeys(current, (0, 96.0))
+    want[fresh] = want[late] = (s1, 96 * (1 + s1) ** -0.5)
+    want[old_2] = (s2, 96 * (1 + s2) ** -0.5)
+    _assert_inputs(_inputs(auto), want)
+    assert outside not in _inputs(auto)
+    version = registry.call("GET", f"/versions/{auto['version_id']}")
+    assert {i["vector_id"]: i["weight"] for i in version["inputs"]} == pytest.approx(
+        {v: w for v, (_s, w) in want.items()}
+    )
+    assert version["calibration"] is not None  # running statistics recomputed, checked apart
+
+    # the merged weights: the current base plus the weighted mean of the deltas as they are
+    stored = _download(registry, "versions", version["id"], "auto-merged.safetensors")
+    got, base_state = load_file(stored), load_file(third_file)
+    deltas = {v: load_vector(paths[v])[0] for v in want}
+    total = sum(w for _s, w in want.values())
+    compared = 0
+    for key, value in base_state.items():
+        if not value.is_floating_point():
+            assert torch.equal(got[key], value), key
+            continue
+        if is_running_stat(key):
+            continue
+        mean = sum(w * deltas[v][key].double() for v, (_s, w) in want.items()) / total
+        torch.testing.assert_close(got[key].double(), value.double() + mean, rtol=1e-5, atol=1e-6)
+        compared += 1
+    assert compared > 60
+
+    # a vector made against a version that never became a base (the auto-merge's): the
+    # registry knows no such base; refused, and neither a row nor a blob is stored
+    version_file = stored
+    offline = factories.perturbed_vector(
+        version_file, registry.tmp / "on-a-version.safetensors", base_id=version["sha256"],
+        base_sha256=version["sha256"], hospital="gen-3", seed=11,
+    )  # fmt: skip
+    before = registry.call("GET", "/vectors", who="gen-3")
+    response = registry.client.post(
+        "/api/v1/vectors",
+        content=offline.read_bytes(),
+        headers={**registry.headers("gen-3"), "Content-Type": "application/octet-stream"},
+    )
+    assert response.status_code == 422, response.text
+    body_error = response.json()
+    assert body_error["code"] == "unknown_base"
+    assert "not registered here" in body_error["message"] and " — " in body_error["message"]
+    assert registry.call("GET", "/vectors", who="gen-3") == before
+    blobs = LocalBlobStore(settings.data_dir / "blobs").iter_blobs()
+    assert sha256_file(offline) not in blobs
 
 
 def _cosine_by_hand(paths: list[Path]) -> float:
@@ -355,7 +459,7 @@ def test_merged_version_is_recalibrated_and_records_its_mergeability(
     paths = [registry.tmp / f"v-{index}.safetensors" for index in range(3)]
     by_hand = registry.tmp / "ties-by-hand.safetensors"
     merge_files(world.base["path"], paths, by_hand, strategy="ties", params={"density": 0.4})
-    stored = _download_version(registry, version["id"], "ties-stored.safetensors")
+    stored = _download(registry, "versions", version["id"], "ties-stored.safetensors")
     model, spec = load_model_file(by_hand)
     val = load_npz(world.benchmark_path, "val", in_channels=3)
     combined = evaluate_model(model, val, device="cpu").accuracy
@@ -405,7 +509,7 @@ def test_calibration_none_keeps_the_averaged_statistics_and_a_bad_source_is_refu
     merge = version["mergeability"]
     assert merge["val_accuracy_combined"] is not None
     assert merge["val_accuracy_recalibrated"] is None
-    stored = _download_version(registry, version["id"], "none-stored.safetensors")
+    stored = _download(registry, "versions", version["id"], "none-stored.safetensors")
     assert "calibration" not in read_model_provenance(stored)
 
     auto = registry.call("POST", "/merges", json={**body, "calibration": "auto"})

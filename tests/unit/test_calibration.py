@@ -139,7 +139,7 @@ def test_a_lone_last_image_is_skipped_and_not_counted() -> None:
     torch.testing.assert_close(model[1].running_mean, by_hand[0], rtol=1e-4, atol=1e-5)
 
 
-def _small_bn_net() -> nn.Module:
+def _small_bn_net() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),

@@ -29,6 +29,7 @@ def _trained_looking(spec: ModelSpec) -> torch.nn.Module:
     model = build_model(spec)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 2.0)
     return model.eval()

@@ -18,13 +18,32 @@ def _failed(candidate: dict[str, object], policy: GatePolicy) -> list[tuple[str,
 
 
 def test_no_worse_overall_and_per_class_within_tolerances() -> None:
-    policy = GatePolicy(metrics=("accuracy", "auc_macro"), tolerance=0.01, class_tolerance=0.05)
+    policy = GatePolicy(
+        metrics=("accuracy", "auc_macro"),
+        tolerance=0.01,
+        class_metrics=("sensitivity",),
+        class_tolerance=0.05,
+    )
     better = {"accuracy": 0.795, "auc_macro": 0.95, "sensitivity": [0.86, 0.7, 0.1]}
     assert _failed(better, policy) == []
     worse = {"accuracy": 0.78, "auc_macro": 0.95, "sensitivity": [0.84, 0.7, 0.0]}
     assert _failed(worse, policy) == [("accuracy", None), ("sensitivity", 0)]
     (accuracy,) = [c for c in gate_checks(worse, PRODUCTION, policy) if c.metric == "accuracy"]
     assert accuracy.threshold == pytest.approx(0.79) and accuracy.production == 0.80
+
+
+def test_the_default_gate_compares_overall_metrics_only() -> None:
+    """A class that falls from 0.9 to 0.1 sensitivity does not refuse a candidate that is
+    no worse overall: the per-class rule is opt-in (``class_metrics``)."""
+    assert GatePolicy().class_metrics == ()
+    candidate = {"accuracy": 0.81, "auc_macro": 0.91, "sensitivity": [0.1, 0.9, None]}
+    checks = gate_checks(candidate, PRODUCTION, GatePolicy())
+    assert [(c.metric, c.class_index, c.passed) for c in checks] == [
+        ("accuracy", None, True),
+        ("auc_macro", None, True),
+    ]
+    per_class = GatePolicy(class_metrics=("sensitivity",))
+    assert _failed(candidate, per_class) == [("sensitivity", 0)]
 
 
 def test_the_floor_applies_with_or_without_production() -> None:
@@ -62,7 +81,7 @@ def test_a_drop_that_sampling_noise_explains_passes_and_a_real_one_fails() -> No
     # the demo's generation 2: a class of 75 validation images lost 5 of them
     production = _evaluated([61 / 75, 0.9], [75, 50])
     candidate = _evaluated([56 / 75, 0.9], [75, 50])
-    policy = GatePolicy(metrics=("accuracy",), class_tolerance=0.05)
+    policy = GatePolicy(metrics=("accuracy",), class_metrics=("sensitivity",), class_tolerance=0.05)
     checks = {(c.metric, c.class_index): c for c in gate_checks(candidate, production, policy)}
     sens = checks[("sensitivity", 0)]
     p, q = 56 / 75, 61 / 75

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import pytest
 import torch
@@ -26,12 +28,27 @@ from medvec.vectors import is_running_stat
 BASE = {"w": torch.zeros(4), "steps": torch.tensor(7)}
 
 
-def _vectors(*rows: list[float]) -> list[dict[str, torch.Tensor]]:
+def _vectors(*rows: Sequence[float]) -> list[dict[str, torch.Tensor]]:
     return [{"w": torch.tensor(row, dtype=torch.float32)} for row in rows]
 
 
-def _merge(strategy: str, *rows: list[float], **kwargs: object) -> torch.Tensor:
-    merged = merge_state_dicts(BASE, _vectors(*rows), strategy=strategy, **kwargs)  # type: ignore[arg-type]
+def _merge(
+    strategy: str,
+    *rows: Sequence[float],
+    params: Mapping[str, object] | None = None,
+    weights: Sequence[float] | None = None,
+    seed: int = 0,
+    num_samples: Sequence[int] | None = None,
+) -> torch.Tensor:
+    merged = merge_state_dicts(
+        BASE,
+        _vectors(*rows),
+        strategy=strategy,
+        params=params,
+        weights=weights,
+        seed=seed,
+        num_samples=num_samples,
+    )
     assert torch.equal(merged["steps"], BASE["steps"])  # integer buffers come from the base
     return merged["w"]
 

@@ -57,11 +57,18 @@ def _wake_attention(model: nn.Module) -> None:
                 module.bn3.weight.fill_(1.0)
 
 
+def _conv(model: nn.Module, name: str) -> nn.Conv2d:
+    conv = model.get_submodule(name)
+    assert isinstance(conv, nn.Conv2d)
+    return conv
+
+
 def _randomise_bn(model: nn.Module) -> None:
     """Non-trivial running statistics, so eval-mode comparisons exercise them."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
 
@@ -120,15 +127,15 @@ def test_resnet_output_shapes(arch: str, in_channels: int) -> None:
     with torch.no_grad():
         out = model(torch.randn(2, in_channels, 28, 28))
     assert out.shape == (2, 7)
-    assert model.conv1.in_channels == in_channels
+    assert _conv(model, "conv1").in_channels == in_channels
 
 
 def test_stem_depends_on_image_size() -> None:
     small = get_model("resnet18", num_classes=2, image_size=28)
     large = get_model("resnet18", num_classes=2, image_size=224)
-    assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
+    assert _conv(small, "conv1").kernel_size == (3, 3) and _conv(small, "conv1").stride == (1, 1)
     assert isinstance(small.maxpool, nn.Identity)
-    assert large.conv1.kernel_size == (7, 7) and large.conv1.stride == (2, 2)
+    assert _conv(large, "conv1").kernel_size == (7, 7) and _conv(large, "conv1").stride == (2, 2)
     assert isinstance(large.maxpool, nn.MaxPool2d)
 
 
@@ -194,7 +201,7 @@ def test_new_block_is_the_plain_block(
     with torch.no_grad():
         expected = plain(x)
         assert torch.equal(fused(x), expected)
-        fused.attn.proj.weight.normal_()
+        fused.get_parameter("attn.proj.weight").normal_()
         assert not torch.allclose(fused(x), expected)
     assert expected.shape[-1] == (5 if stride == 2 else 9)
 
@@ -289,8 +296,9 @@ def test_checkpoint_at_28_skips_the_stem(tv_resnet50: tuple[nn.Module, Path]) ->
     report = load_torchvision_checkpoint(model, path)
     assert set(report.skipped) == {"conv1.weight", "fc.weight", "fc.bias"}
     assert "stem differs" in report.skipped["conv1.weight"]
-    assert torch.equal(model.layer4[2].conv3.weight, reference.layer4[2].conv3.weight)
-    assert model.conv1.weight.shape == (64, 3, 3, 3)
+    conv3 = "layer4.2.conv3.weight"
+    assert torch.equal(model.get_parameter(conv3), reference.get_parameter(conv3))
+    assert model.get_parameter("conv1.weight").shape == (64, 3, 3, 3)
 
 
 def test_checkpoint_grey_model_sums_rgb_kernel(tv_resnet18: tuple[nn.Module, Path]) -> None:
@@ -316,7 +324,7 @@ def test_checkpoint_wrapped_and_safetensors(
         model = get_model("resnet18", num_classes=1000, image_size=224)
         report = load_torchvision_checkpoint(model, path)
         assert len(report.loaded) == len(state) and not report.skipped, path
-        assert torch.equal(model.fc.weight, reference.fc.weight)
+        assert torch.equal(model.get_parameter("fc.weight"), reference.get_parameter("fc.weight"))
 
 
 def test_checkpoint_unreadable_or_foreign(tmp_path: Path) -> None:

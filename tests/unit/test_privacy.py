@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ def _vector(seed: int = 0, scale: float = 1.0) -> dict[str, torch.Tensor]:
     }
 
 
-def _norm64(tensors: dict[str, torch.Tensor]) -> float:
+def _norm64(tensors: Mapping[str, torch.Tensor]) -> float:
     return math.sqrt(sum(float((t.double() ** 2).sum()) for t in tensors.values()))
 
 

@@ -61,7 +61,7 @@ def _stats(**overrides: object) -> ScreeningStats:
         "val": Measured(loss=0.5, accuracy=0.80, images=100),
         "base_val": Measured(loss=0.7, accuracy=0.75, images=100),
     }
-    return ScreeningStats(**{**fields, **overrides})  # type: ignore[arg-type]
+    return ScreeningStats(**{**fields, **overrides})
 
 
 def test_an_ordinary_vector_has_no_reason() -> None:

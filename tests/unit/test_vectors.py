@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +189,12 @@ def test_valid_vector_reports_norm_and_counts(
     report = validate_vector(vector_path, base_path, max_norm=1e3)
 
     tensors, _ = load_vector(vector_path)
-    expected = torch.sqrt(sum((t.double() ** 2).sum() for t in tensors.values()))
+    expected = torch.sqrt(
+        sum(
+            ((t.double() ** 2).sum() for t in tensors.values()),
+            torch.zeros((), dtype=torch.float64),
+        )
+    )
     assert report.num_tensors == len(tensors) == 8  # running stats are floating
     assert report.num_parameters == sum(t.numel() for t in tensors.values())
     assert report.l2_norm == pytest.approx(float(expected), rel=1e-12)
@@ -260,7 +266,7 @@ def test_bad_metadata_is_refused(base_path: Path, tmp_path: Path) -> None:
 
 
 def _save_edited(
-    tmp_path: Path, vector_path: Path, base_path: Path, edit: dict[str, torch.Tensor | None]
+    tmp_path: Path, vector_path: Path, base_path: Path, edit: Mapping[str, torch.Tensor | None]
 ) -> Path:
     tensors = load_file(str(vector_path))
     for key, value in edit.items():

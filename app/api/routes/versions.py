@@ -94,10 +94,11 @@ def promote(
 
     Production needs the promotion gate: on a benchmark split both have completed
     evaluations of (``val`` first), the candidate is no worse than production on the
-    gate metrics, overall and per class, within ``MEDVEC_GATE_*`` tolerances, and every
-    per-class sensitivity is at or above the floor. A refusal is a 409 ``gate_failed``
-    whose ``detail.checks`` lists every comparison. ``force`` overrides (audited); the
-    previous production version is archived.
+    gate metrics, overall (and per class when ``MEDVEC_GATE_CLASS_METRICS`` names any),
+    within ``MEDVEC_GATE_*`` tolerances, and every per-class sensitivity is at or above
+    the floor. A refusal is a 409 ``gate_failed`` whose ``detail.checks`` lists every
+    comparison. ``force`` overrides (audited); the previous production version is
+    archived.
     """
     stage = VersionStatus(body.stage)
     version = versions.promote(

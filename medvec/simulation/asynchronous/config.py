@@ -39,7 +39,7 @@ class PolicyConfig(BaseModel):
         default=None, gt=0, description="also merge whatever is new after this many seconds"
     )
     stale: StaleRule = Field(
-        default="exclude",
+        default="weight",
         description="a hospital whose newest vector is of an older generation: leave it out "
         "or apply it to the current base weighted by (1 + staleness) ** -staleness_power",
     )

@@ -7,7 +7,10 @@ database rows:
   arrived since its last merge, or (``every_s``) anything arrived and the period passed;
 * **what to merge** (``medvec.merging.policy.latest_per_hospital``): each hospital's
   newest vector of the current base; with ``stale = "weight"`` a hospital without one
-  gives its newest vector of an older generation, applied to the current base as it is;
+  gives its newest vector of an older generation, applied to the current base as it is,
+  and a vector of an older generation that no promoted version took is taken beside the
+  hospital's newer one (the registry's rows of older bases are never superseded by a
+  vector of a newer base);
 * **weights** (``MergeSpec.weight``): samples times ``(1 + staleness) ** -power``;
 * **the merge** (``merge_state_dicts``): the weighted mean, or a step of ``server_lr``
   along it (task arithmetic with ``lambda = server_lr / sum w``);
@@ -64,11 +67,13 @@ class RegistryServer(Server):
     """The registry's policy ``policy`` (its promotion gate included)."""
 
     kind = "medvec"
+    supersedes = True
 
     def __init__(self, name: str, policy: PolicyConfig) -> None:
         super().__init__(name)
         self.policy = policy
-        self.latest: dict[str, VectorRecord] = {}
+        # each hospital's newest vector of each generation that selection may still take
+        self.latest: dict[tuple[str, int], VectorRecord] = {}
         self.in_lineage: set[str] = set()
         self.last_merge_at: float | None = None  # of the current base
         self.merged_at = -1.0  # the last merge of any base
@@ -94,7 +99,9 @@ class RegistryServer(Server):
             samples=len(self.world.parts[job.hospital]),
             job=job,
         )
-        self.latest[vector.hospital_id] = vector  # supersedes the hospital's previous one
+        # supersedes the hospital's previous vector of the same base, as the registry does
+        self.latest[(vector.hospital_id, vector.generation)] = vector
+        self._forget_merged()
         self._check()
 
     def finish(self) -> None:
@@ -117,15 +124,30 @@ class RegistryServer(Server):
             if v.generation == self.base.generation and (last is None or v.created_at > last)
         )
 
+    def _stale_vectors(self) -> int:
+        """Vectors of older generations that arrived after the current base's last merge
+        and that its merge would take (the registry's ``worker.policy.activity``); none
+        when they are counted toward k already or left out."""
+        if self.policy.count_stale or self.policy.stale != "weight":
+            return 0
+        last = self.last_merge_at
+        return sum(
+            1
+            for v in self.latest.values()
+            if v.generation < self.base.generation
+            and v.id not in self.in_lineage
+            and (last is None or v.created_at > last)
+        )
+
     def _check(self) -> None:
         if self.world.stopped:
             return
         now, last, every = self.world.now, self.last_merge_at, self.policy.every_s
-        new = self._new_vectors()
+        new, stale = self._new_vectors(), self._stale_vectors()
         since = None if last is None else now - last
-        if merge_due(new, since, k=self.policy.k, every_s=every):
+        if merge_due(new, since, k=self.policy.k, every_s=every, stale_vectors=stale):
             self._merge()
-        elif every is not None and new and last is not None and self._timer != last + every:
+        elif every is not None and new + stale and last is not None and self._timer != last + every:
             self._timer = last + every
             self.world.at(last + every, self._check)
 
@@ -136,11 +158,25 @@ class RegistryServer(Server):
             (current - g, [v for v in self._by_time() if v.generation == g])
             for g in range(current, oldest - 1, -1)
         ]
-        merged = self.in_lineage if self.policy.skip_merged else ()
-        return latest_per_hospital(generations, already_merged=merged)
+        return latest_per_hospital(
+            generations, in_base=self.in_lineage, skip_in_base=self.policy.skip_merged
+        )
 
     def _by_time(self) -> list[VectorRecord]:
         return sorted(self.latest.values(), key=lambda v: (v.created_at, v.id))
+
+    def _forget_merged(self) -> None:
+        """Drop the records selection can no longer take (a hospital's vector of an older
+        generation already inside production), so that the run keeps only the vectors
+        that can still be merged in memory."""
+        newest: dict[str, int] = {}
+        for hospital, generation in self.latest:
+            newest[hospital] = max(generation, newest.get(hospital, generation))
+        self.latest = {
+            key: v
+            for key, v in self.latest.items()
+            if key[1] == newest[key[0]] or v.id not in self.in_lineage
+        }
 
     def _merge(self) -> None:
         world, base = self.world, self.base
@@ -158,6 +194,7 @@ class RegistryServer(Server):
         world.record(candidate, inputs, promoted=promoted, base_version=base.version, **verdict)
         if promoted:
             self.in_lineage.update(v.id for v, _ in picked)
+            self._forget_merged()
             self.last_merge_at = None  # the new base has had no merge yet
             world.publish(candidate)
         else:

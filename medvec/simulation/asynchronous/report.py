@@ -50,14 +50,34 @@ def _role(run: dict[str, Any], role: str) -> dict[str, Any] | None:
 
 
 def _merged_jobs(run: dict[str, Any]) -> set[int]:
-    return {i["job"] for v in run["versions"] for i in v["inputs"]}
+    """Jobs whose work is in a version: its inputs, and every job an input continues
+    (transitively: a continuing job's vector holds the work of the job it continues)."""
+    merged = {i["job"] for v in run["versions"] for i in v["inputs"]}
+    continued = {job: earlier for h in run["hospitals"] for job, earlier in h.get("continued", [])}
+    for job in sorted(continued, reverse=True):  # a chain runs to ever larger job ids
+        if job in merged:
+            merged.add(continued[job])
+    return merged
+
+
+def _holders(run: dict[str, Any], job: int) -> set[int]:
+    """``job`` and the jobs that continue it, whose vectors hold its work."""
+    continuing = {
+        earlier: later for h in run["hospitals"] for later, earlier in h.get("continued", [])
+    }
+    holders = {job}
+    while job in continuing:
+        job = continuing[job]
+        holders.add(job)
+    return holders
 
 
 def hospital_checks(run: dict[str, Any], offline: tuple[float, float] | None) -> dict[str, Any]:
     """The issue's hospital behaviour, measured:
 
-    * ``unmerged_share``: share of all vectors that are inputs of no version (dropped,
-      excluded, or replaced by their hospital's next one before a merge took them);
+    * ``unmerged_share``: share of all vectors whose work is in no version (dropped,
+      excluded, or replaced by their hospital's next one before a merge took them; a
+      vector continued by an input counts as merged);
     * ``straggler_merged``: share of the straggler's vectors that are inputs of a version;
     * ``late_joiner_lag``: how many versions were made after the late joiner's first
       vector arrived before one took it in (0: the first merge after its push; None:
@@ -66,7 +86,7 @@ def hospital_checks(run: dict[str, Any], offline: tuple[float, float] | None) ->
       server that waits for it makes none).
     """
     merged = _merged_jobs(run)
-    arrived = [job for h in run["hospitals"] for job, _ in h["arrivals"]]
+    arrived = [a[0] for h in run["hospitals"] for a in h["arrivals"]]
     out: dict[str, Any] = {
         "unmerged_share": sum(job not in merged for job in arrived) / max(1, len(arrived)),
         "straggler_merged": None,
@@ -75,14 +95,16 @@ def hospital_checks(run: dict[str, Any], offline: tuple[float, float] | None) ->
     }
     straggler = _role(run, "straggler")
     if straggler is not None and straggler["arrivals"]:
-        jobs = [job for job, _ in straggler["arrivals"]]
+        jobs = [a[0] for a in straggler["arrivals"]]
         out["straggler_merged"] = sum(job in merged for job in jobs) / len(jobs)
     joiner = _role(run, "late joiner")
     if joiner is not None and joiner["arrivals"]:
-        first, pushed = joiner["arrivals"][0]
+        first, pushed = joiner["arrivals"][0][:2]
         later = [v for v in run["versions"] if v["time"] >= pushed]
+        holders = _holders(run, first)
         out["late_joiner_lag"] = next(
-            (n for n, v in enumerate(later) if any(i["job"] == first for i in v["inputs"])), None
+            (n for n, v in enumerate(later) if any(i["job"] in holders for i in v["inputs"])),
+            None,
         )
     if offline is not None:
         start, end = offline
@@ -92,7 +114,7 @@ def hospital_checks(run: dict[str, Any], offline: tuple[float, float] | None) ->
 
 def _offline_window(result: dict[str, Any]) -> tuple[float, float] | None:
     away = next((h for h in result["hospitals"] if "offline" in h["roles"]), None)
-    return tuple(away["offline"][0]) if away and away["offline"] else None  # type: ignore[return-value]
+    return tuple(away["offline"][0]) if away and away["offline"] else None
 
 
 def _idle_share(run: dict[str, Any]) -> float:
@@ -128,7 +150,7 @@ def summarize(result: dict[str, Any], margin: float = 0.01) -> list[dict[str, An
             "compute": run["compute"],
             "end_time": run["end_time"],
             "versions": len(run["versions"]),
-            "promoted": len(run["curve"]) - 1,
+            "promoted": sum(bool(v.get("promoted", True)) for v in run["versions"]),
             "idle_share": _idle_share(run),
             **hospital_checks(run, offline),
         }

@@ -4,10 +4,13 @@ Each hospital loops on its own clock: ask the server what to train from (the cur
 production model; a synchronous server may make it wait for the next round), really
 fine-tune it on its own images (``Runner.train_on``, the recipe of ``medvec simulate``)
 for the local budget, whose duration its speed gives, and upload the data vector
-against the model it pulled. The server (``Server``) reacts to each arrival; every
-model it puts into production is BatchNorm-recalibrated, scored on the validation and
-test splits and added to the accuracy curve with the virtual time and the images
-trained so far.
+against the model it pulled. Where the server keeps only a hospital's newest vector of a
+base (``Server.supersedes``: the registry), a hospital whose pulled model has not moved
+since its last job continues from its own fine-tuned model (``medvec train
+--continue-from``), so that its new vector holds its earlier job's work instead of
+discarding it. The server (``Server``) reacts to each arrival; every model it puts into
+production is BatchNorm-recalibrated, scored on the validation and test splits and added
+to the accuracy curve with the virtual time and the images trained so far.
 """
 
 from __future__ import annotations
@@ -49,8 +52,18 @@ class Job:
     trained_at: float
     arrives_at: float
     images: int
+    continues: Job | None = field(default=None, repr=False)
     delta: State | None = field(default=None, repr=False)
     cancelled: bool = False
+
+    def start_state(self) -> State:
+        """What the job fine-tunes: the model it pulled, or, when it continues a job of
+        the same model, where that job ended."""
+        if self.continues is None:
+            return self.start.state
+        from medvec.vectors import apply_vector
+
+        return apply_vector(self.start.state, self.continues.vector)
 
     @property
     def vector(self) -> State:
@@ -65,16 +78,21 @@ class HospitalLog:
     started: int = 0
     arrived: int = 0
     dropped: int = 0
-    arrivals: list[tuple[int, float]] = field(default_factory=list)  # (job, time)
+    # (job, time, generation of the model it started from)
+    arrivals: list[tuple[int, float, int]] = field(default_factory=list)
+    continued: list[tuple[int, int]] = field(default_factory=list)  # (job, the job it continues)
 
 
 class Server:
     """A strategy's server side. ``stops_on_budget``: the run ends at the arrival that
     spends the compute budget (asynchronous servers); otherwise the server stops
-    starting rounds and the run ends when nothing is left to happen."""
+    starting rounds and the run ends when nothing is left to happen. ``supersedes``: a
+    hospital's newer vector of a model replaces its older one, so hospitals continue their
+    own work while the model they pulled is unchanged."""
 
     kind = "server"
     stops_on_budget = True
+    supersedes = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -123,6 +141,7 @@ class World:
         self.stopped = False
         self.logs = [HospitalLog() for _ in clocks]
         self.in_flight: list[Job | None] = [None for _ in clocks]
+        self.last_job: list[Job | None] = [None for _ in clocks]
         self.versions: list[dict[str, Any]] = []
         self.curve: list[dict[str, Any]] = []
         self.production: Model | None = None
@@ -168,11 +187,20 @@ class World:
             trained_at=trained,
             arrives_at=clock.advance(trained, clock.upload_s),
             images=images,
+            continues=self._continued(hospital, model),
         )
         self._jobs += 1
         log.started += 1
         self.in_flight[hospital] = job
         self.at(job.trained_at, lambda: self._trained(job))
+
+    def _continued(self, hospital: int, model: Model) -> Job | None:
+        """The hospital's previous job when the server supersedes and that job pulled the
+        same model (its vector arrived: a dropped job leaves nothing to continue)."""
+        previous = self.last_job[hospital]
+        if not self.server.supersedes or previous is None or previous.cancelled:
+            return None
+        return previous if previous.start.version == model.version else None
 
     def _trained(self, job: Job) -> None:
         if job.cancelled or self.stopped:
@@ -180,9 +208,8 @@ class World:
         from medvec.vectors import compute_vector
 
         seed = self.config.seed + job.hospital + 1000 * job.number
-        start = job.start.state
-        tuned = self.runner.train_on(start, self.parts[job.hospital], 1, seed)
-        job.delta = compute_vector(start, tuned)
+        tuned = self.runner.train_on(job.start_state(), self.parts[job.hospital], 1, seed)
+        job.delta = compute_vector(job.start.state, tuned)
         self.at(job.arrives_at, lambda: self._arrived(job))
 
     def _arrived(self, job: Job) -> None:
@@ -192,7 +219,10 @@ class World:
         self.in_flight[job.hospital] = None
         log.busy_s += self.clocks[job.hospital].available_seconds(job.started_at, self.now)
         log.arrived += 1
-        log.arrivals.append((job.id, self.now))
+        log.arrivals.append((job.id, self.now, job.start.generation))
+        if job.continues is not None:
+            log.continued.append((job.id, job.continues.id))
+        self.last_job[job.hospital] = job
         self.spent += job.images
         self.server.receive(job)
         if self.server.stops_on_budget and self.spent >= self.compute:
@@ -302,6 +332,7 @@ class World:
                     "arrived": log.arrived,
                     "dropped": log.dropped,
                     "arrivals": [list(a) for a in log.arrivals],
+                    "continued": [list(c) for c in log.continued],
                     "busy_s": busy,
                     "idle_s": max(0.0, present - busy),
                 }
