@@ -33,7 +33,22 @@ from worker.celery_app import MedVecCelery, make_celery
 from worker.config import WorkerSettings
 from worker.queue import CeleryJobQueue
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what this world's fixtures need (pytest ignores ``pytestmark`` in a conftest):
+    a test of this folder on ``settings`` needs PostgreSQL and Redis, and one with the
+    ``worker`` process is slow. Tests that start services of their own mark themselves."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if HERE not in item.path.parents:
+            continue
+        if "settings" in names:
+            item.add_marker(pytest.mark.postgres)
+            item.add_marker(pytest.mark.redis)
+        if "worker" in names:
+            item.add_marker(pytest.mark.slow)
 
 API = "/api/v1"
 
@@ -58,6 +73,8 @@ def _worker_env(settings: WorkerSettings, extra: dict[str, str]) -> dict[str, st
             # these worlds' vectors are a few SGD steps from a random base, or seeded
             # noise: screening would rightly quarantine them (tests/e2e/test_screening.py)
             "MEDVEC_SCREENING_ENABLED": "false",
+            # tests make the versions they judge; the session's worker turns the policy on
+            "MEDVEC_AUTO_MERGE": "false",
             **extra,
         }
     )
@@ -83,7 +100,7 @@ def integration_settings(
         tune_time_limit_s=110,
         tune_soft_time_limit_s=100,
         bootstrap_admin_token=mint_token(),
-        **extra,
+        **{"auto_merge": False, **extra},
     )
 
 
