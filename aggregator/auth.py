@@ -8,8 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aggregator.models import AggRole, AggToken
-from app.security import hash_token, mint_token
+from app.security import hash_token
 from app.services.errors import Forbidden, Unauthenticated
+from medvec.tokens import mint_token
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from app.db import make_engine, make_sessionmaker
 from app.jobs import JobQueue
 from app.metrics_setup import configure_multiprocess
 from app.models import Role
-from app.security import Actor, mint_token
+from app.security import Actor
 from app.services import hospitals, integrity
+from medvec.tokens import mint_token
 
 cli = typer.Typer(
     name="medvec-server",

@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import secrets
 from dataclasses import dataclass
 
 from app.models.hospital import Role
-
-TOKEN_PREFIX = "mv_"
-
-
-def mint_token() -> str:
-    """A new bearer token: ``mv_`` + 43 url-safe characters (256 bits)."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def hash_token(token: str) -> str:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from medvec.hashing import sha256_file
+
 
 @dataclass(frozen=True)
 class BlobInfo:
@@ -216,14 +218,6 @@ def check_digest(sha256: str) -> str:
     return sha256
 
 
-def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def sharded(sha256: str) -> str:
     """``ab/cd/<sha256>``: a blob's place under a store's root (two levels of 256 folders,
     so no folder holds more than a few thousand names)."""
@@ -253,7 +247,7 @@ class StagingArea:
         check_digest(sha256)
         if staged.parent.resolve() != self.staging.resolve():
             raise ValueError(f"{staged} is not in this store's staging area")
-        if verify and sha256_of(staged) != sha256:
+        if verify and sha256_file(staged) != sha256:
             staged.unlink(missing_ok=True)
             raise BlobVerificationError(f"staged bytes do not hash to {sha256}")
         return staged.stat().st_size

@@ -39,13 +39,13 @@ from fastapi.testclient import TestClient
 from app.db import make_engine
 from app.main import create_app
 from app.schema import upgrade
-from app.security import mint_token
 from app.storage import LocalBlobStore
 from medvec.data import load_npz
 from medvec.evaluation import evaluate_model
 from medvec.hashing import sha256_file
 from medvec.merging import merge_files
 from medvec.models import load_model_file
+from medvec.tokens import mint_token
 from tests.integration import factories
 from tests.integration.services import fresh_postgres_database, fresh_redis_database
 from tests.servers import WorkerProcess

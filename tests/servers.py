@@ -43,6 +43,8 @@ def registry_env(data_dir: Path, admin_token: str, **settings: str) -> dict[str,
             "MEDVEC_DATA_DIR": str(data_dir),
             "MEDVEC_BOOTSTRAP_ADMIN_TOKEN": admin_token,
             "PYTHONUNBUFFERED": "1",
+            # tests make the versions they judge; those about the policy turn it on
+            "MEDVEC_AUTO_MERGE": "false",
             **{f"MEDVEC_{name.upper()}": value for name, value in settings.items()},
         }
     )

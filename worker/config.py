@@ -8,19 +8,12 @@ worker to Redis and separate worker processes.
 
 from __future__ import annotations
 
-import enum
 from typing import Any, Self
 
 from pydantic import Field, model_validator
 
 from app.config import Settings
-
-
-class StalePolicy(enum.StrEnum):
-    """What a merge does with a hospital's vector made against an older generation."""
-
-    EXCLUDE = "exclude"
-    WEIGHT = "weight"
+from medvec.merging.policy import StalePolicy
 
 
 class WorkerSettings(Settings):
@@ -106,7 +99,12 @@ class WorkerSettings(Settings):
     sums_check_every_s: float = Field(
         default=86400.0, gt=0, description="sweeper: recompute and compare the sums this often"
     )
-    auto_merge: bool = Field(default=False, description="merge without an admin asking")
+    auto_merge: bool = Field(
+        default=True,
+        description="merge a base once K new vectors (or, with every_s, anything new) arrived, "
+        "without an admin asking; versions still wait for an admin's promotion unless "
+        "auto_promote (measured on a virtual clock: docs/merging.md)",
+    )
     auto_merge_k: int = Field(default=3, ge=1, description="new validated vectors per merge")
     auto_merge_strategy: str = "weighted_mean"
     auto_merge_params: dict[str, Any] = Field(default_factory=dict)

@@ -1,7 +1,8 @@
 """The auto-merge policy: merge the current base once K new validated vectors of it
 arrived since its last merge, and (optionally) on a schedule whenever anything new arrived.
 
-Off unless ``MEDVEC_AUTO_MERGE=true`` (the demo turns it on). It runs when a vector
+On by default (``MEDVEC_AUTO_MERGE=false`` leaves every merge to an admin): hospitals that
+push whenever they like get versions without anyone asking. It runs when a vector
 is accepted (the registry's ``medvec.vectors.accepted`` job, after screening) and on
 Celery beat. Whatever base the new vector was made on, it only ever merges the current
 base (``app.services.generations.current_base``): merging an older base would make a
@@ -34,8 +35,8 @@ from app.services.generations import current_base, lineage
 from app.services.hospitals import of_present_hospital
 from app.services.merges import MergeRequest, request_merge
 from app.services.selection import vectors_in_base
-from medvec.merging.policy import merge_due
-from worker.config import StalePolicy, WorkerSettings
+from medvec.merging.policy import StalePolicy, merge_due
+from worker.config import WorkerSettings
 
 log = logging.getLogger(__name__)
 

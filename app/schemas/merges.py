@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
@@ -11,14 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 from app.jsontypes import JsonInt
 from app.schemas.common import Id, RequestModel, VectorIds
 from app.services.calibration import CALIBRATION_AUTO
-
-
-class StalePolicy(enum.StrEnum):
-    """What the default selection does with a hospital whose newest vector is of an older
-    generation: leave it out, or weigh it by ``(1 + staleness) ** -staleness_power``."""
-
-    EXCLUDE = "exclude"
-    WEIGHT = "weight"
+from medvec.merging.policy import StalePolicy
 
 
 class Selection(RequestModel):

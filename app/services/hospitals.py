@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.jobs import SUMS_REFRESH, defer_job
 from app.models import ApiToken, DataVector, Hospital, Role, VectorStatus
-from app.security import Actor, hash_token, mint_token
+from app.security import Actor, hash_token
 from app.services import audit
 from app.services.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from medvec.tokens import mint_token
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 

@@ -32,7 +32,8 @@ from app.models import (
     VersionInput,
 )
 from app.services.uploads import part_name
-from app.storage import BlobStore, sha256_of
+from app.storage import BlobStore
+from medvec.hashing import sha256_file
 
 #: the tables whose rows name a blob by (sha256, size)
 BLOB_TABLES = (BaseModelRecord, DataVector, ModelVersion, Benchmark)
@@ -116,7 +117,7 @@ def _check_hashes(
     store: BlobStore, named: dict[str, list[tuple[str, int]]], report: Report
 ) -> None:
     for sha256 in store.iter_blobs():
-        actual = sha256_of(store.local_path(sha256))
+        actual = sha256_file(store.local_path(sha256))
         report.hashed += 1
         if actual != sha256:
             ids = [row for row, _ in named.get(sha256, [])]

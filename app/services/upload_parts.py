@@ -24,7 +24,8 @@ from app.services.errors import (
     ShaMismatch,
 )
 from app.services.staging import too_large
-from app.storage import BlobStore, PartBusy, PartOffsetMismatch, PartSink, sha256_of
+from app.storage import BlobStore, PartBusy, PartOffsetMismatch, PartSink
+from medvec.hashing import sha256_file
 
 __all__ = [
     "PartWriter",
@@ -71,7 +72,7 @@ def check_not_expired(upload: Upload, now: datetime) -> None:
 
 def verify_assembled(store: BlobStore, upload: Upload, path: Path, expected: str) -> str:
     """The sha256 of the assembled bytes; a mismatch resets the upload (422)."""
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected:
         store.uploads.discard(upload.id)
         path.unlink(missing_ok=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from hospital_cli.errors import CliError
+from medvec.tokens import mint_token
 
 READY_TIMEOUT = 120.0
 
@@ -35,11 +35,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def mint_token() -> str:
-    """A token in the registry's format: ``mv_`` + 43 url-safe characters."""
-    return "mv_" + secrets.token_urlsafe(32)
 
 
 def server_command() -> list[str]:

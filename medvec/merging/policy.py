@@ -9,10 +9,19 @@ measures is the registry's rule, not a copy of it.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Iterable
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["VectorLike", "latest_per_hospital", "merge_due"]
+__all__ = ["StalePolicy", "VectorLike", "latest_per_hospital", "merge_due"]
+
+
+class StalePolicy(enum.StrEnum):
+    """What the default selection does with a hospital whose newest vector is of an older
+    generation: leave it out, or weigh it by ``(1 + staleness) ** -staleness_power``."""
+
+    EXCLUDE = "exclude"
+    WEIGHT = "weight"
 
 
 class VectorLike(Protocol):

@@ -96,7 +96,7 @@ class Registry:
             environment=self.settings.environment,
             data_dir=self.settings.data_dir,
             database_url=self.settings.resolved_database_url,
-            **overrides,
+            **{"auto_merge": False, **overrides},
         )
 
     def snapshot(self) -> dict[str, Any]:

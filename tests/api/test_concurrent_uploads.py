@@ -17,10 +17,10 @@ import psutil
 import pytest
 import torch
 
-from hospital_cli.demo.server import mint_token
 from hospital_cli.waiting import await_status
 from medvec.hashing import sha256_file
 from medvec.models import load_model_file
+from medvec.tokens import mint_token
 from medvec.vectors import VectorMetadata, compute_vector, save_vector
 from tests.api.helpers import OCTET
 from tests.cli.tiny import make_base

@@ -129,6 +129,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         # tiny vectors from a few steps on a handful of images: not what screening is
         # for (it is tested on real hospitals in tests/e2e/test_screening.py)
         patch.setenv("MEDVEC_SCREENING_ENABLED", "false")
+        patch.setenv("MEDVEC_AUTO_MERGE", "false")  # the CLI's merges are the ones it asks for
         for name in ("MEDVEC_DATABASE_URL", "DATABASE_URL", "MEDVEC_REDIS_URL"):
             patch.delenv(name, raising=False)
         settings = WorkerSettings()

@@ -28,7 +28,7 @@ import pytest
 
 from app.config import Settings
 from app.db import make_engine
-from hospital_cli.demo.server import mint_token
+from medvec.tokens import mint_token
 from tests.faults.world import Fleet
 from tests.integration.services import fresh_postgres_database
 from tests.servers import (

@@ -36,7 +36,7 @@ from app.models import (
     VersionInput,
 )
 from app.services.integrity import Finding, check
-from app.storage import LocalBlobStore, sha256_of, sharded
+from app.storage import LocalBlobStore, sharded
 from hospital_cli.client import RegistryClient
 from hospital_cli.secure import DEFAULT_MAX_NORM, ShareHolderClient, prepare_shares, push_pair
 from hospital_cli.uploads import ResumeStore, Uploader
@@ -246,7 +246,7 @@ class Fleet:
         with Session(self.engine) as session:
             report = check(session, store, grace_s=0)
         for sha256 in sorted(set(store.iter_blobs()) - self.verified):
-            actual = sha256_of(store.local_path(sha256))
+            actual = sha256_file(store.local_path(sha256))
             if actual != sha256:
                 report.problems.append(
                     Finding("hash_mismatch", f"blob {sha256} hashes to {actual}", sha256)

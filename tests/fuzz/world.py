@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from hospital_cli.client import RegistryClient
-from hospital_cli.demo.server import mint_token
 from hospital_cli.secure import DEFAULT_MAX_NORM, ShareHolderClient, prepare_shares, push_pair
 from hospital_cli.uploads import ResumeStore, Uploader
 from medvec.hashing import sha256_file
+from medvec.tokens import mint_token
 from tests.cli.tiny import make_base
 from tests.integration.factories import fine_tuned_vector, hospital_data, make_benchmark
 from tests.integration.services import fresh_postgres_database

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from app.db import make_engine
 from app.main import create_app
 from app.schema import upgrade
-from app.security import mint_token
+from medvec.tokens import mint_token
 from tests.integration import factories
 from tests.integration.services import fresh_postgres_database, fresh_redis_database
 from tests.scratch import scratch_dir
@@ -49,6 +49,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.redis)
         if "worker" in names:
             item.add_marker(pytest.mark.slow)
+
 
 API = "/api/v1"
 

@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.db import make_engine
 from app.schema import upgrade
-from app.security import mint_token
 from hospital_cli.demo.server import free_port
 from medvec.hashing import sha256_file
+from medvec.tokens import mint_token
 from tests.api.helpers import OCTET, resumable_push
 from tests.integration import factories
 from tests.integration.conftest import _worker_env

@@ -70,6 +70,7 @@ def test_the_simulations_policy_defaults_are_the_workers() -> None:
     from medvec.simulation.asynchronous import PolicyConfig
 
     policy, settings = PolicyConfig(), WorkerSettings(environment="test")
+    assert settings.auto_merge  # asynchrony is the default: versions come from arrivals
     assert (policy.k, policy.every_s) == (settings.auto_merge_k, settings.auto_merge_every_s)
     assert policy.stale == settings.stale_policy.value == "weight"
     assert policy.staleness_power == settings.staleness_power == 0.5

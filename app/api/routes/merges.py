@@ -10,8 +10,9 @@ from app.api.deps import AdminPrincipal, SessionDep
 from app.api.routes.common import errors
 from app.errors import InvalidInput, NotFound
 from app.models import JobStatus, MergeJob
-from app.schemas.merges import MergeAccepted, MergeCreate, MergeRead, StalePolicy
+from app.schemas.merges import MergeAccepted, MergeCreate, MergeRead
 from app.services import merges
+from medvec.merging.policy import StalePolicy
 
 router = APIRouter(prefix="/merges", tags=["merges"])
 
