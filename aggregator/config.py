@@ -19,17 +19,30 @@ MIB = 1 << 20
 class AggregatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDVEC_AGG_", env_file=None, extra="ignore")
 
-    data_dir: Path = Path("medvec-aggregator-data")
+    data_dir: Path = Field(
+        default=Path("medvec-aggregator-data"),
+        description="the SQLite file (embedded default) and the stored shares",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file aggregator.db in data_dir"
     )
     min_set_size: int = Field(
         default=3, ge=2, description="K: the fewest shares a released sum may cover"
     )
-    max_upload_bytes: int = Field(default=4096 * MIB, gt=0)
-    max_header_bytes: int = Field(default=16 * MIB, gt=0)
-    upload_expiry: timedelta = timedelta(hours=24)
-    bootstrap_admin_token: SecretStr | None = None
+    max_upload_bytes: int = Field(
+        default=4096 * MIB, gt=0, description="largest share accepted; larger bodies get 413"
+    )
+    max_header_bytes: int = Field(
+        default=16 * MIB, gt=0, description="largest safetensors header accepted"
+    )
+    upload_expiry: timedelta = Field(
+        default=timedelta(hours=24),
+        description="an upload session idle this long expires and its bytes are deleted",
+    )
+    bootstrap_admin_token: SecretStr | None = Field(
+        default=None,
+        description="the share holder's first admin token, hashed and inserted at start-up",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -33,17 +33,44 @@ class Environment(enum.StrEnum):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDVEC_", env_file=None, extra="ignore")
 
-    environment: Environment = Environment.DEV
-    data_dir: Path = Path("medvec-data")
+    environment: Environment = Field(
+        default=Environment.DEV,
+        description="dev, test or production; production refuses SQLite and a malformed "
+        "bootstrap token",
+    )
+    data_dir: Path = Field(
+        default=Path("medvec-data"),
+        description="the SQLite file (embedded default), blobs/ and staging files",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file registry.db in data_dir"
     )
-    redis_url: str | None = None
-    max_upload_bytes: int = Field(default=2048 * MIB, gt=0)
-    max_header_bytes: int = Field(default=16 * MIB, gt=0)
-    max_vector_norm: float | None = Field(default=1.0e4, gt=0)
-    upload_expiry: timedelta = timedelta(hours=24)
-    bootstrap_admin_token: SecretStr | None = None
+    redis_url: str | None = Field(
+        default=None,
+        description="Celery broker and result backend of the workers; default: the embedded "
+        "worker thread inside the registry process",
+    )
+    max_upload_bytes: int = Field(
+        default=2048 * MIB,
+        gt=0,
+        description="largest file accepted (vector, base, benchmark); larger bodies get 413 "
+        "while streaming",
+    )
+    max_header_bytes: int = Field(
+        default=16 * MIB, gt=0, description="largest safetensors header accepted"
+    )
+    max_vector_norm: float | None = Field(
+        default=1.0e4, gt=0, description="L2-norm bound on data vectors (unset: none)"
+    )
+    upload_expiry: timedelta = Field(
+        default=timedelta(hours=24),
+        description="an upload session idle this long expires and its bytes are deleted",
+    )
+    bootstrap_admin_token: SecretStr | None = Field(
+        default=None,
+        description="hashed and inserted at start-up when no usable admin token exists "
+        "(medvec-server create-admin-token --print-only makes one)",
+    )
     auto_migrate: bool | None = Field(
         default=None,
         description="run migrations at start-up; default: only on the embedded SQLite",
@@ -56,7 +83,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 API endpoint (MinIO, Ceph, ...); default: AWS"
     )
-    s3_region: str | None = None
+    s3_region: str | None = Field(
+        default=None, description="region of the bucket; default: boto3's"
+    )
     s3_part_size: int = Field(
         default=8 * MIB,
         ge=S3_MIN_PART,

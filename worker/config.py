@@ -29,23 +29,37 @@ class WorkerSettings(Settings):
         gt=0,
         description="seconds before Redis redelivers an unacknowledged task; > merge_time_limit_s",
     )
-    merge_soft_time_limit_s: int = Field(default=3000, gt=0)
-    merge_time_limit_s: int = Field(default=3600, gt=0)
-    eval_soft_time_limit_s: int = Field(default=1800, gt=0)
-    eval_time_limit_s: int = Field(default=2000, gt=0)
+    merge_soft_time_limit_s: int = Field(
+        default=3000, gt=0, description="a merge task is asked to stop after this long"
+    )
+    merge_time_limit_s: int = Field(
+        default=3600, gt=0, description="a merge task's process is killed after this long"
+    )
+    eval_soft_time_limit_s: int = Field(
+        default=1800, gt=0, description="an evaluation task is asked to stop after this long"
+    )
+    eval_time_limit_s: int = Field(
+        default=2000, gt=0, description="an evaluation task's process is killed after this long"
+    )
     eval_lease_s: float = Field(
         default=2400.0,
         gt=0,
         description="an evaluation still running this long after its worker took it is taken "
         "for dead (the worker was killed) and sent again by the sweeper; > eval_time_limit_s",
     )
-    tune_soft_time_limit_s: int = Field(default=5000, gt=0)
-    tune_time_limit_s: int = Field(default=5400, gt=0)
+    tune_soft_time_limit_s: int = Field(
+        default=5000, gt=0, description="a lambda-tuning task is asked to stop after this long"
+    )
+    tune_time_limit_s: int = Field(
+        default=5400, gt=0, description="a lambda-tuning task's process is killed after this long"
+    )
     max_attempts: int = Field(
         default=5, ge=1, description="deliveries of one job before it is marked failed"
     )
     max_retries: int = Field(default=3, ge=0, description="retries on transient errors")
-    retry_backoff_s: float = Field(default=10.0, ge=0)
+    retry_backoff_s: float = Field(
+        default=10.0, ge=0, description="first wait before a retry, doubled at each retry"
+    )
     share_holder_timeout_s: float = Field(
         default=60.0,
         gt=0,
@@ -53,7 +67,12 @@ class WorkerSettings(Settings):
         "this long (hung): the longest a hung share holder holds a worker. Its sums take "
         "about 0.3 s per ResNet-50 member from scratch, and only changed members after that",
     )
-    share_holder_connect_timeout_s: float = Field(default=10.0, gt=0)
+    share_holder_connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a secure merge gives up a try when the share holder does not accept "
+        "the connection in this long",
+    )
     share_holder_retry_s: float = Field(
         default=5.0,
         gt=0,
@@ -106,8 +125,12 @@ class WorkerSettings(Settings):
         "auto_promote (measured on a virtual clock: docs/merging.md)",
     )
     auto_merge_k: int = Field(default=3, ge=1, description="new validated vectors per merge")
-    auto_merge_strategy: str = "weighted_mean"
-    auto_merge_params: dict[str, Any] = Field(default_factory=dict)
+    auto_merge_strategy: str = Field(
+        default="weighted_mean", description="the strategy of the auto-merge's versions"
+    )
+    auto_merge_params: dict[str, Any] = Field(
+        default_factory=dict, description="the auto-merge strategy's parameters, a JSON object"
+    )
     auto_merge_every_s: float | None = Field(
         default=None, gt=0, description="also merge on this schedule when anything new arrived"
     )
