@@ -14,7 +14,6 @@ from app.models.mixins import IdMixin, TimestampMixin, text_enum
 
 
 class VectorStatus(enum.StrEnum):
-    RECEIVED = "received"
     VALIDATED = "validated"
     REJECTED = "rejected"
     SUPERSEDED = "superseded"

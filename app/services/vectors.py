@@ -26,7 +26,7 @@ from app.storage import BlobStore
 from medvec.vectors import ValidationReport, read_vector_metadata, validate_vector
 
 #: a hospital's current vector for a base is in one of these; a new one supersedes it
-CURRENT = (VectorStatus.VALIDATED, VectorStatus.RECEIVED, VectorStatus.QUARANTINED)
+CURRENT = (VectorStatus.VALIDATED, VectorStatus.QUARANTINED)
 
 MAX_NUM_SAMPLES = 2**31 - 1
 """``num_samples`` is an INTEGER column: the largest value every database holds."""

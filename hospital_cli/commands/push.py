@@ -14,11 +14,8 @@ from hospital_cli.config import cache_dir
 from hospital_cli.errors import EXIT_REJECTED, ApiError
 from hospital_cli.options import JsonOpt, ProfileOpt, ServerOpt, TokenOpt, make_client
 from hospital_cli.uploads import PART_SIZE, ResumeStore, Uploader
-from hospital_cli.waiting import await_status
 
 app = typer.Typer()
-
-PENDING = {"received", "validating", "pending"}
 
 
 @app.command()
@@ -30,9 +27,6 @@ def push(
         int, typer.Option("--part-size", min=1, help="Bytes per upload part.")
     ] = PART_SIZE,
     retries: Annotated[int, typer.Option(min=0, help="Retries per part on network errors.")] = 5,
-    wait: Annotated[
-        float, typer.Option(help="Seconds to wait for the validation verdict (0: don't).")
-    ] = 60.0,
     secure: Annotated[
         bool,
         typer.Option(
@@ -121,8 +115,8 @@ def push(
                 _rejected(exc.message, exc.detail, as_json)
             raise
         bar.stop()
-        record = _await_verdict(client, result.vector, wait)
-    status = str(record.get("status", "received"))
+    record = result.vector  # validated or rejected when the upload completes
+    status = str(record.get("status"))
     if as_json:
         output.print_json({**asdict(result), "vector": record})
     elif status == "rejected":
@@ -136,11 +130,6 @@ def push(
         )
     if status == "rejected":
         _rejected(str(record.get("reason") or record.get("status_reason") or ""), None, as_json)
-
-
-def _await_verdict(client: RegistryClient, vector: dict[str, Any], wait: float) -> dict[str, Any]:
-    """Poll the vector until validation leaves ``received`` (when a worker validates)."""
-    return await_status(vector, lambda: client.get_vector(str(vector["id"])), PENDING, wait)
 
 
 def _rejected(reason: str, detail: Any, as_json: bool) -> None:

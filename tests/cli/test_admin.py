@@ -168,7 +168,7 @@ def test_merge_promote_pull_and_rollback(
         hospitals.append(hospital)
         vector = make_vector(tmp_path / f"v{seed}.safetensors", base_record, hospital.name,
                              seed=10 + seed)  # fmt: skip
-        result = cli("push", vector, "--token", hospital.token, "--json", "--wait", "30")
+        result = cli("push", vector, "--token", hospital.token, "--json")
         pushed.append(_ok(result)["vector"])
     assert all(v["status"] == "validated" for v in pushed)
 

@@ -82,14 +82,14 @@ def test_push_round_trip_is_idempotent_and_listed(
     login(cli, registry, hospital.token)
     vector = make_vector(tmp_path / "v.safetensors", base_record, hospital.name)
     size = vector.stat().st_size
-    pushed = cli("push", vector, "--json", "--part-size", "4096", "--wait", "0")
+    pushed = cli("push", vector, "--json", "--part-size", "4096")
     assert pushed.exit_code == 0, pushed.stderr
     first = pushed.json()
     assert first["sha256"] == first["vector"]["sha256"] == sha256_file(vector)
     assert first["bytes_sent"] == size
     assert registry.bytes_received(first["upload_id"]) == size
 
-    again = cli("push", vector, "--json", "--wait", "0")
+    again = cli("push", vector, "--json")
     assert again.exit_code == 0, again.stderr
     assert again.json()["vector"]["id"] == first["vector"]["id"]
     assert again.json()["bytes_sent"] == 0 and again.json()["already_known"] is True
@@ -116,7 +116,7 @@ def test_interrupted_push_resumes_without_resending(
         client.put_upload_part(str(session["id"]), 0, stream, half)  # then the "crash"
         assert client.get_upload(str(session["id"]))["offset"] == half
     login(cli, registry, hospital.token)
-    resumed = cli("push", vector, "--json", "--part-size", "4096", "--wait", "0")
+    resumed = cli("push", vector, "--json", "--part-size", "4096")
     assert resumed.exit_code == 0, resumed.stderr
     body = resumed.json()
     assert body["upload_id"] == session["id"]
@@ -180,13 +180,13 @@ def test_rejected_vector_is_one_line(
 ) -> None:
     login(cli, registry, hospital.token)
     vector = make_vector(tmp_path / "v.safetensors", base_record, hospital.name, scale=float("nan"))
-    result = cli("push", vector, "--wait", "0")
+    result = cli("push", vector)
     assert_one_line_error(result, 6, "rejected")
     truncated = tmp_path / "cut.safetensors"
     good = make_vector(tmp_path / "good.safetensors", base_record, hospital.name, seed=9)
     truncated.write_bytes(good.read_bytes()[:-100])
-    assert_one_line_error(cli("push", truncated, "--wait", "0"), 6, "rejected")
-    as_json = cli("push", vector, "--wait", "0", "--json")
+    assert_one_line_error(cli("push", truncated), 6, "rejected")
+    as_json = cli("push", vector, "--json")
     assert as_json.exit_code == 6 and as_json.json()["status"] == "rejected"
     status = cli("status", "--json").json()
     assert all(
@@ -201,7 +201,7 @@ def test_vector_for_an_unknown_base_is_refused(
     vector = make_vector(
         tmp_path / "v.safetensors", base_record, hospital.name, base_id="no-such-base"
     )
-    result = cli("push", vector, "--wait", "0")
+    result = cli("push", vector)
     assert result.exit_code != 0
     assert_one_line_error(result, result.exit_code)
 

@@ -105,7 +105,7 @@ def test_train_improves_over_base_and_push_round_trip(
     assert tuned["accuracy"] > base_metrics["accuracy"] + 0.05
     assert tuned["auc_macro"] > base_metrics["auc_macro"]
 
-    pushed = cli("push", vector, "--json", "--wait", "0")
+    pushed = cli("push", vector, "--json")
     assert pushed.exit_code == 0, pushed.stderr
     assert pushed.json()["vector"]["sha256"] == sha256_file(vector)
     assert pushed.json()["vector"]["status"] != "rejected"

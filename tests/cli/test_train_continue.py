@@ -66,7 +66,7 @@ def test_continued_vector_is_the_continued_model_minus_the_base_and_pushes(
     assert provenance1 == {
         "finetuned_from": base_record["sha256"], "vector": first.name, "cumulative_steps": 12,
     }  # fmt: skip
-    pushed = cli("push", first, "--json", "--wait", "0")
+    pushed = cli("push", first, "--json")
     assert pushed.exit_code == 0, pushed.stderr
 
     # production has not moved: the second job starts where the first one ended
@@ -100,7 +100,7 @@ def test_continued_vector_is_the_continued_model_minus_the_base_and_pushes(
     assert _distance(ours, first_weights) < 0.6 * _distance(theirs, first_weights)
 
     # the registry takes it and it replaces the first job's vector
-    pushed2 = cli("push", second, "--json", "--wait", "0")
+    pushed2 = cli("push", second, "--json")
     assert pushed2.exit_code == 0, pushed2.stderr
     assert pushed2.json()["vector"]["status"] != "rejected"
     vectors = {v["sha256"]: v for v in cli("status", "--json").json()["vectors"]}
