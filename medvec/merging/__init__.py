@@ -8,9 +8,9 @@ lazily and import torch.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from medvec.lazy import lazy_attributes
 from medvec.merging.base import MergeStrategy, StrategyParams, TensorContext
 from medvec.merging.engine import DEFAULT_BUFFER_BYTES, MergeResult, merge_files
 from medvec.merging.registry import STRATEGIES, get_strategy, list_strategies
@@ -83,9 +83,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'medvec.merging' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)
