@@ -224,16 +224,25 @@ class Fleet:
             return int(connection.scalar(query) or 0)
 
     def unfinished(self) -> tuple[int, int]:
-        """(merge jobs queued or running, evaluations queued or running)."""
+        """(merge jobs queued or running, evaluations queued or running or not queued yet).
+
+        A merge job succeeds in one commit and its version's evaluations are queued in the
+        next (``worker.runner.queue_evaluations``), so a version without an evaluation row
+        is an evaluation still to come: counting only the queued rows once saw nothing
+        left to do in between, and an evaluation queued a moment later."""
         busy_jobs = select(func.count()).where(
             MergeJob.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
         )
         busy_evals = select(func.count()).where(
             Evaluation.status.in_([EvaluationStatus.QUEUED, EvaluationStatus.RUNNING])
         )
+        unevaluated = select(func.count()).where(
+            ~select(Evaluation.id).where(Evaluation.version_id == ModelVersion.id).exists()
+        )
         with self.engine.connect() as connection:
             jobs = int(connection.scalar(busy_jobs.select_from(MergeJob)) or 0)
             evals = int(connection.scalar(busy_evals.select_from(Evaluation)) or 0)
+            evals += int(connection.scalar(unevaluated.select_from(ModelVersion)) or 0)
         return jobs, evals
 
     def fsck(self) -> dict[str, Any]:
