@@ -19,6 +19,9 @@ OUT/cells/*.json and its figure to OUT/*.png as it finishes; a rerun with the sa
 settings reuses finished cells. OUT/summary.json holds every row and the checks.
 
     python benchmarks/async.py --only-headline --headline-seeds 0 --headline-policy-set candidates
+    python benchmarks/async.py --hospitals 10 --seeds 0 --headline-seeds 0 \
+        --policy-set generations --headline-policy-set generations --baselines sync \
+        --out docs/results/async/generations
     python benchmarks/async.py --hospitals 10  # every N = 10 setting
     python benchmarks/async.py                 # every setting (long on a CPU)
 """
@@ -60,6 +63,10 @@ POLICY_SETS: dict[str, dict[str, PolicyConfig]] = {
         "medvec_k5": PolicyConfig(k=5),
         "medvec_power_1": PolicyConfig(staleness_power=1.0),
         "medvec_server_lr_0.5": PolicyConfig(server_lr=0.5),
+    },
+    "generations": {  # what the hospitals train from when the gate refuses, on validation
+        DEFAULT: PolicyConfig(),
+        "medvec_generations_merged": PolicyConfig(generations="merged"),
     },
 }
 COLUMNS = [c for c in SUMMARY_COLUMNS if c != "end_time"]  # ends differ only by the run

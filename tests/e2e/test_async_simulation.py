@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from hospital_cli.main import main
+from medvec.gates import GatePolicy
 from medvec.models import ModelSpec, build_model, save_model_file
 from medvec.simulation.asynchronous import AsyncConfig, HospitalClock, PolicyConfig
 from medvec.simulation.asynchronous.baselines import FedAsync, FedBuff, Synchronous
@@ -205,6 +206,36 @@ def test_a_stale_vector_replaced_by_one_of_a_newer_base_is_still_merged(
     # weighted by its own staleness
     own = sorted((i["staleness"], i["weight"]) for i in merge["inputs"] if i["hospital"] == 1)
     assert [s for s, _ in own] == [0, 1] and own[0][1] > own[1][1]
+
+
+@pytest.mark.slow
+def test_every_merge_starts_a_generation_while_the_gate_keeps_production(
+    scene: tuple[Runner, Any],
+) -> None:
+    """A gate no candidate passes (every class's sensitivity at least 1): production
+    stays the base, and with generations from promoted versions every job pulls it and
+    every merge is of it. With ``generations = "merged"`` each merge is the next base:
+    hospitals pull unpromoted versions, each merge is made on the one before, and the
+    curve (production) still never moves."""
+    never = GatePolicy(sensitivity_floor=1.0)
+    config = CONFIG.model_copy(update={"compute_rounds": 4})
+    runs = {
+        mode: _run(scene, _medvec(gate=never, generations=mode), config)
+        for mode in ("promoted", "merged")
+    }
+    for run in runs.values():
+        assert not any(v["promoted"] for v in run["versions"])
+        assert {p["version"] for p in run["curve"]} == {0}
+    promoted, merged = runs["promoted"], runs["merged"]
+    assert {v["base_version"] for v in promoted["versions"]} == {0}
+    pulled = {i["pulled_version"] for v in promoted["versions"] for i in v["inputs"]}
+    assert pulled == {0}
+    bases = [v["base_version"] for v in merged["versions"]]
+    made = [v["version"] for v in merged["versions"]]
+    assert len(made) >= 3 and bases == [0, *made[:-1]]  # each on the one before
+    assert [v["generation"] for v in merged["versions"]] == list(range(1, len(made) + 1))
+    pulled = {i["pulled_version"] for v in merged["versions"] for i in v["inputs"]}
+    assert pulled & set(made)  # hospitals trained from versions never promoted
 
 
 def test_cli_async_defaults_are_the_configs() -> None:

@@ -62,6 +62,12 @@ class PolicyConfig(BaseModel):
         description="promote a merge only when it passes this promotion gate against "
         "production on validation (the registry's defaults); None: promote every merge",
     )
+    generations: Literal["promoted", "merged"] = Field(
+        default="promoted",
+        description="what starts the next generation, the base hospitals pull: a promoted "
+        "version (the registry's MEDVEC_AUTO_GENERATION), or every merged version, while "
+        "the gate still decides what is promoted to production (FedBuff's moving model)",
+    )
 
     @model_validator(mode="after")
     def _stale_counted_only_when_taken(self) -> PolicyConfig:

@@ -17,7 +17,8 @@ database rows:
 * **BatchNorm recalibration** on the validation images (``recalibrate_bn``);
 * **promotion** (``medvec.gates.gate_checks``): the candidate's validation metrics
   against production's, as ``MEDVEC_AUTO_PROMOTE`` does; a promoted version becomes the
-  base of the next generation, which hospitals pull from then on.
+  base of the next generation, which hospitals pull from then on (with ``generations =
+  "merged"`` every merged version does, and production only follows the gate).
 
 The registry would also merge an older base whose vectors reach K (its policy looks at
 every base); here only the current base is merged, since a version of an older
@@ -78,6 +79,7 @@ class RegistryServer(Server):
         self.last_merge_at: float | None = None  # of the current base
         self.merged_at = -1.0  # the last merge of any base
         self.production_val: dict[str, Any] | None = None  # none in production yet
+        self.head: Model | None = None  # the newest generation's base, when not production
         self._timer: float | None = None
 
     def settings(self) -> dict[str, Any]:
@@ -85,7 +87,8 @@ class RegistryServer(Server):
 
     @property
     def base(self) -> Model:
-        return self.world.production or self.world.initial
+        """The current generation's base: what hospitals pull and the policy merges."""
+        return self.head or self.world.production or self.world.initial
 
     def assign(self, hospital: int) -> Model:
         return self.base
@@ -192,13 +195,15 @@ class RegistryServer(Server):
         promoted, verdict = self._gate(candidate)
         inputs = [_input(v, s, w) for (v, s), w in zip(picked, weights, strict=True)]
         world.record(candidate, inputs, promoted=promoted, base_version=base.version, **verdict)
-        if promoted:
+        if promoted or self.policy.generations == "merged":
             self.in_lineage.update(v.id for v, _ in picked)
             self._forget_merged()
             self.last_merge_at = None  # the new base has had no merge yet
-            world.publish(candidate)
+            self.head = None if promoted else candidate
         else:
             self.last_merge_at = world.now
+        if promoted:
+            world.publish(candidate)
 
     def _combine(self, base: Model, vectors: list[VectorRecord], weights: list[float]) -> State:
         """``base`` plus the policy's merge of ``vectors`` (applied as they are: rebase)."""
