@@ -6,14 +6,9 @@ Two schedules on the same registry, data and hospitals:
   loops on its own until the budget is spent; the registry's auto-merge policy makes
   the versions and its promotion gate promotes them; each promotion starts a
   generation, which hospitals pull from their next job on. Nobody waits for anybody.
-- **lockstep** (``--lockstep``): per generation, every hospital thread pulls the current
-  base, fine-tunes and pushes whenever it is ready; the registry's auto-merge policy
-  turns arrivals into interim versions as they come; when the last hospital has pushed,
-  the admin asks for one merge per strategy (task arithmetic with lambda tuned on the
-  benchmark's validation split); the worker evaluates every version on the benchmark's
-  validation and test splits; the version best on validation is promoted to production
-  (its test metrics are what the table reports, untouched by the choice) and starts the
-  next generation as its base.
+- **lockstep** (``--lockstep``, ``hospital_cli.demo.lockstep``): generations with a
+  barrier; when a generation's last hospital has pushed, the admin merges with every
+  strategy, promotes the version best on validation and starts the next generation.
 """
 
 from __future__ import annotations
@@ -30,17 +25,16 @@ from typing import Any
 
 from hospital_cli.client import RegistryClient
 from hospital_cli.demo.data import DemoData, prepare_data
-from hospital_cli.demo.hospital import Hospital, HospitalSpec, LockstepRound, Training
+from hospital_cli.demo.hospital import Hospital, HospitalSpec, Training
 from hospital_cli.demo.pace import hospital_paces, lockstep_images
 from hospital_cli.demo.reference import Background, Scorer, train_alone, train_centralized
 from hospital_cli.demo.server import embedded_registry, registry_policy
 from hospital_cli.demo.state import DemoReport, DemoSettings, MergedVersion, Ui, pick_metrics
-from hospital_cli.errors import ApiError, CliError
+from hospital_cli.errors import CliError
 from hospital_cli.waiting import await_status
 
 JOB_TIMEOUT_S = 900.0
 POLL_S = 1.0
-LAMBDA_MULTIPLES = (0.5, 1.0, 1.5, 2.0)
 SPLITS = ("val", "test")  # promotion chooses on val, the report shows test
 
 
@@ -151,36 +145,6 @@ class DemoRun:
             specs.append(HospitalSpec(name, str(token["token"]), shard, size, workdir))
         return specs, str(benchmark["id"])
 
-    # -- one lockstep generation ----------------------------------------------------
-    def generation(
-        self, number: int, admin: RegistryClient, hospitals: list[Hospital], benchmark_id: str
-    ) -> str:
-        base = admin.get_base("current")
-        self.ui.phase(f"generation {number}: hospitals fine-tune base {str(base['id'])[:8]}")
-        self.event("generation", generation=number, base_id=base.get("id"))
-        threads = [
-            LockstepRound(hospital, number, base)
-            for hospital in hospitals
-            if hospital.pace.present_in_round(number, self.settings.generations)
-        ]
-        for thread in threads:
-            thread.start()
-        seen: set[str] = set()
-        while any(t.is_alive() for t in threads):
-            self.watch(admin, str(base["id"]), seen)
-            time.sleep(POLL_S)
-        rounds = [t.result for t in threads if t.result is not None]
-        self.report.locals.extend(rounds)
-        self.report.images_trained += sum(r.samples * r.epochs for r in rounds if r.vector_id)
-        for r in rounds:
-            self.event("pushed", hospital=r.hospital, vector_id=r.vector_id, t_push=r.pushed_s)
-        pushed = [r for r in rounds if r.vector_id and r.vector_status != "rejected"]
-        if len(pushed) < 1:
-            errors = "; ".join(r.error or str(r.vector_status) for r in rounds)
-            raise CliError(f"generation {number}: no hospital pushed a valid vector ({errors})")
-        self.await_screening(admin, [str(r.vector_id) for r in pushed])
-        return self._merge_all(number, admin, str(base["id"]), benchmark_id, len(pushed))
-
     def await_screening(self, admin: RegistryClient, vector_ids: list[str]) -> None:
         """Wait until the registry has screened every pushed vector, as an admin would
         before merging: the auto-merge policy then makes its interim version from the
@@ -212,41 +176,6 @@ class DemoRun:
                 self.event("version", version_id=vid, strategy=version.get("strategy"))
                 self.ui.phase(f"new version {vid[:8]} ({version.get('strategy')}) from arrivals")
 
-    def _merge_all(
-        self, number: int, admin: RegistryClient, base_id: str, benchmark_id: str, k: int
-    ) -> str:
-        self.ui.phase(f"generation {number}: merging {k} vectors with every strategy")
-        requested: dict[str, str] = {}
-        for strategy in self.settings.strategies:
-            params: dict[str, Any] = {}
-            if strategy == "task_arithmetic":
-                params = {"lambda_grid": [m / k for m in LAMBDA_MULTIPLES]}
-            job = admin.request_merge(base_id, strategy, params=params, benchmark_id=benchmark_id)
-            requested[str(job.get("job_id") or job.get("id"))] = strategy
-        finished = self.await_jobs(admin, requested)
-        self.await_evaluations(admin, base_id)
-        self._collect_versions(number, admin, base_id, set(finished.values()))
-        return self._promote(number, admin, base_id, finished)
-
-    def await_jobs(self, admin: RegistryClient, jobs: dict[str, str]) -> dict[str, str]:
-        """Wait for every merge job; job id -> version id of those that succeeded."""
-        deadline = time.monotonic() + JOB_TIMEOUT_S
-        done: dict[str, str] = {}
-        pending = dict(jobs)
-        while pending and time.monotonic() < deadline:
-            for job_id in list(pending):
-                job = admin.get_merge(job_id)
-                if job.get("status") == "succeeded":
-                    done[job_id] = str(job.get("version_id"))
-                    pending.pop(job_id)
-                elif job.get("status") == "failed":
-                    self.event("merge_failed", strategy=pending.pop(job_id), error=job.get("error"))
-            self.ui.phase(f"merging: {len(done)}/{len(jobs)} merge jobs done")
-            time.sleep(POLL_S)
-        if pending:
-            raise CliError(f"merge jobs did not finish in {JOB_TIMEOUT_S:.0f} s: {list(pending)}")
-        return done
-
     def await_evaluations(self, admin: RegistryClient, base_id: str | None) -> None:
         """Wait until every version (of ``base_id``, or of any base) is settled."""
         deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -260,14 +189,6 @@ class DemoRun:
                 return
             time.sleep(POLL_S)
         raise CliError(f"evaluations did not finish in {JOB_TIMEOUT_S:.0f} s")
-
-    def _collect_versions(
-        self, number: int, admin: RegistryClient, base_id: str, requested: set[str]
-    ) -> None:
-        for version in sorted(admin.list_versions(), key=lambda v: str(v.get("created_at"))):
-            if str(version.get("base_id")) == base_id:
-                trigger = "admin" if str(version["id"]) in requested else "auto-merge"
-                self.report.versions.append(self.merged_version(admin, version, number, trigger))
 
     def merged_version(
         self, admin: RegistryClient, version: dict[str, Any], generation: int, trigger: str
@@ -305,37 +226,6 @@ class DemoRun:
             if (e.get("payload") or {}).get("stage") == "production"
         ]
         return sorted(history, key=lambda h: h["t"] or 0.0)
-
-    def _promote(
-        self, number: int, admin: RegistryClient, base_id: str, finished: dict[str, str]
-    ) -> str:
-        candidates = [
-            v
-            for v in self.report.versions
-            if v.generation == number and v.version_id in finished.values() and v.val_metrics
-        ]
-        if not candidates:
-            raise CliError(f"generation {number}: no version evaluated on validation to promote")
-        best = max(candidates, key=lambda v: v.val_metrics["accuracy"])
-        try:
-            admin.promote(best.version_id, "production")
-        except ApiError as exc:
-            if exc.code != "gate_failed":
-                raise
-            # the demo shows one production model per generation: a refusal by the
-            # promotion gate is reported, and the promotion forced (audited as such)
-            self.event("gate_refused", generation=number, version_id=best.version_id,
-                       message=exc.message)  # fmt: skip
-            self.ui.phase(f"generation {number}: promotion gate refused; forcing it")
-            admin.promote(best.version_id, "production", force=True)
-        best.status = "production"
-        self.report.promoted.append(best.version_id)
-        self.event("promoted", generation=number, version_id=best.version_id)
-        self.ui.phase(f"generation {number}: promoted {best.strategy} {best.version_id[:8]}")
-        if number < self.settings.generations:
-            admin.start_generation(best.version_id)
-            self.event("new_generation", base_from=best.version_id, previous_base=base_id)
-        return best.version_id
 
 
 def pretrained_base(settings: DemoSettings) -> Callable[[int], Path]:
@@ -376,6 +266,7 @@ def pretrained_base(settings: DemoSettings) -> Callable[[int], Path]:
 def run_demo(settings: DemoSettings, ui: Ui, make_base: Callable[[int], Path]) -> DemoReport:
     """Run the whole demo; ``make_base(num_classes)`` returns the base model file."""
     from hospital_cli.demo.asynchronous import run_asynchronous
+    from hospital_cli.demo.lockstep import run_lockstep
 
     started = time.monotonic()
     threads = threads_per_training(settings.concurrency)
@@ -418,7 +309,7 @@ def run_demo(settings: DemoSettings, ui: Ui, make_base: Callable[[int], Path]) -
         specs, benchmark_id = demo.setup(admin)
         hospitals = demo.hospitals(specs, server.url)
         if settings.lockstep:
-            _lockstep(demo, admin, hospitals, benchmark_id)
+            run_lockstep(demo, admin, hospitals, benchmark_id)
         else:
             run_asynchronous(demo, admin, hospitals)
     if alone is not None and central is not None:
@@ -443,15 +334,3 @@ def _use_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-
-
-def _lockstep(
-    demo: DemoRun, admin: RegistryClient, hospitals: list[Hospital], benchmark_id: str
-) -> None:
-    """Generations with a barrier: each waits for its last hospital, then the admin merges
-    and promotes."""
-    demo.start_hospitals()
-    for number in range(1, demo.settings.generations + 1):
-        demo.generation(number, admin, hospitals, benchmark_id)
-    demo.report.schedule_s = round(time.monotonic() - demo.hospitals_started, 2)
-    demo.report.production = demo.production_history(admin)
