@@ -28,16 +28,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from app.config import Settings
+from app.parts import UploadParts
 from app.s3_parts import S3UploadParts
-from app.storage import (
-    BlobInfo,
-    BlobVerificationError,
-    HashingWriter,
-    StagingArea,
-    UploadParts,
-    derived_path,
-    sharded,
-)
+from app.storage import BlobInfo, BlobVerificationError, StagingArea, derived_path, sharded
+from app.writers import HashingWriter
 
 COPY_CHUNK = 1 << 20
 

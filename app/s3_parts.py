@@ -16,14 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config import S3_MIN_PART
-from app.storage import (
-    HashingWriter,
-    PartOffsetMismatch,
-    PartsGone,
-    PartSink,
-    lock_exclusive,
-    part_name,
-)
+from app.parts import PartOffsetMismatch, PartsGone, PartSink, lock_exclusive, part_name
+from app.writers import HashingWriter
 
 if TYPE_CHECKING:
     from app.s3 import S3BlobStore

@@ -14,7 +14,8 @@ from typing import Protocol
 import anyio
 
 from app.services.errors import PayloadTooLarge
-from app.storage import BlobStore, HashingWriter
+from app.storage import BlobStore
+from app.writers import HashingWriter
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from app.parts import PartBusy, PartOffsetMismatch, PartSink
 from app.services.errors import (
     Conflict,
     Gone,
@@ -24,7 +25,7 @@ from app.services.errors import (
     ShaMismatch,
 )
 from app.services.staging import too_large
-from app.storage import BlobStore, PartBusy, PartOffsetMismatch, PartSink
+from app.storage import BlobStore
 from medvec.hashing import sha256_file
 
 __all__ = [

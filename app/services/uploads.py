@@ -1,6 +1,6 @@
 """Resumable upload sessions: create or resume, append a part at an offset, complete.
 
-The bytes of a session are held by the blob store's :class:`~app.storage.UploadParts`
+The bytes of a session are held by the blob store's :class:`~app.parts.UploadParts`
 (a part file in the staging area, or an S3 multipart upload); what it holds is the
 authoritative offset (the row's ``offset`` mirrors it), so bytes that arrived before a
 connection broke count and are never asked for again (on S3: whole parts of at least
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.models import DataVector, UploadSession, UploadStatus
+from app.parts import PartsGone, part_name
 from app.security import Actor
 from app.services import audit, secure_shares, vectors
 from app.services.errors import Conflict, NotFound
@@ -30,7 +31,7 @@ from app.services.upload_parts import (
     check_not_expired,
     verify_assembled,
 )
-from app.storage import BlobStore, PartsGone, part_name
+from app.storage import BlobStore
 
 __all__ = [
     "PartWriter",
