@@ -32,67 +32,36 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
 from app.jobs import JobQueue, defer_job
 from app.metrics import MERGE_SECONDS
 from app.models import (
-    BaseModelRecord,
-    Benchmark,
-    DataVector,
     JobStatus,
     MergeJob,
     ModelVersion,
     VersionInput,
     VersionStatus,
 )
-from app.security import Actor
-from app.services import audit, generations, running_sums
-from app.services.calibration import VALIDATION_SPLIT, validation_benchmark
+from app.services import audit
 from app.services.merges import MERGE_FINISH_TASK
 from app.storage import BlobInfo, BlobStore
 from medvec.hashing import sha256_file
-from medvec.merging.spec import MergeSpec
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
+from worker.merge_jobs import WORKER, fail
+from worker.merge_plan import MergePlan, plan_of
 from worker.session import session_scope
-from worker.splits import SplitRef
 
 if TYPE_CHECKING:
     from worker.evaluate import Evaluator
 
 log = logging.getLogger(__name__)
 
-WORKER = Actor.system("worker")
-
-
-@dataclass(frozen=True)
-class MergePlan:
-    job_id: str
-    base_id: str
-    base_path: Path
-    spec: MergeSpec
-    vector_ids: list[str]
-    vector_paths: list[Path]
-    weights: list[float]
-    provenance: dict[str, Any]
-    base_sha256: str = ""
-    rebase: bool = False
-    """Some inputs are of an older generation: the engine applies them to this base."""
-    calibration: SplitRef | None = None
-    validation: SplitRef | None = None
-    sums_weighting: str | None = None
-    """The running sums (of this weighting) hold exactly the inputs: build from them."""
-
-    @property
-    def strategy(self) -> str:
-        return self.spec.strategy
 
 
 @dataclass(frozen=True)
@@ -134,7 +103,7 @@ def claim(
         return MergeOutcome(job.id, None, job.status, ran=False)
     job.attempts += 1
     if job.attempts > settings.max_attempts:
-        _fail(
+        fail(
             job,
             f"gave up after {settings.max_attempts} deliveries: each attempt died "
             "(the worker was killed, ran out of memory, or hit its time limit)",
@@ -144,72 +113,7 @@ def claim(
     job.started_at = utcnow()
     job.error = None
     job.retry_at = None
-    return _plan(session, store, job)
-
-
-def _plan(session: Session, store: BlobStore, job: MergeJob) -> MergePlan:
-    base = session.get(BaseModelRecord, job.base_id)
-    if base is None:
-        raise JobGone(f"base {job.base_id} of merge job {job.id} does not exist")
-    inputs = job.selection.get("inputs", [])
-    ids = [i["vector_id"] for i in inputs]
-    vectors = {v.id: v for v in session.scalars(select(DataVector).where(DataVector.id.in_(ids)))}
-    missing = [i for i in ids if i not in vectors]
-    if missing:
-        raise JobGone(f"vectors {missing} of merge job {job.id} no longer exist")
-    stale = [generations.staleness(session, base, vectors[i].base_id) for i in ids]
-    foreign = [i for i, s in zip(ids, stale, strict=True) if s is None]
-    if foreign:
-        raise TerminalJobError(
-            f"vectors {foreign} of merge job {job.id} are not of base {base.id}'s lineage"
-        )
-    spec = job.spec
-    weights = [float(i["weight"]) for i in inputs]
-    sums = None
-    if spec.is_linear and not any(stale) and spec.weighting in running_sums.WEIGHTINGS:
-        held = running_sums.matching(
-            session, base.id, str(spec.weighting), dict(zip(ids, weights, strict=True))
-        )
-        sums = held.weighting if held is not None else None
-    validation = validation_benchmark(session, base, job.benchmark_id)
-    return MergePlan(
-        job_id=job.id,
-        base_id=base.id,
-        base_path=store.local_path(base.sha256),
-        spec=spec,
-        vector_ids=ids,
-        vector_paths=[store.local_path(vectors[i].sha256) for i in ids],
-        weights=weights,
-        base_sha256=base.sha256,
-        rebase=any(stale),
-        sums_weighting=sums,
-        calibration=_calibration_images(session, job),
-        validation=SplitRef.of(validation, VALIDATION_SPLIT) if validation else None,
-        provenance={
-            "merge_job_id": job.id,
-            "base_id": base.id,
-            "base_sha256": base.sha256,
-            "generation": base.generation,
-            "strategy": job.strategy,
-            "params": dict(spec.params),
-            "seed": spec.seed,
-            "inputs": [{"vector_id": i["vector_id"], "weight": i["weight"]} for i in inputs],
-        },
-    )
-
-
-def _calibration_images(session: Session, job: MergeJob) -> SplitRef | None:
-    """The split the job recalibrates on (chosen at request time), or ``None``."""
-    source = job.calibration
-    if source is None:
-        return None
-    benchmark = session.get(Benchmark, source["benchmark_id"])
-    if benchmark is None:
-        raise TerminalJobError(
-            f"calibration benchmark {source['benchmark_id']} of merge job {job.id} no longer "
-            "exists: request the merge again"
-        )
-    return SplitRef.of(benchmark, str(source["split"]))
+    return plan_of(session, store, job)
 
 
 @dataclass(frozen=True)
@@ -372,64 +276,6 @@ def finish(session: Session, plan: MergePlan, computed: Computed) -> MergeOutcom
     return MergeOutcome(job.id, version.id, job.status, ran=True)
 
 
-def _fail(job: MergeJob, reason: str) -> None:
-    job.status = JobStatus.FAILED
-    job.error = reason[:4000]
-    job.finished_at = utcnow()
-    job.waiting_since = job.retry_at = None
-
-
-def mark_failed(sessions: sessionmaker[Session], job_id: str, reason: str) -> None:
-    """Terminal failure: the job ends ``failed`` with ``reason`` (unless it already succeeded)."""
-    with session_scope(sessions) as session:
-        job = session.get(MergeJob, job_id, with_for_update=True)
-        if job is None or job.status is JobStatus.SUCCEEDED:
-            return
-        _fail(job, reason)
-        audit.record(
-            session,
-            WORKER,
-            "merge.failed",
-            target_type="merge_job",
-            target_id=job_id,
-            error=job.error,
-        )
-
-
-def mark_queued(sessions: sessionmaker[Session], job_id: str, reason: str) -> None:
-    """A transient failure: back to ``queued`` with the reason, for the retry to pick up."""
-    with session_scope(sessions) as session:
-        job = session.get(MergeJob, job_id, with_for_update=True)
-        if job is not None and job.status is JobStatus.RUNNING:
-            job.status = JobStatus.QUEUED
-            job.error = f"retrying after: {reason}"[:4000]
-
-
-def mark_waiting(
-    sessions: sessionmaker[Session], job_id: str, reason: str, *, first_s: float, longest_s: float
-) -> float | None:
-    """The job waits for a service it needs (a secure merge's share holder): back to
-    ``queued`` until ``retry_at``, ``reason`` and the wait in ``error``, and this delivery
-    not counted in ``attempts`` (it did not die). Returns the delay before the next try:
-    ``first_s`` at first, then as long as the job has waited so far (so each wait about
-    doubles), at most ``longest_s``; ``None`` when the job no longer runs."""
-    with session_scope(sessions) as session:
-        job = session.get(MergeJob, job_id, with_for_update=True)
-        if job is None or job.status is not JobStatus.RUNNING:
-            return None
-        now = utcnow()
-        since = job.waiting_since or now
-        delay = min(longest_s, max(first_s, (now - since).total_seconds()))
-        job.status = JobStatus.QUEUED
-        job.attempts = max(0, job.attempts - 1)
-        job.waiting_since = since
-        job.retry_at = now + timedelta(seconds=delay)
-        job.error = (
-            f"{reason}; waiting since {since:%Y-%m-%d %H:%M:%S} UTC, retrying in {delay:.3g} s"
-        )[:4000]
-        return delay
-
-
 def run_merge(
     sessions: sessionmaker[Session],
     store: BlobStore,
@@ -527,7 +373,7 @@ def finish_merge(
             raise JobGone(f"merge job {job_id} does not exist")
         if job.status is not JobStatus.RUNNING:
             return MergeOutcome(job.id, job.version_id, job.status, ran=False)
-        plan = _plan(session, store, job)
+        plan = plan_of(session, store, job)
     if not store.exists(merged_sha256):
         raise TerminalJobError(
             f"the merged file {merged_sha256[:12]} of merge job {job_id} is gone (swept as "

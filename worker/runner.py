@@ -20,7 +20,8 @@ from app.models import Benchmark, MergeJob
 from app.services.evaluation_runs import queue_missing
 from app.services.merges import MERGE_TASK
 from worker.errors import HolderUnavailable, JobGone, TerminalJobError, describe, is_retriable
-from worker.merge import MergeOutcome, mark_failed, mark_queued, mark_waiting, run_merge
+from worker.merge import MergeOutcome, run_merge
+from worker.merge_jobs import mark_failed, mark_queued, mark_waiting
 from worker.queue import CeleryJobQueue, task_routes
 from worker.session import session_scope
 

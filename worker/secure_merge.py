@@ -41,7 +41,9 @@ from medvec.secure.shares import decode_sum_to_vector, read_sum_info
 from medvec.vectors import VectorMetadata
 from worker.config import WorkerSettings
 from worker.errors import HolderUnavailable, JobGone, TerminalJobError
-from worker.merge import WORKER, MergeOutcome, MergePlan, claim, compute, finish
+from worker.merge import MergeOutcome, claim, compute, finish
+from worker.merge_jobs import WORKER
+from worker.merge_plan import MergePlan
 from worker.session import session_scope
 
 if TYPE_CHECKING:

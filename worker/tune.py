@@ -33,7 +33,8 @@ from worker.calibrate import recalibrate_on
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
 from worker.evaluate import Evaluator, store_metrics
-from worker.merge import MergeOutcome, MergePlan, claim, compute, finish
+from worker.merge import MergeOutcome, claim, compute, finish
+from worker.merge_plan import MergePlan
 from worker.session import session_scope
 
 log = logging.getLogger(__name__)
