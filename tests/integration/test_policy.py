@@ -109,6 +109,17 @@ def _vector(hospital_id: str, base_id: str, screened_at: datetime | None) -> Dat
     )  # fmt: skip
 
 
+def _version(session: Session, base_id: str, status: VersionStatus) -> ModelVersion:
+    """A stored version row of ``base_id`` (its file never read)."""
+    version = ModelVersion(
+        base_id=base_id, strategy="weighted_mean", params={}, sha256=secrets.token_hex(32),
+        size=1, status=status,
+    )  # fmt: skip
+    session.add(version)
+    session.flush()
+    return version
+
+
 @pytest.fixture()
 def lineage(sessions: sessionmaker[Session], world: World) -> Iterator[Lineage]:
     """Hospitals a, b, c pushed against ``new``; a also pushed against ``old`` before, and
@@ -137,12 +148,7 @@ def lineage(sessions: sessionmaker[Session], world: World) -> Iterator[Lineage]:
             for name, base in (("a-old", old), ("d-old", old), ("a", new), ("b", new), ("c", new))
         }
         session.add_all(rows.values())
-        source = ModelVersion(
-            base_id=old.id, strategy="weighted_mean", params={}, sha256=secrets.token_hex(32),
-            size=1, status=VersionStatus.ARCHIVED,
-        )  # fmt: skip
-        session.add(source)
-        session.flush()
+        source = _version(session, old.id, VersionStatus.ARCHIVED)
         session.add(VersionInput(version_id=source.id, vector_id=rows["a-old"].id, weight=96.0))
         new.source_version_id = source.id
         made = Lineage(
@@ -375,12 +381,7 @@ def test_staleness_counts_generations_along_the_lineage_not_generation_numbers(
         old = session.get(BaseModelRecord, lineage.old)
         new = session.get(BaseModelRecord, lineage.new)
         assert old is not None and new is not None
-        version = ModelVersion(
-            base_id=old.id, strategy="weighted_mean", params={}, sha256=secrets.token_hex(32),
-            size=1, status=VersionStatus.CANDIDATE,
-        )  # fmt: skip
-        session.add(version)
-        session.flush()
+        version = _version(session, old.id, VersionStatus.CANDIDATE)
         lineage.versions.append(version.id)
         branch = start_generation(session, Actor.system("test"), version)
         lineage.later.append(branch.id)
