@@ -41,9 +41,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     a test of this folder on ``settings`` needs PostgreSQL and Redis, and one with the
     ``worker`` process is slow. Tests that start services of their own mark themselves."""
     for item in items:
-        names = getattr(item, "fixturenames", ())
         if HERE not in item.path.parents:
             continue
+        names = getattr(item, "fixturenames", ())
         if "settings" in names:
             item.add_marker(pytest.mark.postgres)
             item.add_marker(pytest.mark.redis)

@@ -79,7 +79,7 @@ class RegistryServer(Server):
         self.last_merge_at: float | None = None  # of the current base
         self.merged_at = -1.0  # the last merge of any base
         self.production_val: dict[str, Any] | None = None  # none in production yet
-        self.head: Model | None = None  # the newest generation's base, when not production
+        self.head: Model | None = None  # the newest generation's base (None: the initial)
         self._timer: float | None = None
 
     def settings(self) -> dict[str, Any]:
@@ -88,7 +88,7 @@ class RegistryServer(Server):
     @property
     def base(self) -> Model:
         """The current generation's base: what hospitals pull and the policy merges."""
-        return self.head or self.world.production or self.world.initial
+        return self.head or self.world.initial
 
     def assign(self, hospital: int) -> Model:
         return self.base
@@ -199,7 +199,7 @@ class RegistryServer(Server):
             self.in_lineage.update(v.id for v, _ in picked)
             self._forget_merged()
             self.last_merge_at = None  # the new base has had no merge yet
-            self.head = None if promoted else candidate
+            self.head = candidate
         else:
             self.last_merge_at = world.now
         if promoted:
