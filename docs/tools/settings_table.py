@@ -77,8 +77,8 @@ def _default(name: str, info: FieldInfo) -> str:
         return f"`{value.value}`"
     if isinstance(value, timedelta):
         return f"`{TypeAdapter(timedelta).dump_python(value, mode='json')}`"
-    if isinstance(value, int) and name.endswith(SIZES) and _bytes(value):
-        return str(_bytes(value))
+    if isinstance(value, int) and name.endswith(SIZES) and (size := _bytes(value)):
+        return size
     if isinstance(value, list | dict | tuple):
         return f"`{json.dumps(value, separators=(',', ':'))}`"
     return f"`{value}`"
