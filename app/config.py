@@ -30,6 +30,24 @@ class Environment(enum.StrEnum):
     PRODUCTION = "production"
 
 
+class AutoGeneration(enum.StrEnum):
+    """Which versions start a generation without an admin (``MEDVEC_AUTO_GENERATION``)."""
+
+    MERGED = "merged"
+    PROMOTED = "promoted"
+    OFF = "off"
+
+    @classmethod
+    def _missing_(cls, value: object) -> AutoGeneration | None:
+        """The boolean values of the earlier setting: true was ``promoted``, false ``off``."""
+        text = str(value).strip().lower()
+        if text in {"true", "1", "yes", "on"}:
+            return cls.PROMOTED
+        if text in {"false", "0", "no"}:
+            return cls.OFF
+        return None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDVEC_", env_file=None, extra="ignore")
 
@@ -172,10 +190,12 @@ class Settings(BaseSettings):
         default=False,
         description="promote a version to production once its evaluation passes the gate",
     )
-    auto_generation: bool = Field(
-        default=True,
-        description="a version auto-promotion promotes becomes the base of a new generation, "
-        "which hospitals pull and push against (false: an admin starts generations with "
+    auto_generation: AutoGeneration = Field(
+        default=AutoGeneration.MERGED,
+        description="which versions become the base of a new generation, the one hospitals "
+        "pull and push against: merged (every auto-merged version of the current base; "
+        "production still follows the gate), promoted (a version auto-promotion promotes; "
+        "`true` before), or off (`false`: an admin starts generations with "
         "POST /versions/{id}/generation)",
     )
     share_holder_url: str | None = Field(

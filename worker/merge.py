@@ -53,6 +53,7 @@ from app.storage import BlobInfo, BlobStore
 from medvec.hashing import sha256_file
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
+from worker.generations import after_merge
 from worker.merge_jobs import WORKER, fail
 from worker.merge_plan import MergePlan, plan_of
 from worker.session import session_scope
@@ -228,8 +229,11 @@ def _merge_from_sums(plan: MergePlan, store: BlobStore, out: Path) -> bool:
     return True
 
 
-def finish(session: Session, plan: MergePlan, computed: Computed) -> MergeOutcome:
-    """Record the version and mark the job succeeded, unless a twin delivery already did."""
+def finish(
+    session: Session, plan: MergePlan, computed: Computed, settings: WorkerSettings
+) -> MergeOutcome:
+    """Record the version and mark the job succeeded, unless a twin delivery already did;
+    an auto-merged version starts the next generation here (``worker.generations``)."""
     job = _locked_job(session, plan.job_id)
     if job.status is JobStatus.SUCCEEDED:
         return MergeOutcome(job.id, job.version_id, job.status, ran=False)
@@ -272,6 +276,7 @@ def finish(session: Session, plan: MergePlan, computed: Computed) -> MergeOutcom
         sha256=computed.sha256,
         recalibrated=computed.calibration is not None,
     )
+    after_merge(session, job, version, settings)
     return MergeOutcome(job.id, version.id, job.status, ran=True)
 
 
@@ -302,7 +307,7 @@ def run_merge(
     computed = compute(claimed, store, evaluator(), settings)
     MERGE_SECONDS.labels(strategy=claimed.strategy).observe(time.perf_counter() - started)
     with session_scope(sessions) as session:
-        outcome = finish(session, claimed, computed)
+        outcome = finish(session, claimed, computed, settings)
     log.info(
         "merge job %s: %s in %.2fs (version %s)",
         job_id,
@@ -383,7 +388,7 @@ def finish_merge(
     stamp = f"{job_id}-{time.monotonic_ns()}"
     computed = complete(plan, store, evaluator, settings, built, stamp)
     with session_scope(sessions) as session:
-        outcome = finish(session, plan, computed)
+        outcome = finish(session, plan, computed, settings)
     log.info(
         "merge job %s: recalibrated and recorded in %.2fs (version %s)",
         job_id,

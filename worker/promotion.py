@@ -7,11 +7,11 @@ the validation split (on ``test`` only for a benchmark without one); a refusal o
 missing comparison leaves everything as it is. The promotion is audited
 as the system actor ``system:auto-promote``, with the gate's checks.
 
-The promoted version also becomes the base of a new generation (``MEDVEC_AUTO_GENERATION``,
-on by default), in the same transaction: hospitals pull production and push vectors
-against it, and a vector is only accepted against a base, so without it the registry
-would wait for an admin after every promotion and asynchronous hospitals would train
-on a production they cannot push against.
+With ``MEDVEC_AUTO_GENERATION=promoted`` the promoted version also becomes the base of a
+new generation, in the same transaction (``worker.generations``): a vector is only
+accepted against a base, so without it the registry would wait for an admin after every
+promotion. With ``merged``, the default, the version already started one when it was
+merged, and promotion only moves production.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import logging
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
+from app.config import AutoGeneration, Settings
 from app.models import Benchmark, ModelVersion, VersionStatus
 from app.security import Actor
-from app.services.errors import Conflict
 from app.services.gates import GateOutcome, evaluate_gate, policy_of
-from app.services.generations import start_generation
 from app.services.versions import production_version, promote
+from worker.generations import start_from
 from worker.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -40,15 +39,6 @@ def _val_pending(session: Session, outcome: GateOutcome) -> bool:
     validation evaluation is still to come, and choices are made on validation."""
     benchmark = session.get(Benchmark, outcome.benchmark_id)
     return outcome.split != "val" and benchmark is not None and bool(benchmark.sizes.get("val"))
-
-
-def _start_generation(session: Session, version: ModelVersion) -> None:
-    """Make ``version`` a base; a version whose weights already are a base (a merge that
-    changed nothing) stays production without a generation of its own."""
-    try:
-        start_generation(session, ACTOR, version)
-    except Conflict as exc:
-        log.info("auto-promoted version %s starts no generation: %s", version.id, exc)
 
 
 def auto_promote(sessions: sessionmaker[Session], version_id: str, settings: Settings) -> bool:
@@ -67,7 +57,7 @@ def auto_promote(sessions: sessionmaker[Session], version_id: str, settings: Set
         promote(
             session, ACTOR, version_id, stage=VersionStatus.PRODUCTION, force=False, gate=policy
         )
-        if settings.auto_generation:
-            _start_generation(session, version)
+        if settings.auto_generation is AutoGeneration.PROMOTED:
+            start_from(session, ACTOR, version)
     log.info("auto-promoted version %s to production", version_id)
     return True

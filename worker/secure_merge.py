@@ -221,7 +221,7 @@ def run_secure_merge(
         return claimed
     computed = compute_secure(claimed, store, evaluator, settings, inputs)
     with session_scope(sessions) as session:
-        outcome = finish(session, claimed, computed)
+        outcome = finish(session, claimed, computed, settings)
         if outcome.ran:
             audit.record(
                 session,

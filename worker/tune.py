@@ -117,7 +117,7 @@ def tune_merge(
         assert job is not None
         job.params = dict(tuned.params)
         job.tuning = tuning
-        outcome = finish(session, plan, computed)
+        outcome = finish(session, plan, computed, settings)
         if outcome.ran and outcome.version_id:
             store_metrics(session, outcome.version_id, benchmark.id, "val", scan.best)
     return outcome

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import delete, update
 from sqlalchemy.orm import sessionmaker
 
-from app.config import Settings
+from app.config import AutoGeneration, Settings
 from app.models import (
     BaseModelRecord,
     Benchmark,
@@ -169,15 +169,16 @@ def test_the_default_gate_lets_a_class_drop_when_no_overall_metric_does(
     assert all(c["class_index"] is None for c in promotion["gate"]["checks"])
 
 
-@pytest.mark.parametrize("generation", [True, False], ids=["generation", "no-generation"])
-def test_auto_promotion_makes_the_version_the_next_generation_unless_told_not_to(
-    registry: Registry, kit: ModelKit, base: dict[str, Any], generation: bool
+@pytest.mark.parametrize("generation", list(AutoGeneration))
+def test_auto_promotion_starts_a_generation_only_where_promotions_start_them(
+    registry: Registry, kit: ModelKit, base: dict[str, Any], generation: AutoGeneration
 ) -> None:
-    """A version the auto-promotion policy promotes becomes, in the same transaction, the
-    base of a new generation (``MEDVEC_AUTO_GENERATION``, on by default), audited as the
-    system actor: hospitals that pull production can push against it. Off, production
-    moves and the current base stays an admin's to change."""
-    assert Settings.model_fields["auto_generation"].default is True
+    """With ``MEDVEC_AUTO_GENERATION=promoted`` (``true`` before) a version the
+    auto-promotion policy promotes becomes, in the same transaction, the base of a new
+    generation, audited as the system actor. With ``merged`` (the default) the merge
+    started it already, and with ``off`` an admin does: production moves, the current
+    base stays."""
+    assert Settings.model_fields["auto_generation"].default is AutoGeneration.MERGED
     settings = registry.settings.model_copy(
         update={"auto_promote": True, "auto_generation": generation}
     )
@@ -192,7 +193,7 @@ def test_auto_promotion_makes_the_version_the_next_generation_unless_told_not_to
             assert admin.get(f"/versions/{version['id']}").json()["status"] == "production"
             current = admin.get("/bases/current").json()
             events = admin.get("/audit", params={"target_id": current["id"]}).json()
-        if not generation:
+        if generation is not AutoGeneration.PROMOTED:
             assert current["id"] == before["id"]
             return
         assert current["source_version_id"] == version["id"]
@@ -201,7 +202,39 @@ def test_auto_promotion_makes_the_version_the_next_generation_unless_told_not_to
         (started,) = [e for e in events if e["action"] == "base.generation_started"]
         assert started["actor"] == "system:auto-promote"
     finally:  # the session's other tests keep their current base
-        with registry.engine.begin() as connection:
-            connection.execute(
-                delete(BaseModelRecord).where(BaseModelRecord.source_version_id == version["id"])
-            )
+        _forget_generations_of(registry, [version["id"]])
+
+
+def test_a_promoted_version_of_a_replaced_base_starts_no_generation(
+    registry: Registry, kit: ModelKit, base: dict[str, Any]
+) -> None:
+    """Two candidates of one base, promoted one after the other: the first starts the next
+    generation; the second, made from a base that is no longer current, moves production
+    but starts none. Its generation would fork the lineage away from every vector pushed
+    against the first one's (a bug: it started one)."""
+    settings = registry.settings.model_copy(
+        update={"auto_promote": True, "auto_generation": AutoGeneration.PROMOTED}
+    )
+    benchmark = _benchmark(registry)
+    first, second = make_version(registry, kit, base), make_version(registry, kit, base)
+    _evaluated(registry, first["id"], benchmark)
+    _evaluated(registry, second["id"], benchmark, accuracy=0.9)
+    sessions = sessionmaker(registry.engine)
+    try:
+        assert auto_promote(sessions, first["id"], settings)
+        with registry.admin() as admin:
+            after_first = admin.get("/bases/current").json()
+        assert after_first["source_version_id"] == first["id"]
+        assert auto_promote(sessions, second["id"], settings)
+        with registry.admin() as admin:
+            assert admin.get(f"/versions/{second['id']}").json()["status"] == "production"
+            assert admin.get("/bases/current").json()["id"] == after_first["id"]
+    finally:
+        _forget_generations_of(registry, [first["id"], second["id"]])
+
+
+def _forget_generations_of(registry: Registry, version_ids: list[str]) -> None:
+    with registry.engine.begin() as connection:
+        connection.execute(
+            delete(BaseModelRecord).where(BaseModelRecord.source_version_id.in_(version_ids))
+        )

@@ -136,6 +136,9 @@ def worker(
             "MEDVEC_MERGE_TENSOR_DELAY_S": "0.04",
             "MEDVEC_AUTO_MERGE": "true",
             "MEDVEC_AUTO_MERGE_K": "4",
+            # tests start the generations they judge: an auto-merged version starting
+            # one would move the current base under every later test of the session
+            "MEDVEC_AUTO_GENERATION": "off",
         },
     )
     process = WorkerProcess(env, tmp_path_factory.mktemp("worker-logs"), settings.queue)
