@@ -15,8 +15,9 @@ validation target (what a policy is chosen on), and the hospital checks (straggl
 vectors merged, the late joiner's first vector taken in by the n-th merge after its
 push, versions made while a hospital was offline). Each cell's full record (settings,
 curves, every version's inputs and staleness, idle time per hospital) is written to
-OUT/cells/*.json and its figure to OUT/*.png as it finishes; a rerun with the same
-settings reuses finished cells. OUT/summary.json holds every row and the checks.
+OUT/cells/*.json and its figure to OUT/*.png as it finishes; a rerun of the same
+setting reuses every strategy the record already holds (a policy by its rules, under
+any name). OUT/summary.json holds every row and the checks.
 
     python benchmarks/async.py --only-headline --headline-seeds 0 --headline-policy-set candidates
     python benchmarks/async.py --hospitals 10 --seeds 0 --headline-seeds 0 \
@@ -52,10 +53,16 @@ from medvec.simulation.sweep import markdown_table, sweep_base
 HEADLINE = ("bloodmnist", 10, "dirichlet")
 DEFAULT = "medvec"
 POLICY_SETS: dict[str, dict[str, PolicyConfig]] = {
-    "default": {DEFAULT: PolicyConfig()},  # the registry's defaults
+    "default": {  # the registry's defaults, and the previous ones
+        DEFAULT: PolicyConfig(),
+        "medvec_promoted_generations": PolicyConfig(generations="promoted"),
+    },
     "headline": {
         DEFAULT: PolicyConfig(),
-        "medvec_exclude": PolicyConfig(stale="exclude"),  # a slow hospital's stale work lost
+        # the previous default: a generation starts only from a promoted version
+        "medvec_promoted_generations": PolicyConfig(generations="promoted"),
+        # the default before it as well: a slow hospital's stale work lost
+        "medvec_exclude": PolicyConfig(stale="exclude", generations="promoted"),
     },
     "candidates": {  # the trigger, the staleness exponent and the server step, on validation
         DEFAULT: PolicyConfig(),
@@ -66,7 +73,7 @@ POLICY_SETS: dict[str, dict[str, PolicyConfig]] = {
     },
     "generations": {  # what the hospitals train from when the gate refuses, on validation
         DEFAULT: PolicyConfig(),
-        "medvec_generations_merged": PolicyConfig(generations="merged"),
+        "medvec_promoted_generations": PolicyConfig(generations="promoted"),
     },
 }
 COLUMNS = [c for c in SUMMARY_COLUMNS if c != "end_time"]  # ends differ only by the run
@@ -105,6 +112,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--datasets-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("docs/results/async"))
     parser.add_argument("--cache", type=Path, default=Path("async-output/cache"))
+    parser.add_argument(
+        "--reuse-from",
+        type=Path,
+        action="append",
+        default=[],
+        help="another OUT whose records may hold some of a cell's runs (repeatable)",
+    )
     return parser.parse_args()
 
 
@@ -160,17 +174,59 @@ def _rounded(value: Any) -> Any:
     return value
 
 
+SHARED = ("policies", "baselines")  # the config's strategies; the rest is the setting
+RECORDED_BEFORE = {"generations": "promoted"}
+"""Policy fields added after records were written, with the rule those records ran."""
+
+
+def _policy_key(policy: dict[str, Any]) -> str:
+    return json.dumps({**RECORDED_BEFORE, **policy}, sort_keys=True)
+
+
+def _finished_in(path: Path, config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The runs of the record at ``path`` that ``config`` would make again: the setting
+    is the same, and a policy's rules (under any name) or a baseline's parameters too.
+    A strategy's run depends on nothing else (``run_async``)."""
+    if not path.is_file():
+        return {}
+    record: dict[str, Any] = json.loads(path.read_text())
+    old = record["config"]
+    if {k: v for k, v in old.items() if k not in SHARED} != {
+        k: v for k, v in config.items() if k not in SHARED
+    }:
+        return {}
+    runs: dict[str, dict[str, Any]] = record["runs"]
+    old_policies = {_policy_key(p): n for n, p in old["policies"].items()}
+    reused = {
+        name: runs[old_policies[key]]
+        for name, policy in config["policies"].items()
+        if (key := _policy_key(policy)) in old_policies
+    }
+    reused.update({name: runs[name] for name in config["baselines"] if name in old["baselines"]})
+    return reused
+
+
+def _finished_runs(args: argparse.Namespace, name: str, config: AsyncConfig) -> dict[str, Any]:
+    """Runs of this cell found in OUT's record, or else in the records of ``--reuse-from``."""
+    wanted = _rounded(config.model_dump(mode="json"))
+    found: dict[str, Any] = {}
+    for folder in reversed([args.out, *args.reuse_from]):  # OUT's own records win
+        found.update(_finished_in(folder / "cells" / name, wanted))
+    return found
+
+
 def _run_cell(
     args: argparse.Namespace, cell: tuple[str, int, str, int], sweep: SweepConfig
 ) -> dict[str, Any]:
     dataset, hospitals, partition, seed = cell
-    path = args.out / "cells" / f"{dataset}-n{hospitals}-{partition}-seed{seed}.json"
+    name = f"{dataset}-n{hospitals}-{partition}-seed{seed}.json"
+    path = args.out / "cells" / name
     config = _config(args, cell)
-    if path.is_file():
-        record: dict[str, Any] = json.loads(path.read_text())
-        if record["config"] == _rounded(config.model_dump(mode="json")):
-            print(f"reusing {path}", flush=True)
-            return record
+    finished = _finished_runs(args, name, config)
+    strategies = [*config.policies, *config.baselines]
+    if set(finished) == set(strategies):
+        print(f"reusing every run of {name}", flush=True)
+        return _write(path, _reused_record(args, name, config, finished))
     classes = medmnist_num_classes(dataset, args.datasets_dir)
     base = sweep_base(
         sweep, dataset, "resnet10", classes, args.cache, datasets_dir=args.datasets_dir
@@ -182,10 +238,36 @@ def _run_cell(
                 f"  {dataset} N={hospitals} {partition} seed {seed}: {info['strategy']}", flush=True
             )
 
+    if finished:
+        print(f"reusing {sorted(finished)} of {path}", flush=True)
     result = run_async(
-        config, base, datasets_dir=args.datasets_dir, device=args.device, on_event=on_event
+        config,
+        base,
+        datasets_dir=args.datasets_dir,
+        device=args.device,
+        on_event=on_event,
+        finished=finished,
     )
-    record = _rounded(result.to_json())
+    return _write(path, _rounded(result.to_json()))
+
+
+def _reused_record(
+    args: argparse.Namespace, name: str, config: AsyncConfig, runs: dict[str, Any]
+) -> dict[str, Any]:
+    """A cell's record made of runs already recorded: what the strategies shared (clocks,
+    horizon) from the first record of the cell found, the runs in ``config``'s order."""
+    folders = [args.out, *args.reuse_from]
+    source = next(path for f in folders if (path := f / "cells" / name).is_file())
+    record: dict[str, Any] = json.loads(source.read_text())
+    order = [*config.policies, *config.baselines]
+    return {
+        **record,
+        "config": _rounded(config.model_dump(mode="json")),
+        "runs": {strategy: runs[strategy] for strategy in order},
+    }
+
+
+def _write(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, separators=(",", ":")))
     return record

@@ -44,6 +44,7 @@ class _PolicyDefaults(TypedDict):
     stale: str
     staleness_power: float
     server_lr: float
+    generations: str
 
 
 # SimulationConfig's, PretrainConfig's, AsyncConfig's and PolicyConfig's defaults, spelled
@@ -62,12 +63,18 @@ POLICY_DEFAULTS: _PolicyDefaults = {
     "stale": "weight",
     "staleness_power": 0.5,
     "server_lr": 1.0,
+    "generations": "merged",
 }
 
 
 class StaleOpt(StrEnum):
     exclude = "exclude"
     weight = "weight"
+
+
+class GenerationsOpt(StrEnum):
+    merged = "merged"
+    promoted = "promoted"
 
 
 DatasetsDirOpt = Annotated[
@@ -187,6 +194,13 @@ def simulate(
     server_lr: Annotated[
         float, typer.Option(min=0.0, help="--async: step along the merged vectors' mean.")
     ] = POLICY_DEFAULTS["server_lr"],
+    generations_from: Annotated[
+        GenerationsOpt,
+        typer.Option(
+            help="--async: the versions hospitals train from next: every merged one (the "
+            "registry's MEDVEC_AUTO_GENERATION default) or only promoted ones."
+        ),
+    ] = GenerationsOpt(POLICY_DEFAULTS["generations"]),
     seed: int = 0,
     output_dir: Annotated[
         Path, typer.Option("--output", "-o", help="Where results and the base cache go.")
@@ -255,6 +269,7 @@ def simulate(
                     "stale": stale.value,
                     "staleness_power": staleness_power,
                     "server_lr": server_lr,
+                    "generations": generations_from.value,
                 }
             },
         }

@@ -76,6 +76,8 @@ def test_the_simulations_policy_defaults_are_the_workers() -> None:
     assert policy.staleness_power == settings.staleness_power == 0.5
     assert policy.gate is not None and policy.gate == policy_of(settings) == GatePolicy()
     assert policy.gate.class_metrics == ()  # the gate on overall metrics only
+    # hospitals train from every merged version; production follows the gate
+    assert policy.generations == settings.auto_generation.value == "merged"
 
 
 @dataclass

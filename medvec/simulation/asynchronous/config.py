@@ -28,8 +28,8 @@ class PolicyConfig(BaseModel):
     The defaults are the registry's (``WorkerSettings``: ``auto_merge_k``,
     ``auto_merge_every_s``, ``stale_policy``, ``staleness_power``; a test keeps them
     equal), except that promotion follows every merge the gate passes (the registry's
-    ``MEDVEC_AUTO_PROMOTE``) and a promoted version starts the next generation, which
-    hospitals pull.
+    ``MEDVEC_AUTO_PROMOTE``). Every merged version starts the next generation, which
+    hospitals pull, as ``MEDVEC_AUTO_GENERATION=merged`` does.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -63,10 +63,11 @@ class PolicyConfig(BaseModel):
         "production on validation (the registry's defaults); None: promote every merge",
     )
     generations: Literal["promoted", "merged"] = Field(
-        default="promoted",
-        description="what starts the next generation, the base hospitals pull: a promoted "
-        "version (the registry's MEDVEC_AUTO_GENERATION), or every merged version, while "
-        "the gate still decides what is promoted to production (FedBuff's moving model)",
+        default="merged",
+        description="what starts the next generation, the base hospitals pull (the "
+        "registry's MEDVEC_AUTO_GENERATION): every merged version, while the gate still "
+        "decides what is promoted to production (FedBuff's moving model), or only a "
+        "promoted version",
     )
 
     @model_validator(mode="after")

@@ -16,9 +16,10 @@ database rows:
   along it (task arithmetic with ``lambda = server_lr / sum w``);
 * **BatchNorm recalibration** on the validation images (``recalibrate_bn``);
 * **promotion** (``medvec.gates.gate_checks``): the candidate's validation metrics
-  against production's, as ``MEDVEC_AUTO_PROMOTE`` does; a promoted version becomes the
-  base of the next generation, which hospitals pull from then on (with ``generations =
-  "merged"`` every merged version does, and production only follows the gate).
+  against production's, as ``MEDVEC_AUTO_PROMOTE`` does;
+* **generations** (``MEDVEC_AUTO_GENERATION``): every merged version becomes the base of
+  the next generation, which hospitals pull from then on, while production follows the
+  gate (``generations = "promoted"``: only a promoted version does).
 
 The registry would also merge an older base whose vectors reach K (its policy looks at
 every base); here only the current base is merged, since a version of an older

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,13 @@ def run_async(
     datasets_dir: Path | None = None,
     device: str | None = None,
     on_event: EventFn | None = None,
+    finished: Mapping[str, dict[str, Any]] | None = None,
 ) -> AsyncResult:
-    """Every strategy of ``config`` from the base model file ``base``."""
+    """Every strategy of ``config`` from the base model file ``base``.
+
+    ``finished``: records of strategies already run on this very setting (every job is
+    seeded by the setting's seed, hospital and job number alone, so a strategy's run does
+    not depend on the others); they are taken as they are instead of run again."""
     from medvec.training import resolve_device
     from medvec.vectors import floating_keys
 
@@ -104,7 +109,11 @@ def run_async(
         horizon=horizon(config.compute, [c.speed for c in clocks]),
         clocks=[_clock_row(c, len(p)) for c, p in zip(clocks, parts, strict=True)],
     )
+    done = finished or {}
     for server in make_servers(config, clocks[0].upload_s):
+        if server.name in done:
+            result.runs[server.name] = done[server.name]
+            continue
         world = World(config, runner, parts, clocks, server, on_event)
         result.runs[server.name] = world.run()
     result.seconds = time.perf_counter() - started
