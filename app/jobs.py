@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 
+if TYPE_CHECKING:
+    from app.tasks import Task
+
 log = logging.getLogger(__name__)
 
 DEFERRED_KEY = "medvec.deferred_jobs"
-
-VECTOR_ACCEPTED = "medvec.vectors.accepted"
-SUMS_REFRESH = "medvec.sums.refresh"
-"""bring one base's running sums up to date (a hospital left): payload ``base_id``"""
 
 
 class JobQueue(Protocol):
@@ -52,9 +51,10 @@ def default_job_queue(settings: Settings) -> JobQueue:
     return NullJobQueue()
 
 
-def defer_job(session: Session, task: str, **payload: Any) -> None:
-    """Ask for ``task`` to be sent once ``session``'s transaction has committed."""
-    session.info.setdefault(DEFERRED_KEY, []).append((task, payload))
+def defer_job(session: Session, task: Task) -> None:
+    """Ask for ``task`` (``app.tasks``) to be sent once ``session``'s transaction has
+    committed."""
+    session.info.setdefault(DEFERRED_KEY, []).append((task.name, task.kwargs()))
 
 
 def discard_deferred(session: Session) -> None:

@@ -13,6 +13,7 @@ from datetime import timedelta
 from celery import Celery
 
 from app.config import Settings
+from app.tasks import PolicyCheck, SweepRun
 from worker.config import WorkerSettings, worker_settings
 from worker.queue import task_routes
 from worker.resources import WorkerResources
@@ -72,11 +73,11 @@ def celery_config(settings: WorkerSettings) -> dict[str, object]:
 def beat_schedule(settings: WorkerSettings) -> dict[str, dict[str, object]]:
     """Periodic tasks: the auto-merge policy (when enabled) and the sweeper."""
     schedule: dict[str, dict[str, object]] = {
-        "sweep": {"task": "medvec.sweep.run", "schedule": settings.sweep_interval_s},
+        "sweep": {"task": SweepRun.name, "schedule": settings.sweep_interval_s},
     }
     if settings.auto_merge:
         schedule["auto-merge-policy"] = {
-            "task": "medvec.policy.check",
+            "task": PolicyCheck.name,
             "schedule": settings.policy_interval_s,
         }
     return schedule

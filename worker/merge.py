@@ -48,8 +48,8 @@ from app.models import (
     VersionStatus,
 )
 from app.services import audit
-from app.services.merges import MERGE_FINISH_TASK
 from app.storage import BlobInfo, BlobStore
+from app.tasks import MergeFinish
 from medvec.hashing import sha256_file
 from worker.config import WorkerSettings
 from worker.errors import JobGone, TerminalJobError
@@ -341,14 +341,13 @@ def _build_and_hand_over(
         job = _locked_job(session, plan.job_id)
         if job.status is not JobStatus.RUNNING:
             return MergeOutcome(job.id, job.version_id, job.status, ran=False)
-        defer_job(
-            session,
-            MERGE_FINISH_TASK,
+        finishing = MergeFinish(
             job_id=plan.job_id,
             merged_sha256=info.sha256,
             cosine=built.cosine,
             from_sums=built.from_sums,
         )
+        defer_job(session, finishing)
     log.info(
         "merge job %s: merged in %.2fs; recalibration and the version follow on %s",
         plan.job_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from app.services.merges import MERGE_TASK
+from app.tasks import MergeRun
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def task_routes(settings: WorkerSettings) -> dict[str, str]:
     """Tasks that go to a queue of their own: merges, when ``merge_queue`` is set."""
-    return {MERGE_TASK: settings.merge_queue} if settings.merge_queue else {}
+    return {MergeRun.name: settings.merge_queue} if settings.merge_queue else {}
 
 
 class CeleryJobQueue:

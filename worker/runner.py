@@ -18,7 +18,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from app.metrics import JOB_FAILURES, JOB_RETRIES
 from app.models import Benchmark, MergeJob
 from app.services.evaluation_runs import queue_missing
-from app.services.merges import MERGE_TASK
+from app.tasks import MergeRun
 from worker.errors import HolderUnavailable, JobGone, TerminalJobError, describe, is_retriable
 from worker.merge import MergeOutcome, run_merge
 from worker.merge_jobs import mark_failed, mark_queued, mark_waiting
@@ -143,7 +143,7 @@ def safely(action: Callable[[], object]) -> None:
 def register_merge_task(app: MedVecCelery) -> None:
     """Declare ``medvec.merge.run`` on ``app``."""
 
-    @app.task(name=MERGE_TASK, bind=True)
+    @app.task(name=MergeRun.name, bind=True)
     def merge_run(self: Task, job_id: str) -> str | None:
         def merging(sessions: Any, store: Any, job: str, settings: Any) -> MergeOutcome:
             # the evaluator (torch) is built only where the merge is completed: never on

@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.jobs import VECTOR_ACCEPTED, defer_job
+from app.jobs import defer_job
 from app.models import (
     DataVector,
     Evaluation,
@@ -42,11 +42,10 @@ from app.models import (
     UploadStatus,
     VectorStatus,
 )
-from app.services.bases import VERIFY_TASK, unverified_bases
-from app.services.evaluation_runs import EVALUATE_TASK
+from app.services.bases import unverified_bases
 from app.services.integrity import named_blobs
-from app.services.merges import task_for
 from app.storage import BlobStore
+from app.tasks import BaseVerify, EvaluateRun, VectorAccepted, merge_task
 from worker.config import WorkerSettings
 
 
@@ -118,24 +117,21 @@ def sweep(session: Session, settings: WorkerSettings, *, everything: bool = Fals
     jobs = stalled_jobs(session, settings, now, everything=everything)
     for job in jobs:
         job.updated_at = now
-        defer_job(session, task_for(job), job_id=job.id)
+        defer_job(session, merge_task(job))
     evaluations = stalled_evaluations(session, settings, now, everything=everything)
     for row in evaluations:
         row.status, row.lease_expires_at, row.updated_at = EvaluationStatus.QUEUED, None, now
-        defer_job(
-            session,
-            EVALUATE_TASK,
-            version_id=row.version_id,
-            benchmark_id=row.benchmark_id,
-            split=row.split,
+        task = EvaluateRun(
+            version_id=row.version_id, benchmark_id=row.benchmark_id, split=row.split
         )
+        defer_job(session, task)
     vectors = unscreened_vectors(session, settings, now, everything=everything)
     for vector_id in vectors:
-        defer_job(session, VECTOR_ACCEPTED, vector_id=vector_id)
+        defer_job(session, VectorAccepted(vector_id=vector_id))
     registered_before = None if everything else now - timedelta(seconds=settings.stale_queued_s)
     bases = unverified_bases(session, registered_before)
     for base_id in bases:
-        defer_job(session, VERIFY_TASK, base_id=base_id)
+        defer_job(session, BaseVerify(base_id=base_id))
     return [job.id for job in jobs] + [row.id for row in evaluations] + vectors + bases
 
 

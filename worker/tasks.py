@@ -1,7 +1,8 @@
 """The Celery tasks: thin, named, ids in. Each calls one plain job function and sorts its
 failures into retriable (``self.retry`` with exponential backoff) and terminal (the job
 ends ``failed`` with the reason). Every task that runs a model gets the process's
-``Evaluator`` (``WorkerResources.evaluator``). Task names are the contract with the API:
+``Evaluator`` (``WorkerResources.evaluator``). Each validates its payload with the task's
+model in ``app.tasks``, the one list of names and payloads:
 
 - ``medvec.merge.run(job_id)``, ``medvec.tune.run(job_id)``: run a merge job (the merge
   task is ``worker.runner``'s, torch-free, so that ``worker.merge_main`` can serve it alone)
@@ -12,7 +13,7 @@ ends ``failed`` with the reason). Every task that runs a model gets the process'
   the test split and, where the benchmark has one, the val split; then the
   auto-promotion policy (``worker.promotion``)
 - ``medvec.policy.check(base_id=None)``: the auto-merge policy (beat, and after a vector)
-- ``medvec.vectors.accepted(vector_id, base_id, ...)``: the registry's hook → screening
+- ``medvec.vectors.accepted(vector_id)``: the registry's hook → screening
   (``worker.screen``), then the running sums update (``MEDVEC_RUNNING_SUMS``), then the
   policy check
 - ``medvec.bases.verify(base_id)``: check a new base's tensors against its architecture
@@ -29,12 +30,19 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task
 
-from app.jobs import SUMS_REFRESH, VECTOR_ACCEPTED
 from app.models import DataVector
-from app.services.bases import VERIFY_TASK
-from app.services.contributions import CONTRIBUTIONS_TASK
-from app.services.evaluation_runs import EVALUATE_TASK
-from app.services.merges import MERGE_FINISH_TASK, POLICY_TASK, SECURE_MERGE_TASK, TUNE_TASK
+from app.tasks import (
+    BaseVerify,
+    ContributionsRun,
+    EvaluateRun,
+    MergeFinish,
+    PolicyCheck,
+    SecureMergeRun,
+    SumsRefresh,
+    SweepRun,
+    TuneRun,
+    VectorAccepted,
+)
 from worker.bases import verify_base
 from worker.contributions import compute_contributions
 from worker.errors import JobGone, TerminalJobError, describe, is_retriable
@@ -66,67 +74,64 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SWEEP_TASK = "medvec.sweep.run"
-
 
 def register_tasks(app: MedVecCelery) -> None:
     """Declare every MedVec task on ``app`` (called by ``make_celery``)."""
-
     register_merge_task(app)
+    _register_merge_jobs(app)
+    _register_evaluation(app)
+    _register_vector_pipeline(app)
+    _register_upkeep(app)
 
-    @app.task(name=MERGE_FINISH_TASK, bind=True, **eval_limits_of(app))
-    def merge_finish(
-        self: Task,
-        job_id: str,
-        merged_sha256: str,
-        cosine: float | None = None,
-        from_sums: bool = False,
-    ) -> str | None:
+
+def _register_merge_jobs(app: MedVecCelery) -> None:
+    """The merge queue's finishing half, secure merges and tuned merges."""
+
+    @app.task(name=MergeFinish.name, bind=True, **eval_limits_of(app))
+    def merge_finish(self: Task, /, **payload: Any) -> str | None:
+        task = MergeFinish(**payload)
         finishing = partial(
             finish_merge,
             evaluator=app.resources.evaluator,
-            merged_sha256=merged_sha256,
-            cosine=cosine,
-            from_sums=from_sums,
+            merged_sha256=task.merged_sha256,
+            cosine=task.cosine,
+            from_sums=task.from_sums,
         )
-        return run_job(self, app, job_id, finishing)
+        return run_job(self, app, task.job_id, finishing)
 
-    @app.task(name=SECURE_MERGE_TASK, bind=True)
-    def secure_merge_run(self: Task, job_id: str) -> str | None:
+    @app.task(name=SecureMergeRun.name, bind=True)
+    def secure_merge_run(self: Task, /, **payload: Any) -> str | None:
         securing = partial(run_secure_merge, evaluator=app.resources.evaluator)
-        return run_job(self, app, job_id, securing)
+        return run_job(self, app, SecureMergeRun(**payload).job_id, securing)
 
     conf = app.settings
-    eval_limits = eval_limits_of(app)
 
     @app.task(
-        name=TUNE_TASK,
+        name=TuneRun.name,
         bind=True,
         soft_time_limit=conf.tune_soft_time_limit_s,
         time_limit=conf.tune_time_limit_s,
     )
-    def tune_run(self: Task, job_id: str) -> str | None:
+    def tune_run(self: Task, /, **payload: Any) -> str | None:
         tuning = partial(tune_merge, evaluator=app.resources.evaluator)
-        return run_job(self, app, job_id, tuning)
+        return run_job(self, app, TuneRun(**payload).job_id, tuning)
 
-    @app.task(name=EVALUATE_TASK, bind=True, **eval_limits)
-    def evaluate_run(
-        self: Task, version_id: str, benchmark_id: str, split: str = "test"
-    ) -> dict[str, Any] | None:
+
+def _register_evaluation(app: MedVecCelery) -> None:
+    """Evaluations (then the auto-promotion policy) and leave-one-out contributions."""
+
+    @app.task(name=EvaluateRun.name, bind=True, **eval_limits_of(app))
+    def evaluate_run(self: Task, /, **payload: Any) -> dict[str, Any] | None:
+        task = EvaluateRun(**payload)
         res = app.resources
+        where = (task.version_id, task.benchmark_id, task.split)
 
         def failed(reason: str) -> None:
-            mark_evaluation_failed(res.sessions, version_id, benchmark_id, split, reason)
+            mark_evaluation_failed(res.sessions, *where, reason)
 
         try:
             metrics = evaluate_version(
-                res.sessions,
-                res.store,
-                res.evaluator,
-                version_id,
-                benchmark_id,
-                app.settings,
-                split,
+                res.sessions, res.store, res.evaluator, *where[:2], app.settings, task.split
             )
         except JobGone as exc:
             log.warning("%s: %s; dropping the task", self.name, exc)
@@ -134,23 +139,37 @@ def register_tasks(app: MedVecCelery) -> None:
         except Exception as exc:
             if is_retriable(exc):
                 reason = describe(exc)
-                safely(
-                    lambda: mark_evaluation_queued(
-                        res.sessions, version_id, benchmark_id, split, reason
-                    )
-                )
+                safely(lambda: mark_evaluation_queued(res.sessions, *where, reason))
             retry_or_fail(self, app, exc, failed)
             return None
-        safely(lambda: auto_promote(res.sessions, version_id, app.settings))
+        safely(lambda: auto_promote(res.sessions, task.version_id, app.settings))
         return metrics
 
-    @app.task(name=POLICY_TASK, ignore_result=False)
-    def policy_check(base_id: str | None = None) -> list[str]:
+    @app.task(name=ContributionsRun.name, bind=True, **eval_limits_of(app))
+    def contributions_run(self: Task, /, **payload: Any) -> dict[str, Any] | None:
+        res = app.resources
+        version_id = ContributionsRun(**payload).version_id
+        try:
+            return compute_contributions(
+                res.sessions, res.store, res.evaluator, version_id, app.settings
+            )
+        except (JobGone, TerminalJobError) as exc:
+            log.warning("%s: %s", self.name, exc)
+            return None
+
+
+def _register_vector_pipeline(app: MedVecCelery) -> None:
+    """An accepted vector: screening, the running sums, the auto-merge policy."""
+
+    @app.task(name=PolicyCheck.name, ignore_result=False)
+    def policy_check(**payload: Any) -> list[str]:
+        base_id = PolicyCheck(**payload).base_id
         with session_scope(app.resources.sessions, job_queue(app)) as session:
             return check_policy(session, app.settings, base_id=base_id)
 
-    @app.task(name=VECTOR_ACCEPTED, bind=True, **eval_limits)
-    def vector_accepted(self: Task, vector_id: str, **_payload: Any) -> list[str]:
+    @app.task(name=VectorAccepted.name, bind=True, **eval_limits_of(app))
+    def vector_accepted(self: Task, /, **payload: Any) -> list[str]:
+        vector_id = VectorAccepted(**payload).vector_id
         res = app.resources
         try:
             screen_vector(res.sessions, res.store, vector_id, app.settings, res.evaluator)
@@ -171,32 +190,28 @@ def register_tasks(app: MedVecCelery) -> None:
         with session_scope(res.sessions, job_queue(app)) as session:
             return check_policy(session, app.settings, base_id=base_id)
 
-    @app.task(name=SUMS_REFRESH)
-    def sums_refresh(base_id: str) -> list[str]:
+    @app.task(name=SumsRefresh.name)
+    def sums_refresh(**payload: Any) -> list[str]:
         """A hospital left: its share comes out of ``base_id``'s running sums."""
+        base_id = SumsRefresh(**payload).base_id
         if not app.settings.running_sums:
             return []
         return refresh_sums(app.resources.sessions, app.resources.store, base_id)
 
-    @app.task(name=CONTRIBUTIONS_TASK, bind=True, **eval_limits)
-    def contributions_run(self: Task, version_id: str) -> dict[str, Any] | None:
-        res = app.resources
-        try:
-            return compute_contributions(
-                res.sessions, res.store, res.evaluator, version_id, app.settings
-            )
-        except (JobGone, TerminalJobError) as exc:
-            log.warning("%s: %s", self.name, exc)
-            return None
 
-    @app.task(name=VERIFY_TASK)
-    def base_verify(base_id: str) -> str | None:
+def _register_upkeep(app: MedVecCelery) -> None:
+    """A new base's check, and the sweeper."""
+
+    @app.task(name=BaseVerify.name)
+    def base_verify(**payload: Any) -> str | None:
+        base_id = BaseVerify(**payload).base_id
         with session_scope(app.resources.sessions, job_queue(app)) as session:
             status = verify_base(session, app.resources.store, base_id)
         return None if status is None else status.value
 
-    @app.task(name=SWEEP_TASK)
-    def sweep_run() -> list[str]:
+    @app.task(name=SweepRun.name)
+    def sweep_run(**payload: Any) -> list[str]:
+        SweepRun(**payload)
         with session_scope(app.resources.sessions, job_queue(app)) as session:
             resent = sweep(session, app.settings)
             removed = stale_staging_files(session, app.resources.store, app.settings)

@@ -16,20 +16,20 @@ from app.services.errors import BaseNotReady, BaseRejected, InvalidInput, NotFou
 from app.services.generations import current_base
 from app.services.staging import Staged, read_header_length
 from app.storage import BlobStore
+from app.tasks import BaseVerify
 from medvec.models.header import provenance_of, read_model_header, spec_of
 from medvec.models.spec import ModelSpec
 
 CURRENT = "current"
 
 #: the worker task that checks a base's tensors against the architecture its spec names
-VERIFY_TASK = "medvec.bases.verify"
 
 
 def inspect_model_file(staged: Staged, max_header_bytes: int) -> tuple[ModelSpec, dict[str, Any]]:
     """The spec and provenance of a MedVec model file, from its header alone.
 
     The header's layout is checked (bounded size, dtypes, offsets that tile the file);
-    whether the tensors build the architecture is a worker's check (``VERIFY_TASK``).
+    whether the tensors build the architecture is a worker's check (``app.tasks.BaseVerify``).
     """
     header = read_header_length(staged.path)
     if not 0 < header <= min(max_header_bytes, staged.size - 8):
@@ -75,7 +75,7 @@ def register_base(
     )
     session.add(base)
     session.flush()
-    defer_job(session, VERIFY_TASK, base_id=base.id)
+    defer_job(session, BaseVerify(base_id=base.id))
     audit.record(
         session,
         actor,

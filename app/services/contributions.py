@@ -14,8 +14,7 @@ from app.security import Actor
 from app.services import audit
 from app.services.errors import InvalidInput, NotFound, PreconditionFailed
 from app.services.secure_shares import is_secure_version
-
-CONTRIBUTIONS_TASK = "medvec.contributions.run"
+from app.tasks import ContributionsRun
 
 
 def _version(session: Session, version_id: str) -> ModelVersion:
@@ -56,7 +55,7 @@ def request_contributions(session: Session, actor: Actor, version_id: str) -> Mo
     audit.record(
         session, actor, "contributions.requested", target_type="model_version", target_id=version.id
     )
-    defer_job(session, CONTRIBUTIONS_TASK, version_id=version.id)
+    defer_job(session, ContributionsRun(version_id=version.id))
     return version
 
 

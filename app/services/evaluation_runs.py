@@ -20,8 +20,7 @@ from app.models import BaseModelRecord, Benchmark, Evaluation, EvaluationStatus,
 from app.security import Actor
 from app.services import audit
 from app.services.errors import InvalidInput, NotFound
-
-EVALUATE_TASK = "medvec.evaluate.run"
+from app.tasks import EvaluateRun
 
 
 def splits_for(benchmark: Benchmark) -> list[str]:
@@ -54,7 +53,7 @@ def queue_evaluation(
     row.status, row.metrics, row.error = EvaluationStatus.QUEUED, {}, None
     row.attempts, row.lease_expires_at = 0, None
     session.flush()
-    defer_job(session, EVALUATE_TASK, version_id=version_id, benchmark_id=benchmark_id, split=split)
+    defer_job(session, EvaluateRun(version_id=version_id, benchmark_id=benchmark_id, split=split))
     return row
 
 

@@ -9,11 +9,12 @@ from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.jobs import SUMS_REFRESH, defer_job
+from app.jobs import defer_job
 from app.models import ApiToken, DataVector, Hospital, Role, VectorStatus
 from app.security import Actor, hash_token
 from app.services import audit
 from app.services.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from app.tasks import SumsRefresh
 from medvec.tokens import mint_token
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -105,7 +106,7 @@ def remove_hospital(
         bases=bases,
     )
     for base_id in bases:
-        defer_job(session, SUMS_REFRESH, base_id=base_id)
+        defer_job(session, SumsRefresh(base_id=base_id))
     return hospital
 
 

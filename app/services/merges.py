@@ -27,6 +27,7 @@ from app.services.errors import InvalidInput, NotFound
 from app.services.evaluation_runs import queue_missing
 from app.services.generations import current_base
 from app.services.selection import Chosen, resolve_selection
+from app.tasks import merge_task
 from medvec.errors import MedVecError
 
 if TYPE_CHECKING:
@@ -34,25 +35,13 @@ if TYPE_CHECKING:
 
 
 __all__ = [
-    "MERGE_TASK",
-    "POLICY_TASK",
-    "TUNE_TASK",
-    "MERGE_FINISH_TASK",
     "MergeRequest",
     "get_job",
     "inputs_hash",
     "list_jobs",
     "request_merge",
-    "task_for",
 ]
 
-MERGE_TASK = "medvec.merge.run"
-MERGE_FINISH_TASK = "medvec.merge.finish"
-"""Recalibrate and record a merge whose file a torch-free merge worker wrote
-(``MEDVEC_MERGE_QUEUE``); sent by that worker, never by the registry."""
-TUNE_TASK = "medvec.tune.run"
-POLICY_TASK = "medvec.policy.check"
-SECURE_MERGE_TASK = "medvec.secure.merge"
 SECURE_STRATEGIES = frozenset({"secure_weighted_mean", "secure_task_arithmetic"})
 """the strategies of secure-mode jobs and versions (``app.services.secure_merges``)"""
 
@@ -219,7 +208,7 @@ def enqueue(
     session.add(job)
     session.flush()
     _audit(session, actor, action, job, **audited)
-    defer_job(session, task_for(job), job_id=job.id)
+    defer_job(session, merge_task(job))
 
 
 def _requeue_existing(session: Session, job: MergeJob, wanted: str | None, actor: Actor) -> bool:
@@ -232,12 +221,6 @@ def _requeue_existing(session: Session, job: MergeJob, wanted: str | None, actor
         if benchmark is not None:
             queue_missing(session, job.version_id, [benchmark])
     return False
-
-
-def task_for(job: MergeJob) -> str:
-    if job.params.get("secure"):
-        return SECURE_MERGE_TASK
-    return TUNE_TASK if job.lambda_grid is not None else MERGE_TASK
 
 
 def _audit(session: Session, actor: Actor, action: str, job: MergeJob, **audited: Any) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.jobs import VECTOR_ACCEPTED, defer_job
+from app.jobs import defer_job
 from app.models import DataVector, VectorStatus
 from app.security import Actor
 from app.services import audit
 from app.services.errors import Conflict, NotFound
+from app.tasks import VectorAccepted
 
 
 def list_quarantined(session: Session, base_id: str | None = None) -> list[DataVector]:
@@ -54,7 +55,7 @@ def release(session: Session, actor: Actor, vector_id: str, note: str | None) ->
         note=note,
     )
     # screening is done, so the job only runs the auto-merge policy for the base
-    defer_job(session, VECTOR_ACCEPTED, vector_id=vector.id)
+    defer_job(session, VectorAccepted(vector_id=vector.id))
     return vector
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.jobs import VECTOR_ACCEPTED, defer_job
+from app.jobs import defer_job
 from app.models import BaseModelRecord, DataVector, Hospital, VectorStatus
 from app.security import Actor
 from app.services import audit, privacy
@@ -23,6 +23,7 @@ from app.services.bases import find_base, require_ready
 from app.services.errors import HospitalMismatch, InvalidInput, NotFound, UnknownBase
 from app.services.staging import Staged
 from app.storage import BlobStore
+from app.tasks import VectorAccepted
 from medvec.vectors import ValidationReport, read_vector_metadata, validate_vector
 
 #: a hospital's current vector for a base is in one of these; a new one supersedes it
@@ -133,7 +134,7 @@ def accept_vector(
 
     vector, created = register_staged(session, store, actor, staged, build, record)
     if created:
-        defer_job(session, VECTOR_ACCEPTED, vector_id=vector.id)
+        defer_job(session, VectorAccepted(vector_id=vector.id))
     return vector, created
 
 

@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from app.jobs import DEFERRED_KEY, SUMS_REFRESH
+from app.jobs import DEFERRED_KEY
 from app.models import AuditEvent, BaseModelRecord, Hospital
 from app.security import Actor
 from app.services.hospitals import remove_hospital
+from app.tasks import SumsRefresh
 from tests.api.conftest import Registry, make_hospital
 from tests.api.factories import ModelKit
 from tests.api.helpers import error
@@ -93,7 +94,7 @@ def test_removal_asks_the_worker_to_refresh_the_sums_of_its_bases(
     with registry.session() as session, session.begin():
         remove_hospital(session, Actor.system("test"), leaving.id)
         remove_hospital(session, Actor.system("test"), quiet.id)
-        assert session.info[DEFERRED_KEY] == [(SUMS_REFRESH, {"base_id": base["id"]})]
+        assert session.info[DEFERRED_KEY] == [(SumsRefresh.name, {"base_id": base["id"]})]
         session.info.pop(DEFERRED_KEY)
         removed = session.get(Hospital, leaving.id)
         assert removed is not None and removed.removed_at is not None

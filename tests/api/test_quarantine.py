@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import update
 
 from app.db import make_sessionmaker
-from app.jobs import VECTOR_ACCEPTED, NullJobQueue
+from app.jobs import NullJobQueue
 from app.models import DataVector
+from app.tasks import VectorAccepted
 from tests.api.conftest import Registry, make_hospital, registry_of_the_module
 from tests.api.factories import ModelKit
 from tests.api.helpers import error
@@ -124,4 +125,4 @@ def test_the_sweeper_screens_a_vector_whose_job_was_lost(
     with session_scope(sessions, queue) as session:
         resent = sweep(session, settings)
     assert vector["id"] in resent
-    assert (VECTOR_ACCEPTED, {"vector_id": vector["id"]}) in queue.sent
+    assert (VectorAccepted.name, {"vector_id": vector["id"]}) in queue.sent

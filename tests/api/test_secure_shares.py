@@ -25,8 +25,8 @@ from app.models import AuditEvent, JobStatus, MergeJob
 from app.schemas.secure import SecureMergeCreate
 from app.security import Actor
 from app.services.errors import InvalidInput
-from app.services.merges import SECURE_MERGE_TASK
 from app.services.secure_merges import request_secure_merge
+from app.tasks import SecureMergeRun
 from medvec.privacy import compose_epsilon
 from medvec.secure.encoding import max_total_weight
 from medvec.secure.shares import SHARE_KEY
@@ -205,7 +205,7 @@ def test_a_secure_merge_is_one_job_and_a_failed_one_is_queued_again(
                 session, request, actor=Actor.system(requester), settings=settings
             )
             sent = session.info.pop(DEFERRED_KEY, [])
-            assert sent == ([(SECURE_MERGE_TASK, {"job_id": job.id})] if queued else [])
+            assert sent == ([(SecureMergeRun.name, {"job_id": job.id})] if queued else [])
             return job.id, queued
 
     job_id, queued = ask("first")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from app.models import EvaluationStatus, JobStatus
-from app.services.merges import MERGE_TASK
+from app.tasks import MergeRun
 from tests.faults.world import Fleet
 from tests.servers import RedisServer, WorkerProcess
 
@@ -48,7 +48,7 @@ def test_redis_restarted_while_jobs_are_queued_then_they_run(distributed: World)
 
     def merges_waiting() -> int:
         # celery beat keeps sending the sweep every few seconds; count only the merges
-        return redis_server.queued(queue).count(MERGE_TASK)
+        return redis_server.queued(queue).count(MergeRun.name)
 
     # at least one message per job: the sweeper re-sends a job queued for 3 s, so on a
     # loaded machine a job may already wait twice (polling for exactly one each missed it)

@@ -14,8 +14,8 @@ from sqlalchemy import text
 from torch.nn import functional as F
 
 from app.db import make_engine
-from app.services.merges import MERGE_TASK, POLICY_TASK
 from app.storage import LocalBlobStore
+from app.tasks import MergeRun, PolicyCheck
 from medvec.calibration import recalibrate_bn
 from medvec.data import load_npz
 from medvec.evaluation import evaluate_model
@@ -123,7 +123,7 @@ def test_same_request_is_one_job_and_duplicate_delivery_one_version(
     job_id = registry.call("POST", "/merges", json=body)["job_id"]
     duplicates = [
         celery.send_task(
-            MERGE_TASK, kwargs={"job_id": job_id}, queue=settings.queue, ignore_result=False
+            MergeRun.name, kwargs={"job_id": job_id}, queue=settings.queue, ignore_result=False
         )
         for _ in range(2)
     ]
@@ -251,7 +251,9 @@ def test_auto_merge_fires_after_k_new_vectors_and_not_before(
         registry.push(name, vector)
 
     def check() -> list[str]:
-        result = celery.send_task(POLICY_TASK, kwargs={"base_id": base["id"]}, queue=settings.queue)
+        result = celery.send_task(
+            PolicyCheck.name, kwargs={"base_id": base["id"]}, queue=settings.queue
+        )
         return list(result.get(timeout=120, disable_sync_subtasks=False))
 
     for index in range(3):  # K = 4 in the worker's settings
