@@ -239,93 +239,99 @@ def _count_rejection(request: Request, code: str) -> None:
     record_rejection(request.method, request.url.path, code)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Render app errors, core errors, validation errors and HTTP errors as one body."""
+async def _app_error(request: Request, exc: Exception) -> Any:
+    assert isinstance(exc, DomainError)
+    status = status_of(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = scrub_paths(render(exc), _server_roots(request))
+    _count_rejection(request, body.code)
+    return _error_response(status, body, headers)
 
-    async def app_error(request: Request, exc: Exception) -> Any:
-        assert isinstance(exc, DomainError)
-        status = status_of(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        body = scrub_paths(render(exc), _server_roots(request))
-        _count_rejection(request, body.code)
-        return _error_response(status, body, headers)
 
-    async def medvec_error(request: Request, exc: Exception) -> Any:
-        assert isinstance(exc, MedVecError)
-        body = scrub_paths(_medvec_body(exc), _server_roots(request))
-        _count_rejection(request, body.code)
-        return _error_response(422, body)
+async def _medvec_error(request: Request, exc: Exception) -> Any:
+    assert isinstance(exc, MedVecError)
+    body = scrub_paths(_medvec_body(exc), _server_roots(request))
+    _count_rejection(request, body.code)
+    return _error_response(422, body)
 
-    async def request_invalid(request: Request, exc: Exception) -> Any:
-        assert isinstance(exc, RequestValidationError)
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-            for e in exc.errors()
-        ]
-        if any(e["type"] == "json_invalid" for e in errors):
-            body = ErrorBody(
-                code="invalid_json",
-                message="the request body is not valid JSON — send a JSON object as the API "
-                "reference says",
-                detail=errors,
-            )
-            _count_rejection(request, body.code)
-            return _error_response(400, body)
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"])
+
+async def _request_invalid(request: Request, exc: Exception) -> Any:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    if any(e["type"] == "json_invalid" for e in errors):
         body = ErrorBody(
-            code="invalid_request",
-            message=f"{where}: {first['msg']} — fix the request as the API reference says",
+            code="invalid_json",
+            message="the request body is not valid JSON — send a JSON object as the API "
+            "reference says",
             detail=errors,
         )
         _count_rejection(request, body.code)
-        return _error_response(422, body)
-
-    async def http_error(request: Request, exc: Exception) -> Any:
-        assert isinstance(exc, StarletteHTTPException)
-        headers = dict(getattr(exc, "headers", None) or {})
-        if exc.status_code == 405:
-            headers["Allow"] = ", ".join(allowed_methods(request))
-            if request.method == "OPTIONS":  # the path exists: say what it serves
-                return Response(status_code=204, headers=headers)
-        phrase = HTTPStatus(exc.status_code).phrase
-        message = exc.detail if isinstance(exc.detail, str) else phrase
-        body = ErrorBody(code=f"http_{exc.status_code}", message=message)
-        return _error_response(exc.status_code, body, headers or None)
-
-    async def integrity_error(_request: Request, _exc: Exception) -> Any:
-        body = ErrorBody(
-            code="conflict",
-            message="a concurrent request changed the same record — send the request again",
-        )
-        return _error_response(409, body)
-
-    async def database_unavailable(request: Request, exc: Exception) -> Any:
-        """503 with ``Retry-After``: the request's transaction was rolled back, the broken
-        connection is dropped from the pool (``pool_pre_ping`` tests the others before
-        use), and the same request sent again is served once the database answers."""
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        body = ErrorBody(
-            code="database_unavailable",
-            message="the registry lost its connection to its database, so this request was "
-            f"not completed — send it again in {DATABASE_RETRY_AFTER_S} s",
-        )
-        return _error_response(503, body, {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
-
-    async def client_gone(_request: Request, _exc: Exception) -> Any:
-        """The client hung up mid-body: nobody reads this answer, and nothing is logged as
-        a server error (what the request had staged is already cleaned up)."""
-        body = ErrorBody(code="client_disconnected", message="the client closed the connection")
         return _error_response(400, body)
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    body = ErrorBody(
+        code="invalid_request",
+        message=f"{where}: {first['msg']} — fix the request as the API reference says",
+        detail=errors,
+    )
+    _count_rejection(request, body.code)
+    return _error_response(422, body)
 
-    app.add_exception_handler(DomainError, app_error)
-    app.add_exception_handler(IntegrityError, integrity_error)
-    app.add_exception_handler(ClientDisconnect, client_gone)
+
+async def _http_error(request: Request, exc: Exception) -> Any:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        if request.method == "OPTIONS":  # the path exists: say what it serves
+            return Response(status_code=204, headers=headers)
+    phrase = HTTPStatus(exc.status_code).phrase
+    message = exc.detail if isinstance(exc.detail, str) else phrase
+    body = ErrorBody(code=f"http_{exc.status_code}", message=message)
+    return _error_response(exc.status_code, body, headers or None)
+
+
+async def _integrity_error(_request: Request, _exc: Exception) -> Any:
+    body = ErrorBody(
+        code="conflict",
+        message="a concurrent request changed the same record — send the request again",
+    )
+    return _error_response(409, body)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Any:
+    """503 with ``Retry-After``: the request's transaction was rolled back, the broken
+    connection is dropped from the pool (``pool_pre_ping`` tests the others before
+    use), and the same request sent again is served once the database answers."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    body = ErrorBody(
+        code="database_unavailable",
+        message="the registry lost its connection to its database, so this request was "
+        f"not completed — send it again in {DATABASE_RETRY_AFTER_S} s",
+    )
+    return _error_response(503, body, {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
+async def _client_gone(_request: Request, _exc: Exception) -> Any:
+    """The client hung up mid-body: nobody reads this answer, and nothing is logged as
+    a server error (what the request had staged is already cleaned up)."""
+    body = ErrorBody(code="client_disconnected", message="the client closed the connection")
+    return _error_response(400, body)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render app errors, core errors, validation errors and HTTP errors as one body."""
+    app.add_exception_handler(DomainError, _app_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     for error in DATABASE_UNAVAILABLE:
-        app.add_exception_handler(error, database_unavailable)
-    app.add_exception_handler(MedVecError, medvec_error)
-    app.add_exception_handler(RequestValidationError, request_invalid)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+        app.add_exception_handler(error, _database_unavailable)
+    app.add_exception_handler(MedVecError, _medvec_error)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(InternalErrorMiddleware)
 
 

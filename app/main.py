@@ -23,7 +23,7 @@ from app.api.router import build_api_router, health_router
 from app.api.routes.metrics import router as metrics_router
 from app.config import Settings
 from app.console.deps import make_signer
-from app.console.routes import install_console
+from app.console.install import install_console
 from app.db import make_engine, make_sessionmaker
 from app.errors import document_common_errors, install_error_handlers
 from app.jobs import JobQueue, default_job_queue

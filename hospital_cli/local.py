@@ -250,7 +250,6 @@ def train_vector(
     from torch.utils.data import Subset
 
     from medvec.data import load_dataset
-    from medvec.evaluation import evaluate_model
     from medvec.models import load_model_file, save_model_file
     from medvec.training import fine_tune, resolve_device
     from medvec.vectors import VectorMetadata, compute_vector, save_vector
@@ -278,14 +277,7 @@ def train_vector(
     privacy: dict[str, Any] = dict(getattr(result, "privacy", None) or {})
     if (request.dp_clip is not None or request.dp_noise is not None) and not request.dp_sgd:
         tensors, privacy = _dp_vector(tensors, request)
-    metrics: dict[str, Any] = {}
-    if val_idx:
-        val_metrics = evaluate_model(
-            model, Subset(dataset, val_idx), device=device, batch_size=config.batch_size
-        )
-        metrics = (
-            val_metrics.model_dump() if hasattr(val_metrics, "model_dump") else dict(val_metrics)
-        )
+    metrics = _local_metrics(model, Subset(dataset, val_idx), device, config.batch_size)
     lineage = _lineage(continued, result.steps)
     metadata = VectorMetadata(
         base_id=str(request.base_record.get("id") or request.base_record["sha256"]),
@@ -313,9 +305,25 @@ def train_vector(
             **lineage,
         }
         save_model_file(request.save_model, model, spec, provenance=provenance)
-    metrics_path = request.out.with_suffix(".metrics.json")
-    report = {"split": "local-validation", "n": len(val_idx), "metrics": metrics}
-    tmp = metrics_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, metrics_path)
+    metrics_path = _write_metrics(request.out, len(val_idx), metrics)
     return TrainOutcome(request.out, metrics_path, json.loads(metadata.model_dump_json()), metrics)
+
+
+def _local_metrics(model: nn.Module, held_out: Any, device: Any, batch_size: int) -> dict[str, Any]:
+    """The model's metrics on the hospital's own held-out images (none: empty)."""
+    from medvec.evaluation import evaluate_model
+
+    if not len(held_out):
+        return {}
+    metrics = evaluate_model(model, held_out, device=device, batch_size=batch_size)
+    return metrics.model_dump() if hasattr(metrics, "model_dump") else dict(metrics)
+
+
+def _write_metrics(vector: Path, held_out: int, metrics: dict[str, Any]) -> Path:
+    """``<vector>.metrics.json`` beside the vector, written whole or not at all."""
+    path = vector.with_suffix(".metrics.json")
+    report = {"split": "local-validation", "n": held_out, "metrics": metrics}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, path)
+    return path

@@ -135,18 +135,7 @@ def fine_tune_dp(
     channels = model_in_channels(model)
     frozen = freeze_batchnorm(model)
     _check_supported(model)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
-    dp_model = GradSampleModule(model, batch_first=True, loss_reduction="mean")
-    dp_model.forbid_grad_accumulation()
-    dp_optimizer = SecureNoiseDPOptimizer(
-        optimizer,
-        noise_multiplier=config.dp_noise,
-        max_grad_norm=config.dp_clip,
-        expected_batch_size=int(len(labels) * sample_rate),
-        loss_reduction="mean",
-    )
-    accountant = RDPAccountant()
-    dp_optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+    dp_model, dp_optimizer, accountant = _private_training(model, config, len(labels), sample_rate)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     total = steps_per_epoch * config.epochs
     scheduler = make_scheduler(dp_optimizer, total, config)
@@ -162,18 +151,7 @@ def fine_tune_dp(
                 images = train_transform(
                     batch, channels, augment=config.augment, generator=generator
                 )
-                logits = dp_model(images)
-                # an empty Poisson batch still takes a (noise-only) step, as accounted
-                loss = (
-                    F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
-                    if len(targets)
-                    else logits.sum() * 0
-                )
-                dp_optimizer.zero_grad(set_to_none=True)
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                    loss.backward()
-                dp_optimizer.step()
+                logits, loss = _private_step(dp_model, dp_optimizer, images, targets, config)
                 scheduler.step()
                 if len(targets):
                     running.add(loss, logits, targets)
@@ -193,6 +171,50 @@ def fine_tune_dp(
         loss=loss_value, accuracy=acc_value, amp=False,
         privacy=_privacy_record(accountant, sample_rate, config),
     )  # fmt: skip
+
+
+def _private_training(
+    model: nn.Module, config: TrainConfig, samples: int, sample_rate: float
+) -> tuple[GradSampleModule, SecureNoiseDPOptimizer, RDPAccountant]:
+    """``model`` wrapped for per-sample gradients, its clipping and noising optimiser, and
+    the accountant that counts every step it takes."""
+    assert config.dp_clip is not None and config.dp_noise is not None
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    dp_model = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+    dp_model.forbid_grad_accumulation()
+    dp_optimizer = SecureNoiseDPOptimizer(
+        optimizer,
+        noise_multiplier=config.dp_noise,
+        max_grad_norm=config.dp_clip,
+        expected_batch_size=int(samples * sample_rate),
+        loss_reduction="mean",
+    )
+    accountant = RDPAccountant()
+    dp_optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+    return dp_model, dp_optimizer, accountant
+
+
+def _private_step(
+    dp_model: GradSampleModule,
+    dp_optimizer: SecureNoiseDPOptimizer,
+    images: Tensor,
+    targets: Tensor,
+    config: TrainConfig,
+) -> tuple[Tensor, Tensor]:
+    """One DP-SGD step on a Poisson batch; its logits and loss."""
+    logits = dp_model(images)
+    # an empty Poisson batch still takes a (noise-only) step, as accounted
+    loss = (
+        F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+        if len(targets)
+        else logits.sum() * 0
+    )
+    dp_optimizer.zero_grad(set_to_none=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        loss.backward()
+    dp_optimizer.step()
+    return logits, loss
 
 
 def _privacy_record(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from app.services.calibration import VALIDATION_SPLIT, validation_benchmark
 from app.services.secure_shares import is_secure_version
 from app.storage import BlobStore
 from medvec.merging import get_strategy
-from medvec.merging.contributions import leave_one_out
+from medvec.merging.contributions import Contribution, leave_one_out
 from medvec.merging.sums import Share, build_sums
 from medvec.metrics import Metrics
 from medvec.models import load_model_file, read_model_spec
@@ -64,6 +65,20 @@ def _brief(metrics: Metrics) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What leave-one-out reads of a version, taken in one transaction."""
+
+    validation: SplitRef
+    calibration: SplitRef | None
+    hospital_of: dict[str, str]
+    shares: list[Share]
+    strategy: str
+    params: dict[str, Any]
+    base_sha256: str
+    base_path: Path
+
+
 def compute_contributions(
     sessions: sessionmaker[Session],
     store: BlobStore,
@@ -73,74 +88,17 @@ def compute_contributions(
 ) -> dict[str, Any]:
     """Compute and store the contributions of ``version_id``'s inputs; the stored document."""
     with session_scope(sessions) as session:
-        version = session.get(ModelVersion, version_id)
-        if version is None:
-            raise JobGone(f"version {version_id} does not exist")
-        base = session.get(BaseModelRecord, version.base_id)
-        assert base is not None
-        if is_secure_version(version):
-            raise TerminalJobError(
-                f"version {version_id} is a secure merge: leave-one-out would reveal a vector"
-            )
-        if not get_strategy(version.strategy).is_linear:
-            raise TerminalJobError(
-                f"{version.strategy} is not linear: a hospital's share cannot be taken out"
-            )
-        benchmark = validation_benchmark(session, base, _validated_on(session, version))
-        if benchmark is None:
-            raise TerminalJobError("no benchmark of the base's task has a validation split")
-        validation = SplitRef.of(benchmark, VALIDATION_SPLIT)
-        calibration = None
-        if version.calibration and version.calibration.get("benchmark_id"):
-            source = session.get(Benchmark, version.calibration["benchmark_id"])
-            if source is not None:
-                calibration = SplitRef.of(source, str(version.calibration["split"]))
-        inputs = _inputs(session, version)
-        hospital_of = {v.id: v.hospital_id for v, _ in inputs}
-        shares = [Share(v.id, store.local_path(v.sha256), w) for v, w in inputs]
-        strategy, params = (
-            version.strategy,
-            {k: v for k, v in version.params.items() if k == "lambda"},
-        )
-        base_sha, base_path = base.sha256, store.local_path(base.sha256)
-    spec = read_model_spec(base_path)
-    val = evaluator.split(store, validation, validation.split, spec)
-    images = evaluator.split(store, calibration, calibration.split, spec) if calibration else None
-
-    def score(model_file: Path) -> Metrics:
-        merged, _ = load_model_file(model_file)
-        if calibration is not None and images is not None:
-            recalibrate_on(merged, images, calibration, settings.eval_batch_size)
-        return evaluator.evaluate(merged, val, spec)
-
-    stamp = f"{version_id}-{time.monotonic_ns()}"
-    sums = store.staging_path(f"contrib-sums-{stamp}.safetensors")
-    workdir = store.staging_path(f"contrib-{stamp}")
-    try:
-        build_sums(base_path, shares, sums, base_sha256=base_sha)
-        everyone, found = leave_one_out(
-            base_path,
-            sums,
-            shares,
-            score,
-            workdir,
-            strategy=strategy,
-            params=params,
-            base_sha256=base_sha,
-        )
-    finally:
-        sums.unlink(missing_ok=True)
-        if workdir.is_dir():
-            workdir.rmdir()
+        plan = _plan(session, store, version_id)
+    everyone, found = _leave_one_out(plan, store, evaluator, settings, version_id)
     document = {
-        "benchmark_id": validation.benchmark_id,
-        "split": validation.split,
-        "recalibrated_on": calibration.benchmark_id if calibration else None,
+        "benchmark_id": plan.validation.benchmark_id,
+        "split": plan.validation.split,
+        "recalibrated_on": plan.calibration.benchmark_id if plan.calibration else None,
         "all": _brief(everyone),
         "hospitals": [
             {
                 "vector_id": c.member,
-                "hospital_id": hospital_of[c.member],
+                "hospital_id": plan.hospital_of[c.member],
                 "accuracy": c.accuracy,
                 "auc_macro": c.auc_macro,
                 "sensitivity": c.sensitivity,
@@ -156,6 +114,84 @@ def compute_contributions(
         version.contributions = document
     log.info("version %s: contributions of %d hospitals computed", version_id, len(found))
     return document
+
+
+def _plan(session: Session, store: BlobStore, version_id: str) -> _Plan:
+    """The version's inputs, benchmarks and base; a terminal error where leave-one-out
+    cannot or must not run (a secure or non-linear merge, no validation split)."""
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise JobGone(f"version {version_id} does not exist")
+    base = session.get(BaseModelRecord, version.base_id)
+    assert base is not None
+    if is_secure_version(version):
+        raise TerminalJobError(
+            f"version {version_id} is a secure merge: leave-one-out would reveal a vector"
+        )
+    if not get_strategy(version.strategy).is_linear:
+        raise TerminalJobError(
+            f"{version.strategy} is not linear: a hospital's share cannot be taken out"
+        )
+    benchmark = validation_benchmark(session, base, _validated_on(session, version))
+    if benchmark is None:
+        raise TerminalJobError("no benchmark of the base's task has a validation split")
+    calibration = None
+    if version.calibration and version.calibration.get("benchmark_id"):
+        source = session.get(Benchmark, version.calibration["benchmark_id"])
+        if source is not None:
+            calibration = SplitRef.of(source, str(version.calibration["split"]))
+    inputs = _inputs(session, version)
+    return _Plan(
+        validation=SplitRef.of(benchmark, VALIDATION_SPLIT),
+        calibration=calibration,
+        hospital_of={v.id: v.hospital_id for v, _ in inputs},
+        shares=[Share(v.id, store.local_path(v.sha256), w) for v, w in inputs],
+        strategy=version.strategy,
+        params={k: v for k, v in version.params.items() if k == "lambda"},
+        base_sha256=base.sha256,
+        base_path=store.local_path(base.sha256),
+    )
+
+
+def _leave_one_out(
+    plan: _Plan,
+    store: BlobStore,
+    evaluator: Evaluator,
+    settings: WorkerSettings,
+    version_id: str,
+) -> tuple[Metrics, list[Contribution]]:
+    """Every input together, and each left out, scored on validation (recalibrated on the
+    version's calibration images first, as the version itself was)."""
+    spec = read_model_spec(plan.base_path)
+    validation, calibration = plan.validation, plan.calibration
+    val = evaluator.split(store, validation, validation.split, spec)
+    images = evaluator.split(store, calibration, calibration.split, spec) if calibration else None
+
+    def score(model_file: Path) -> Metrics:
+        merged, _ = load_model_file(model_file)
+        if calibration is not None and images is not None:
+            recalibrate_on(merged, images, calibration, settings.eval_batch_size)
+        return evaluator.evaluate(merged, val, spec)
+
+    stamp = f"{version_id}-{time.monotonic_ns()}"
+    sums = store.staging_path(f"contrib-sums-{stamp}.safetensors")
+    workdir = store.staging_path(f"contrib-{stamp}")
+    try:
+        build_sums(plan.base_path, plan.shares, sums, base_sha256=plan.base_sha256)
+        return leave_one_out(
+            plan.base_path,
+            sums,
+            plan.shares,
+            score,
+            workdir,
+            strategy=plan.strategy,
+            params=plan.params,
+            base_sha256=plan.base_sha256,
+        )
+    finally:
+        sums.unlink(missing_ok=True)
+        if workdir.is_dir():
+            workdir.rmdir()
 
 
 def _validated_on(session: Session, version: ModelVersion) -> str | None:

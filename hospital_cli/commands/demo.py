@@ -27,7 +27,7 @@ from rich.progress import (
 )
 
 from hospital_cli import output
-from hospital_cli.demo.state import STRATEGIES, Ui
+from hospital_cli.demo.state import STRATEGIES, DemoReport, DemoSettings, Ui
 from hospital_cli.errors import CliError
 from hospital_cli.options import DeviceOpt
 
@@ -196,10 +196,7 @@ def demo(
     Example: medvec demo --lockstep
     Example: medvec demo --dataset pneumoniamnist --hospitals 8 --iid
     """
-    from hospital_cli.demo.plot import plot_report
-    from hospital_cli.demo.report import result_rows, rich_table, summary, write_outputs
     from hospital_cli.demo.run import pretrained_base, run_demo
-    from hospital_cli.demo.state import DemoSettings
     from medvec.merging import list_strategies
 
     given = {
@@ -251,16 +248,24 @@ def demo(
     )
     with progress:
         report = run_demo(settings, ProgressUi(progress), make_base)
+    _report(report, settings)
+
+
+def _report(report: DemoReport, settings: DemoSettings) -> None:
+    """Print the demo's table, its warnings and summary; write its files and figure."""
+    from hospital_cli.demo.plot import plot_report
+    from hospital_cli.demo.report import result_rows, rich_table, summary, write_outputs
+
     rows = result_rows(report)
+    split = "IID" if settings.alpha is None else f"Dirichlet alpha={settings.alpha:g}"
+    schedule = (
+        f"lockstep, {settings.generations} generations"
+        if settings.lockstep
+        else f"asynchronous, the work of {settings.generations} generations"
+    )
     title = (
-        f"MedVec demo — {dataset}, {architecture_label(arch, settings.stem)}, "
-        f"{settings.hospitals} hospitals, "
-        f"{'IID' if settings.alpha is None else f'Dirichlet alpha={settings.alpha:g}'}, "
-        + (
-            f"lockstep, {settings.generations} generations"
-            if settings.lockstep
-            else f"asynchronous, the work of {settings.generations} generations"
-        )
+        f"MedVec demo — {settings.dataset}, {architecture_label(settings.arch, settings.stem)}, "
+        f"{settings.hospitals} hospitals, {split}, {schedule}"
     )
     console = output.console()
     if not console.is_terminal:
@@ -276,8 +281,9 @@ def demo(
     paths = write_outputs(report, rows, settings.output)
     plot = plot_report(report, settings.output / "accuracy.png")
     output.success(
-        f"finished in {report.seconds:.0f} s; the {'lockstep' if lockstep else 'asynchronous'} "
-        f"schedule took {report.schedule_s:.0f} s"
+        f"finished in {report.seconds:.0f} s; the "
+        f"{'lockstep' if settings.lockstep else 'asynchronous'} schedule took "
+        f"{report.schedule_s:.0f} s"
     )
     output.note(f"table: {paths['csv']}  {paths['json']}  plot: {plot}")
 

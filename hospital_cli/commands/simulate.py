@@ -19,6 +19,8 @@ from medvec.training_config import Recipe
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
+    from medvec.simulation import SweepConfig
+
 app = typer.Typer()
 
 
@@ -219,7 +221,7 @@ def simulate(
     Example: medvec simulate --async --dataset bloodmnist --hospitals 10 --alpha 0.5
     """
     from medvec.pretrain import PretrainConfig
-    from medvec.simulation import SimulationConfig, SweepConfig, markdown_table, run_sweep
+    from medvec.simulation import SimulationConfig, SweepConfig
 
     point = SimulationConfig(
         partition="iid" if alpha is None else "dirichlet",
@@ -257,26 +259,40 @@ def simulate(
         from hospital_cli.async_sim import run_clocked
 
         shared = {"partition", "alpha", "max_train", "max_test", "recipe", "lr", "batch_size"}
+        policy = {
+            "k": merge_k,
+            "stale": stale.value,
+            "staleness_power": staleness_power,
+            "server_lr": server_lr,
+            "generations": generations_from.value,
+        }
         settings = {
             **point.model_dump(include=shared | {"calibrate", "seed"}),
             "dataset": dataset,
             "hospitals": counts[0],
             "compute_rounds": rounds,
             "local_steps": local_steps,
-            "policies": {
-                "medvec": {
-                    "k": merge_k,
-                    "stale": stale.value,
-                    "staleness_power": staleness_power,
-                    "server_lr": server_lr,
-                    "generations": generations_from.value,
-                }
-            },
+            "policies": {"medvec": policy},
         }
         run_clocked(
             settings, config, output_dir, datasets_dir=datasets_dir, device=device, as_json=as_json
         )
         return
+    _sweep(config, output_dir, datasets_dir=datasets_dir, device=device, as_json=as_json)
+
+
+def _sweep(
+    config: SweepConfig,
+    output_dir: Path,
+    *,
+    datasets_dir: Path | None,
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Run the generations sweep with a progress bar (and one per base being pretrained),
+    then print its table."""
+    from medvec.simulation import markdown_table, run_sweep
+
     with output.progress_steps() as bar:
         task = bar.add_task("simulate", total=None, info="")
         pretraining: dict[str, TaskID] = {}  # a counted task per base being pretrained

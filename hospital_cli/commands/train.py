@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from hospital_cli import output
 from hospital_cli.bases import local_base
 from hospital_cli.errors import CliError
-from hospital_cli.local import TrainRequest, train_vector
+from hospital_cli.local import TrainOutcome, TrainRequest, train_vector
 from hospital_cli.options import (
     BatchOpt,
     DataOpt,
@@ -170,13 +170,7 @@ def train(
         )
     except ValidationError as exc:
         raise _invalid_options(exc) from exc
-    with output.progress_steps() as bar:
-        task = bar.add_task("train", total=None, info="")
-
-        def on_step(step: Any = None, total: int | None = None, **stats: Any) -> None:
-            bar.update(task, completed=step, total=total, info=output.stats_text(stats))
-
-        outcome = train_vector(request, on_step=on_step)
+    outcome = _train_with_progress(request)
     if as_json:
         output.print_json(
             {
@@ -188,6 +182,17 @@ def train(
         )
         return
     _summary(outcome.vector, outcome.metadata, outcome.metrics)
+
+
+def _train_with_progress(request: TrainRequest) -> TrainOutcome:
+    """``train_vector`` with a progress bar of its optimiser steps (loss, accuracy)."""
+    with output.progress_steps() as bar:
+        task = bar.add_task("train", total=None, info="")
+
+        def on_step(step: Any = None, total: int | None = None, **stats: Any) -> None:
+            bar.update(task, completed=step, total=total, info=output.stats_text(stats))
+
+        return train_vector(request, on_step=on_step)
 
 
 def _summary(vector: Path, metadata: dict[str, Any], metrics: dict[str, Any]) -> None:

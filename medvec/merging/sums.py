@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
 from medvec.errors import MergeError
 from medvec.hashing import sha256_file
@@ -49,6 +48,15 @@ from medvec.merging.combine import add_to_base, linear_coefficients
 from medvec.merging.engine import MergeResult, one_blas_thread
 from medvec.merging.inputs import MergeInputs, open_inputs
 from medvec.merging.registry import get_strategy
+from medvec.merging.sums_file import (
+    SUMS_FORMAT,
+    Share,
+    SumsHeader,
+    header_of,
+    read_sums_header,
+    sums_writer,
+    updated_header,
+)
 from medvec.models.spec import FORMAT_KEY, MODEL_FORMAT, PROVENANCE_KEY, SPEC_KEY
 from medvec.vectors.arrays import ArrayReader
 from medvec.vectors.floats import storage_dtype, widen_into, work_dtype
@@ -66,84 +74,7 @@ __all__ = [
     "update_sums",
 ]
 
-SUMS_FORMAT = "sums"
-SUMS_KEY = "medvec.sums"
 CHUNK = 1 << 18  # elements: the float64 accumulator and one row stay in the CPU cache
-
-
-class SumsHeader(BaseModel):
-    """What a sums file holds: its base, total weight and members (``id -> weight``)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    base_sha256: str
-    total_weight: float = 0.0
-    members: dict[str, float] = Field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Share:
-    """One vector file's share of the sums: ``weight * tau``, known as ``member``."""
-
-    member: str
-    path: Path
-    weight: float
-
-
-def read_sums_header(path: str | Path) -> SumsHeader:
-    """The header of a sums file; ``MergeError`` when ``path`` is not one."""
-    with ArrayReader(path) as reader:
-        return _header_of(reader, Path(path))
-
-
-def _header_of(reader: ArrayReader, path: Path) -> SumsHeader:
-    if reader.metadata.get(FORMAT_KEY) != SUMS_FORMAT or SUMS_KEY not in reader.metadata:
-        raise MergeError(
-            f"{path.name} is not a running-sums file",
-            hint="rebuild the sums from the vectors (build_sums)",
-        )
-    return SumsHeader.model_validate_json(reader.metadata[SUMS_KEY])
-
-
-def _updated(header: SumsHeader, add: Sequence[Share], remove: Sequence[Share]) -> SumsHeader:
-    members = dict(header.members)
-    for share in remove:
-        if members.get(share.member) != share.weight:
-            raise MergeError(
-                f"{share.member} is not in the sums with weight {share.weight}",
-                hint="subtract a member with the weight it was added with",
-                member=share.member,
-            )
-        del members[share.member]
-    for share in add:
-        if share.member in members:
-            raise MergeError(
-                f"{share.member} is already in the sums", hint="subtract its old share first"
-            )
-        if not share.weight > 0:
-            raise MergeError(f"{share.member}: a share's weight must be > 0", hint="drop it")
-        members[share.member] = share.weight
-    return SumsHeader(
-        base_sha256=header.base_sha256,
-        total_weight=float(sum(members.values())),
-        members=members,
-    )
-
-
-def _sums_writer(inputs: MergeInputs, header: SumsHeader, out: str | Path) -> SafetensorsWriter:
-    """The writer of a sums file (the base's floating tensors as float64, ``header`` in
-    its metadata): neither hashed nor fsynced, as a sums file is checked and rebuilt."""
-    layout = [
-        (t.name, "F64", t.shape)
-        for t in inputs.base.header.tensors.values()
-        if t.name in inputs.floating
-    ]
-    metadata = {
-        FORMAT_KEY: SUMS_FORMAT,
-        SPEC_KEY: inputs.base.metadata.get(SPEC_KEY, "{}"),
-        SUMS_KEY: header.model_dump_json(),
-    }
-    return SafetensorsWriter(out, layout, metadata, hashed=False, durable=False)
 
 
 def _model_writer(
@@ -268,8 +199,8 @@ def build_sums(
     """The sums of ``shares`` computed from scratch (the full recompute), in one pass."""
     inputs = _open(Path(base_path), shares, base_sha256, rebase)
     try:
-        header = _updated(SumsHeader(base_sha256=inputs.base_sha256), shares, ())
-        with _sums_writer(inputs, header, out_path) as writer, one_blas_thread():
+        header = updated_header(SumsHeader(base_sha256=inputs.base_sha256), shares, ())
+        with sums_writer(inputs, header, out_path) as writer, one_blas_thread():
             _stream(inputs, [s.weight for s in shares], None, writer, None, None)
             writer.commit()
     finally:
@@ -307,14 +238,14 @@ def update_sums(
     shares = [*remove, *add]
     signed = [-s.weight for s in remove] + [s.weight for s in add]
     with ArrayReader(sums_path) as sums:
-        old = _header_of(sums, Path(sums_path))
+        old = header_of(sums, Path(sums_path))
         inputs = _open(Path(base_path), shares, base_sha256, rebase)
         try:
             if old.base_sha256 != inputs.base_sha256:
                 raise MergeError(
                     "the sums belong to another base", hint="rebuild them for this base"
                 )
-            header = _updated(old, add, remove)
+            header = updated_header(old, add, remove)
             scale = None
             if merged_path is not None:
                 scale = _scale_for(strategy, params, header.total_weight)
@@ -329,7 +260,7 @@ def update_sums(
             provenance_doc = {**dict(provenance or {}), "lineage": lineage}
             with ExitStack() as writers, one_blas_thread():
                 sums_out = (
-                    writers.enter_context(_sums_writer(inputs, header, out_path))
+                    writers.enter_context(sums_writer(inputs, header, out_path))
                     if out_path is not None
                     else None
                 )
@@ -394,7 +325,7 @@ def compare_sums(a: str | Path, b: str | Path) -> float:
     tensor's largest magnitude, and ``inf`` when the members differ: how far a running
     sums file drifted from its full recompute."""
     with ArrayReader(a) as left, ArrayReader(b) as right:
-        ha, hb = _header_of(left, Path(a)), _header_of(right, Path(b))
+        ha, hb = header_of(left, Path(a)), header_of(right, Path(b))
         if ha.members.keys() != hb.members.keys() or ha.base_sha256 != hb.base_sha256:
             return float("inf")
         worst = abs(ha.total_weight - hb.total_weight) / max(abs(hb.total_weight), 1e-12)

@@ -19,6 +19,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    _create_agg_audit_events()
+    _create_agg_shares()
+    _create_agg_summed_sets()
+    _create_agg_tokens()
+    _create_agg_uploads()
+
+
+def _create_agg_audit_events() -> None:
     op.create_table(
         "agg_audit_events",
         sa.Column("actor", sa.String(length=200), nullable=False),
@@ -36,6 +44,8 @@ def upgrade() -> None:
             batch_op.f("ix_agg_audit_events_created_at"), ["created_at"], unique=False
         )
 
+
+def _create_agg_shares() -> None:
     op.create_table(
         "agg_shares",
         sa.Column("pair_id", sa.String(length=32), nullable=False),
@@ -53,6 +63,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_agg_shares_hospital"), ["hospital"], unique=False)
         batch_op.create_index(batch_op.f("ix_agg_shares_sha256"), ["sha256"], unique=False)
 
+
+def _create_agg_summed_sets() -> None:
     op.create_table(
         "agg_summed_sets",
         sa.Column("request_id", sa.String(length=200), nullable=False),
@@ -69,6 +81,8 @@ def upgrade() -> None:
             batch_op.f("ix_agg_summed_sets_created_at"), ["created_at"], unique=False
         )
 
+
+def _create_agg_tokens() -> None:
     op.create_table(
         "agg_tokens",
         sa.Column("name", sa.String(length=200), nullable=False),
@@ -87,6 +101,8 @@ def upgrade() -> None:
     with op.batch_alter_table("agg_tokens", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_agg_tokens_created_at"), ["created_at"], unique=False)
 
+
+def _create_agg_uploads() -> None:
     op.create_table(
         "agg_uploads",
         sa.Column("owner", sa.String(length=200), nullable=False),
