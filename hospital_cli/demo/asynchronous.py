@@ -4,11 +4,10 @@ Every hospital loops on its own (``HospitalLoop``) while the run's budget lasts 
 lockstep schedule's work, in images), and every job it started is pushed. The registry
 does the rest with its own policies, as it would for real hospitals: the auto-merge
 policy merges a base once K new vectors arrived (stale vectors of hospitals that pulled
-an older generation applied weighted), each merged version becomes the base of a new
-generation (``MEDVEC_AUTO_GENERATION=merged``), which the hospitals' next jobs pull, the
-worker recalibrates and evaluates each version, and the promotion gate promotes every
-version that is no worse than production on validation (``MEDVEC_AUTO_PROMOTE``). The
-demo only watches.
+an older generation applied weighted), the worker recalibrates and evaluates each
+version, and the promotion gate promotes every version that is no worse than production
+on validation (``MEDVEC_AUTO_PROMOTE``) and makes it the base of a new generation
+(``MEDVEC_AUTO_GENERATION``), which the hospitals' next jobs pull. The demo only watches.
 
 The run ends when the last job has pushed and the registry has finished what those
 pushes set off. Then the admin asks for one more merge of the current base with the
@@ -39,7 +38,7 @@ SETTLE_TIMEOUT_S = 900.0
 
 
 class Generations:
-    """Reports every generation the registry starts (from each version it merges)."""
+    """Reports every generation the registry starts from a version it promoted."""
 
     def __init__(self, demo: DemoRun, admin: RegistryClient) -> None:
         self.demo, self.admin = demo, admin
@@ -58,7 +57,7 @@ class Generations:
             self.demo.event(
                 "new_generation", base_from=vid, base_id=bid, generation=base.get("generation")
             )
-            self.demo.ui.phase(f"version {vid[:8]} is generation {base.get('generation')}")
+            self.demo.ui.phase(f"production {vid[:8]} is generation {base.get('generation')}")
 
 
 def run_asynchronous(demo: DemoRun, admin: RegistryClient, hospitals: list[Hospital]) -> None:

@@ -2,7 +2,7 @@
 
 Each hospital has its own token, working folder and pace (``hospital_cli.demo.pace``).
 A job takes one of the demo's training slots, pulls the registry's current base (the
-newest version the registry started a generation from), fine-tunes it with
+production model once a promotion started a generation from it), fine-tunes it with
 ``hospital_cli.local.train_vector`` (the code behind ``medvec train``), gives the slot
 back, waits ``slowdown - 1`` times its training time when the hospital is slow, and
 pushes the vector through the resumable upload protocol.
@@ -10,7 +10,7 @@ pushes the vector through the resumable upload protocol.
 Two schedules drive the jobs: :class:`LockstepRound` runs one hospital's job of a
 lockstep generation, :class:`HospitalLoop` runs a hospital's jobs one after the other
 until the run's budget is spent, with no wait for anyone. In the loop, a hospital whose
-last push was against the base it pulls again (no generation started since) continues
+last push was against the base it pulls again (production has not moved) continues
 from its own last fine-tuned model: the new vector, still against that base, holds all
 its work since, and replaces the previous one in the registry's merges.
 

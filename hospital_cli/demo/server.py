@@ -54,14 +54,12 @@ def registry_policy(auto_merge_k: int, *, auto_promote: bool) -> dict[str, str]:
     left to the installed defaults: auto-merge after ``auto_merge_k`` new vectors (weighted
     mean); a hospital's vector of an older generation applied to the current base,
     weighted by ``(1 + staleness) ** -0.5``; the promotion gate on the overall metrics
-    only (no per-class rule); and, with ``auto_promote`` (the asynchronous schedule),
-    every version that passes the gate on validation promoted by the registry itself,
-    and every auto-merged version made the base of the next generation, which the
-    hospitals train from while production follows the gate (in lockstep the admin
-    promotes, and the demo starts the generation). docs/merging.md measures why (the
-    per-class rule locks a poor first version in production, excluded stale vectors lose
-    a slow hospital's work, a generation only from promoted versions stalls the lineage
-    while the gate refuses)."""
+    only (no per-class rule); and, with ``auto_promote``, every version that passes the
+    gate on validation promoted by the registry itself, and every version it promotes
+    made the base of the next generation (in lockstep the admin promotes, and the demo
+    starts the generation). docs/merging.md measures why (the per-class rule locks a
+    poor first version in production, excluded stale vectors lose a slow hospital's
+    work)."""
     return {
         "MEDVEC_AUTO_MERGE": "true",
         "MEDVEC_AUTO_MERGE_K": str(auto_merge_k),
@@ -70,7 +68,7 @@ def registry_policy(auto_merge_k: int, *, auto_promote: bool) -> dict[str, str]:
         "MEDVEC_STALENESS_POWER": "0.5",
         "MEDVEC_GATE_CLASS_METRICS": "[]",
         "MEDVEC_AUTO_PROMOTE": "true" if auto_promote else "false",
-        "MEDVEC_AUTO_GENERATION": "merged" if auto_promote else "off",
+        "MEDVEC_AUTO_GENERATION": "true",
     }
 
 

@@ -50,15 +50,14 @@ def benchmark_file(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path)
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    settings = {"MEDVEC_SCREENING_MAX_IMAGES": "300"}
-    policy: dict[str, Any] = {"auto_merge_k": 3, "auto_promote": True}  # the demo's policy
+    settings = {"MEDVEC_AUTO_PROMOTE": "true", "MEDVEC_SCREENING_MAX_IMAGES": "300"}
     if request.param == "sqlite":
-        with embedded_registry(tmp_path / "data", extra_env=settings, **policy) as server:
+        with embedded_registry(tmp_path / "data", auto_merge_k=3, extra_env=settings) as server:
             yield server
         return
     with fresh_postgres_database() as url:
         env = {**settings, "MEDVEC_DATABASE_URL": url, "MEDVEC_AUTO_MIGRATE": "true"}
-        with embedded_registry(tmp_path / "data", extra_env=env, **policy) as server:
+        with embedded_registry(tmp_path / "data", auto_merge_k=3, extra_env=env) as server:
             yield server
 
 
@@ -136,7 +135,7 @@ def test_poisoned_hospitals_are_quarantined_and_the_gate_guards_production(
     promoted = api.call("GET", "/audit", params={"target_id": clean})
     (event,) = [e for e in promoted if e["action"] == "version.promoted"]
     assert event["actor"] == "system:auto-promote" and event["payload"]["forced"] is False
-    # ...and the next generation's base since it was merged: the hospitals pull it now
+    # ...and made the next generation's base, which the hospitals pull now
     current = api.call("GET", "/bases/current")
     assert (current["source_version_id"], current["parent_id"]) == (clean, base["id"])
 
