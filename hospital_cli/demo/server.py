@@ -68,7 +68,9 @@ def registry_policy(auto_merge_k: int, *, auto_promote: bool) -> dict[str, str]:
         "MEDVEC_STALENESS_POWER": "0.5",
         "MEDVEC_GATE_CLASS_METRICS": "[]",
         "MEDVEC_AUTO_PROMOTE": "true" if auto_promote else "false",
-        "MEDVEC_AUTO_GENERATION": "true",
+        # not the registry's default (merged): measured on the quick demo below lockstep
+        # with it (docs/demo.md, "Asynchronous against lockstep")
+        "MEDVEC_AUTO_GENERATION": "promoted",
     }
 
 
