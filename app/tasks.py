@@ -21,6 +21,7 @@ __all__ = [
     "BaseVerify",
     "ContributionsRun",
     "EvaluateRun",
+    "JobTask",
     "MergeFinish",
     "MergeRun",
     "PolicyCheck",
@@ -46,33 +47,35 @@ class Task(BaseModel):
         return self.model_dump(mode="json")
 
 
-class MergeRun(Task):
+class JobTask(Task):
+    """A task that runs (part of) one merge job, named by its row's id."""
+
+    job_id: str
+
+
+class MergeRun(JobTask):
     """Run a merge job (torch-free: ``worker.merge_main`` can serve it alone)."""
 
     name = "medvec.merge.run"
-    job_id: str
 
 
-class TuneRun(Task):
+class TuneRun(JobTask):
     """Run a merge job that chooses its lambda on validation first."""
 
     name = "medvec.tune.run"
-    job_id: str
 
 
-class SecureMergeRun(Task):
+class SecureMergeRun(JobTask):
     """Run a secure merge job: the shares' sums from the share holder, unmasked here."""
 
     name = "medvec.secure.merge"
-    job_id: str
 
 
-class MergeFinish(Task):
+class MergeFinish(JobTask):
     """Recalibrate and record a merge the merge queue wrote (``MEDVEC_MERGE_QUEUE``); sent
     by the merge worker only, never by the registry."""
 
     name = "medvec.merge.finish"
-    job_id: str
     merged_sha256: str
     cosine: float | None = None
     from_sums: bool = False
@@ -146,7 +149,7 @@ TASKS: tuple[type[Task], ...] = (
 )
 
 
-def merge_task(job: MergeJob) -> Task:
+def merge_task(job: MergeJob) -> JobTask:
     """The task that runs merge job ``job``: a secure merge, a tuned one, or a plain one."""
     if job.params.get("secure"):
         return SecureMergeRun(job_id=job.id)

@@ -223,8 +223,7 @@ def _run_cell(
     path = args.out / "cells" / name
     config = _config(args, cell)
     finished = _finished_runs(args, name, config)
-    strategies = [*config.policies, *config.baselines]
-    if set(finished) == set(strategies):
+    if set(finished) == {*config.policies, *config.baselines}:
         print(f"reusing every run of {name}", flush=True)
         return _write(path, _reused_record(args, name, config, finished))
     classes = medmnist_num_classes(dataset, args.datasets_dir)

@@ -144,7 +144,7 @@ def register_merge_task(app: MedVecCelery) -> None:
     """Declare ``medvec.merge.run`` on ``app``."""
 
     @app.task(name=MergeRun.name, bind=True)
-    def merge_run(self: Task, job_id: str) -> str | None:
+    def merge_run(self: Task, /, **payload: Any) -> str | None:
         def merging(sessions: Any, store: Any, job: str, settings: Any) -> MergeOutcome:
             # the evaluator (torch) is built only where the merge is completed: never on
             # the merge-only worker
@@ -157,4 +157,4 @@ def register_merge_task(app: MedVecCelery) -> None:
                 evaluator=lambda: app.resources.evaluator,
             )
 
-        return run_job(self, app, job_id, merging)
+        return run_job(self, app, MergeRun(**payload).job_id, merging)

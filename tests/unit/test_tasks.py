@@ -61,6 +61,8 @@ def test_a_malformed_message_is_refused_before_the_task_runs() -> None:
     app = make_celery(_settings())
     with pytest.raises(ValidationError, match="EvaluateRun"):
         app.tasks[EvaluateRun.name](version_id="v")  # no benchmark_id
+    with pytest.raises(ValidationError, match="MergeRun"):
+        app.tasks[MergeRun.name](job="j")  # job_id misspelt
     with pytest.raises(ValidationError, match="PolicyCheck"):
         app.tasks[PolicyCheck.name](base="b")  # no such field
     # a vector message of an earlier release also named its base: still read
